@@ -1,0 +1,79 @@
+"""Per-task checkpoints: everything needed to continue a sequence at the next task exactly.
+
+Layout of `<output_dir>/checkpoints/task_<k>/`: `unet/` (diffusers save_pretrained), `state.pt`
+(optimizer, RNG states, strategy state, compute counters; loaded with weights_only=True) and
+`state.json` (task index and the metric history). A checkpoint directory appears only complete:
+it is written under a temporary name and renamed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import UNet2DModel
+
+UNET_DIR = "unet"
+STATE_FILE = "state.pt"
+META_FILE = "state.json"
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: the task it completed, its tensors and its metric history."""
+
+    task_index: int
+    state: dict[str, Any]
+    history: list[dict[str, float]]
+    path: Path
+
+
+def task_checkpoint_dir(output_dir: Path, task_index: int) -> Path:
+    return output_dir / "checkpoints" / f"task_{task_index}"
+
+
+def save_checkpoint(
+    directory: Path,
+    model: UNet2DModel,
+    task_index: int,
+    state: dict[str, Any],
+    history: list[dict[str, float]],
+) -> Path:
+    """Write a checkpoint atomically to `directory` (replacing an older one there)."""
+    directory = Path(directory)
+    tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    model.save_pretrained(tmp / UNET_DIR, safe_serialization=True)
+    torch.save(state, tmp / STATE_FILE)
+    (tmp / META_FILE).write_text(json.dumps({"task_index": task_index, "history": history}))
+    if directory.exists():
+        shutil.rmtree(directory)
+    os.replace(tmp, directory)
+    return directory
+
+
+def load_checkpoint(directory: Path, model: UNet2DModel) -> Checkpoint:
+    """Load weights into `model` in place and return the rest of the checkpoint."""
+    directory = Path(directory)
+    meta = json.loads((directory / META_FILE).read_text())
+    trained = UNet2DModel.from_pretrained(directory / UNET_DIR)
+    model.load_state_dict(trained.state_dict())
+    state = torch.load(directory / STATE_FILE, map_location="cpu", weights_only=True)
+    return Checkpoint(meta["task_index"], state, meta["history"], directory)
+
+
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    """The checkpoint of the highest completed task under `output_dir`, if any."""
+    root = Path(output_dir) / "checkpoints"
+    done = [
+        p for p in root.glob("task_*")
+        if p.is_dir() and p.name[5:].isdigit() and (p / META_FILE).is_file()
+    ]
+    return max(done, key=lambda p: int(p.name[5:]), default=None)

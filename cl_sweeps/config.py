@@ -1,0 +1,268 @@
+"""Typed trial configuration: the one validation path for the CLI, sweep files and trainables.
+
+Every error names the field, the bad value and what is allowed, and is raised before any data is
+loaded or any model is built.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10")
+MODEL_PRESETS = ("tiny", "paper", "paper_cifar")
+NUM_TRAIN_TIMESTEPS = 1000
+
+
+class ConfigError(ValueError):
+    """A configuration is invalid; the message names the field, the value and what is allowed."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Strict):
+    """Which dataset, how it is split into class-incremental tasks, and where it lives."""
+
+    dataset: Literal["digits", "mnist", "fashion_mnist", "cifar10"] = "digits"
+    data_root: str | None = Field(
+        default=None, description="Directory of torchvision datasets (required for them)."
+    )
+    download: bool = False
+    image_size: int | None = Field(
+        default=None, gt=0, description="Side of the square images; default 8 (digits), 32 else."
+    )
+    num_tasks: int = Field(default=5, gt=0)
+    class_order: list[int] | None = None
+    class_order_seed: int | None = Field(
+        default=None, description="If set, the class order is a permutation seeded by this."
+    )
+    tasks: list[list[int]] | None = Field(
+        default=None, description="Explicit tasks as lists of classes; overrides num_tasks."
+    )
+    max_train_per_class: int | None = Field(default=None, gt=0)
+    max_test_per_class: int | None = Field(default=None, gt=0)
+
+    @field_validator("tasks")
+    @classmethod
+    def _tasks_disjoint(cls, tasks: list[list[int]] | None) -> list[list[int]] | None:
+        if tasks is None:
+            return tasks
+        seen: dict[int, int] = {}
+        for index, classes in enumerate(tasks):
+            if not classes:
+                raise ValueError(f"task {index} is empty; every task needs at least one class")
+            for c in classes:
+                if c in seen:
+                    raise ValueError(
+                        f"class {c} is in task {seen[c]} and task {index}; "
+                        "each class may belong to one task only"
+                    )
+                seen[c] = index
+        return tasks
+
+    @field_validator("class_order")
+    @classmethod
+    def _order_unique(cls, order: list[int] | None) -> list[int] | None:
+        if order is not None and len(set(order)) != len(order):
+            raise ValueError(f"class_order {order} repeats a class; list each class once")
+        return order
+
+    def resolved_image_size(self) -> int:
+        if self.image_size is not None:
+            return self.image_size
+        return 8 if self.dataset == "digits" else 32
+
+
+class ModelConfig(_Strict):
+    """The UNet (a diffusers UNet2DModel preset) and the noise schedule."""
+
+    preset: Literal["tiny", "paper", "paper_cifar"] = "tiny"
+    timestep_spacing: Literal["trailing", "leading", "linspace"] = Field(
+        default="trailing",
+        description="DDIM timestep grid; 'trailing' starts few-step sampling at t=999.",
+    )
+    clip_sample: bool = True
+
+
+class StrategyConfig(_Strict):
+    """A continual-learning strategy and its knobs; which knobs a strategy reads is documented
+    per strategy (see cl_sweeps.strategies); the others are ignored and recorded as unused."""
+
+    name: str = "naive"
+    replay_ratio: float = Field(default=1.0, ge=0.0, description="Replay images per real image.")
+    memory_size: int = Field(default=200, gt=0, description="ER memory capacity (images).")
+    teacher_steps: int = Field(default=2, ge=1, description="DDIM steps of teacher generation.")
+    teacher_eta: float = Field(default=0.0, ge=0.0, le=1.0)
+    lambd: float = Field(default=1.0, ge=0.0, description="Replay/distillation loss weight.")
+    weight_replay_loss: bool = Field(
+        default=True, description="Weight real 1/(t+1) and replay 1-1/(t+1) as in the paper."
+    )
+    replay_start_timestep: int | None = Field(
+        default=None,
+        ge=0,
+        description="Replay/distillation timesteps are drawn from [0, this); None = all.",
+    )
+    ewc_lambda: float = Field(default=100.0, ge=0.0)
+    si_c: float = Field(default=0.1, ge=0.0)
+
+    @field_validator("name")
+    @classmethod
+    def _known_strategy(cls, name: str) -> str:
+        from cl_sweeps.strategies import available_strategies
+
+        allowed = available_strategies()
+        if name not in allowed:
+            raise ValueError(f"unknown strategy {name!r}; allowed: {', '.join(allowed)}")
+        return name
+
+    @model_validator(mode="after")
+    def _steps_within_schedule(self) -> StrategyConfig:
+        if self.teacher_steps > NUM_TRAIN_TIMESTEPS:
+            raise ValueError(
+                f"teacher_steps={self.teacher_steps} exceeds the {NUM_TRAIN_TIMESTEPS} training "
+                f"timesteps of the noise schedule; allowed: 1..{NUM_TRAIN_TIMESTEPS}"
+            )
+        if (
+            self.replay_start_timestep is not None
+            and not 1 <= self.replay_start_timestep <= NUM_TRAIN_TIMESTEPS
+        ):
+            raise ValueError(
+                f"replay_start_timestep={self.replay_start_timestep}; "
+                f"allowed: 1..{NUM_TRAIN_TIMESTEPS} or null"
+            )
+        return self
+
+
+class TrainConfig(_Strict):
+    """Training budget and optimiser, per task."""
+
+    iterations_per_task: int | None = Field(default=None, gt=0)
+    epochs_per_task: float | None = Field(default=None, gt=0)
+    batch_size: int = Field(default=128, gt=0)
+    lr: float = Field(default=2e-4, gt=0)
+    grad_clip: float | None = Field(default=1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> TrainConfig:
+        if self.iterations_per_task is None and self.epochs_per_task is None:
+            self.iterations_per_task = 500
+        if self.iterations_per_task is not None and self.epochs_per_task is not None:
+            raise ValueError(
+                f"iterations_per_task={self.iterations_per_task} and "
+                f"epochs_per_task={self.epochs_per_task} are both set; set exactly one"
+            )
+        return self
+
+
+class EvaluationConfig(_Strict):
+    """What is measured after every task."""
+
+    eval_batch_size: int = Field(default=512, gt=0)
+    denoise_eval_per_task: int = Field(
+        default=256, gt=0, description="Test images per task for the denoising loss."
+    )
+
+
+class TrialConfig(_Strict):
+    """One full continual sequence: data, model, strategy, budget, evaluation and where to write."""
+
+    seed: int = 0
+    device: str = Field(default="auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'.")
+    output_dir: str = "runs/trial"
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    strategy: StrategyConfig = Field(default_factory=StrategyConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, device: str) -> str:
+        if device in ("auto", "cpu", "cuda") or (
+            device.startswith("cuda:") and device[5:].isdigit()
+        ):
+            return device
+        raise ValueError(f"device {device!r} is not allowed; use 'auto', 'cpu', 'cuda' or 'cuda:N'")
+
+    @model_validator(mode="after")
+    def _data_needs_root(self) -> TrialConfig:
+        if self.data.dataset != "digits" and not self.data.data_root:
+            raise ValueError(
+                f"data.data_root is required for dataset {self.data.dataset!r} "
+                "(a directory for torchvision's files; set data.download=true to fetch them)"
+            )
+        return self
+
+
+def format_validation_error(error: ValidationError, prefix: str = "") -> str:
+    """One line per problem: dotted field, the offending value, and pydantic's reason."""
+    lines = []
+    for item in error.errors():
+        field = ".".join(str(p) for p in item["loc"])
+        if prefix:
+            field = f"{prefix}.{field}" if field else prefix
+        value = item.get("input")
+        reason = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            reason = "unknown key; check the spelling against the documented fields"
+        lines.append(f"{field or '<root>'}: {reason} (got {value!r})")
+    return "\n".join(lines)
+
+
+def parse_trial_config(data: dict[str, Any], prefix: str = "") -> TrialConfig:
+    """Validate a plain dict into a TrialConfig, raising ConfigError with field-named messages."""
+    try:
+        return TrialConfig.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(format_validation_error(error, prefix)) from None
+
+
+def parse_override_value(text: str) -> Any:
+    """`--set key=value` values are YAML scalars/lists: 3, 0.5, true, null, [1, 2], names."""
+    return yaml.safe_load(text)
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of `data` with dotted `key=value` overrides applied."""
+    result = copy.deepcopy(data)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. strategy.name=er")
+        key, value = item.split("=", 1)
+        node = result
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {key}: {part!r} is not a section")
+            node = child
+        node[parts[-1]] = parse_override_value(value)
+    return result
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping safely; a missing file or a non-mapping is a ConfigError."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    with path.open() as handle:
+        data = yaml.safe_load(handle) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def load_trial_config(path: str | Path, overrides: list[str] | None = None) -> TrialConfig:
+    """Load the `base:` section of a run/sweep file (or a bare trial mapping) as a TrialConfig."""
+    data = load_yaml(path)
+    prefix = "base" if "base" in data else ""
+    base = data["base"] if prefix else data
+    if not isinstance(base, dict):
+        raise ConfigError(f"base: expected a mapping, got {type(base).__name__}")
+    return parse_trial_config(apply_overrides(base, overrides or []), prefix=prefix)

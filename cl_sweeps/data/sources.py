@@ -1,0 +1,133 @@
+"""Image sources as in-memory tensors in [-1, 1].
+
+`digits` is scikit-learn's bundled 8x8 handwritten digits (no download); the torchvision datasets
+are read from `data_root` in torchvision's own on-disk format and resized from 28x28 (or 32x32) to
+the configured size, as in the paper.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from cl_sweeps.config import DataConfig
+
+DIGITS_TEST_FRACTION = 0.2
+DIGITS_SPLIT_SEED = 0  # fixed: the train/test split never changes between trials
+
+
+@dataclass
+class ImageSet:
+    """Images (N, C, H, W) float in [-1, 1] and int64 labels (N,)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, index: torch.Tensor) -> ImageSet:
+        return ImageSet(self.images[index], self.labels[index])
+
+    def of_classes(self, classes: list[int]) -> ImageSet:
+        mask = torch.isin(self.labels, torch.tensor(classes, dtype=self.labels.dtype))
+        return self.subset(mask.nonzero().flatten())
+
+
+@dataclass
+class SourceData:
+    """A dataset's train and test splits with its shape."""
+
+    name: str
+    train: ImageSet
+    test: ImageSet
+    num_classes: int
+    channels: int
+    image_size: int
+
+
+def _to_unit_range(images: torch.Tensor, max_value: float, size: int) -> torch.Tensor:
+    """Scale raw pixels to [-1, 1] and resize (bilinear) to size x size."""
+    x = images.float() / max_value
+    if x.shape[-1] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    return (x * 2 - 1).clamp(-1, 1)
+
+
+def _load_digits(size: int) -> tuple[ImageSet, ImageSet]:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    images = torch.from_numpy(bunch.images.astype(np.float32)).unsqueeze(1)
+    labels = torch.from_numpy(bunch.target.astype(np.int64))
+    index = np.arange(len(labels))
+    train_idx, test_idx = train_test_split(
+        index,
+        test_size=DIGITS_TEST_FRACTION,
+        random_state=DIGITS_SPLIT_SEED,
+        stratify=bunch.target,
+    )
+    x = _to_unit_range(images, 16.0, size)
+    train = ImageSet(x[torch.from_numpy(train_idx)], labels[torch.from_numpy(train_idx)])
+    test = ImageSet(x[torch.from_numpy(test_idx)], labels[torch.from_numpy(test_idx)])
+    return train, test
+
+
+def _load_torchvision(name: str, root: str, download: bool, size: int) -> tuple[ImageSet, ImageSet]:
+    from torchvision import datasets
+
+    cls = {"mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST,
+           "cifar10": datasets.CIFAR10}[name]
+    splits = []
+    for train in (True, False):
+        try:
+            ds = cls(root=str(Path(root).expanduser()), train=train, download=download)
+        except RuntimeError as error:
+            raise FileNotFoundError(
+                f"data.dataset={name!r}: could not load it from data.data_root={root!r} "
+                f"({error}); put torchvision's files there or set data.download=true"
+            ) from None
+        data = torch.as_tensor(np.asarray(ds.data))
+        images = data.permute(0, 3, 1, 2) if data.ndim == 4 else data.unsqueeze(1)
+        labels = torch.as_tensor(np.asarray(ds.targets), dtype=torch.int64)
+        splits.append(ImageSet(_to_unit_range(images, 255.0, size), labels))
+    return splits[0], splits[1]
+
+
+def _cap_per_class(images: ImageSet, cap: int | None, seed: int) -> ImageSet:
+    """Keep at most `cap` images per class (a seeded choice), for small quick runs."""
+    if cap is None:
+        return images
+    generator = torch.Generator().manual_seed(seed)
+    keep = []
+    for c in images.labels.unique().tolist():
+        idx = (images.labels == c).nonzero().flatten()
+        keep.append(idx[torch.randperm(len(idx), generator=generator)[:cap]].sort().values)
+    return images.subset(torch.cat(keep).sort().values)
+
+
+def load_source(config: DataConfig) -> SourceData:
+    """Load a dataset's splits as tensors in [-1, 1] at the configured image size."""
+    size = config.resolved_image_size()
+    if config.dataset == "digits":
+        train, test = _load_digits(size)
+    else:
+        train, test = _load_torchvision(
+            config.dataset, config.data_root or "", config.download, size
+        )
+    train = _cap_per_class(train, config.max_train_per_class, DIGITS_SPLIT_SEED)
+    test = _cap_per_class(test, config.max_test_per_class, DIGITS_SPLIT_SEED + 1)
+    num_classes = int(max(train.labels.max(), test.labels.max())) + 1
+    return SourceData(
+        name=config.dataset,
+        train=train,
+        test=test,
+        num_classes=num_classes,
+        channels=train.images.shape[1],
+        image_size=size,
+    )

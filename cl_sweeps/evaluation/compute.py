@@ -1,0 +1,117 @@
+"""Compute accounting, measured where it is spent.
+
+UNet image-forwards are counted by purpose at every call site; FLOPs per image-forward are
+measured once per model shape with torch.utils.flop_counter and multiplied out (a backward is
+counted as the flop counter measures it, about twice a forward).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from contextlib import contextmanager
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+from diffusers import UNet2DModel
+from torch.utils.flop_counter import FlopCounterMode
+
+# Purposes of a UNet image-forward. Student forwards in training are followed by a backward.
+STUDENT_TRAIN = "student_train"
+TEACHER_GENERATION = "teacher_generation"
+TEACHER_TARGET = "teacher_target"
+EVAL_SAMPLING = "eval_sampling"
+PURPOSES = (STUDENT_TRAIN, TEACHER_GENERATION, TEACHER_TARGET, EVAL_SAMPLING)
+TRAIN_PURPOSES = (STUDENT_TRAIN, TEACHER_GENERATION, TEACHER_TARGET)
+
+PHASES = ("train", "replay_generation", "evaluation")
+
+
+class ForwardCounter:
+    """Image-forwards of the UNet, by purpose."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter({p: 0 for p in PURPOSES})
+
+    def add(self, purpose: str, images: int) -> None:
+        if purpose not in PURPOSES:
+            raise ValueError(f"unknown forward purpose {purpose!r}; allowed: {PURPOSES}")
+        self.counts[purpose] += int(images)
+
+    def hook(self, purpose: str):
+        """A callback `f(n_images)` for the sampler's on_forward."""
+        return lambda images: self.add(purpose, images)
+
+    def snapshot(self) -> dict[str, int]:
+        return dict(self.counts)
+
+    def load(self, counts: dict[str, int]) -> None:
+        self.counts = Counter({p: int(counts.get(p, 0)) for p in PURPOSES})
+
+
+@dataclass
+class FlopsPerImage:
+    """FLOPs of one UNet image-forward, and of one forward+backward (training)."""
+
+    forward: float
+    forward_backward: float
+
+
+_FLOP_CACHE: dict[str, FlopsPerImage] = {}
+
+
+def measure_flops_per_image(model: UNet2DModel) -> FlopsPerImage:
+    """Measure once per model shape (config) with FlopCounterMode on a batch of 2, on CPU-free
+    meta-agnostic inputs of the model's own device and dtype."""
+    key = repr(sorted(model.config.items()))
+    if key in _FLOP_CACHE:
+        return _FLOP_CACHE[key]
+    cfg = model.config
+    param = next(model.parameters())
+    batch = 2
+    x = torch.randn(batch, cfg.in_channels, cfg.sample_size, cfg.sample_size,
+                    device=param.device, dtype=param.dtype)
+    t = torch.full((batch,), 500, device=param.device, dtype=torch.long)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(x, t)
+    forward = counter.get_total_flops() / batch
+    with FlopCounterMode(display=False) as counter:
+        model(x, t).sample.sum().backward()
+    model.zero_grad(set_to_none=True)
+    model.train(was_training)
+    result = FlopsPerImage(forward=forward, forward_backward=counter.get_total_flops() / batch)
+    _FLOP_CACHE[key] = result
+    return result
+
+
+@dataclass
+class PhaseTimer:
+    """Wall-clock seconds by phase; CUDA work is synchronised at phase edges so it is counted."""
+
+    seconds: dict[str, float] = field(default_factory=lambda: {p: 0.0 for p in PHASES})
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        _synchronize()
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            _synchronize()
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+
+def _synchronize() -> None:
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
+def flops_by_purpose(counts: dict[str, int], flops: FlopsPerImage) -> dict[str, float]:
+    """FLOPs spent per purpose: student forwards carry their backward."""
+    return {
+        p: counts.get(p, 0) * (flops.forward_backward if p == STUDENT_TRAIN else flops.forward)
+        for p in PURPOSES
+    }

@@ -1,0 +1,97 @@
+"""Metric names: an API. Dashboards, Optuna objectives and frontiers are built on them.
+
+Every metric the engine reports is declared here once, with its meaning and when it is logged;
+the README's metric table is checked against this list by the tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+TASK_PREFIXES = ("denoise_loss_task_", "fid_task_")  # followed by the 0-based task index k
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    name: str
+    meaning: str
+    when: str
+
+
+AFTER_EACH_TASK = "after each task (step = task index)"
+AFTER_LAST_TASK = "after the last task"
+
+METRICS: tuple[MetricSpec, ...] = (
+    MetricSpec("task", "0-based index of the task just learned", AFTER_EACH_TASK),
+    MetricSpec(
+        "denoise_loss",
+        "mean noise-prediction MSE on the test images of all seen tasks (fixed noise and "
+        "timesteps per image, so values are comparable across tasks and trials)",
+        AFTER_EACH_TASK,
+    ),
+    MetricSpec("denoise_loss_task_<k>", "the same on task k's test images only", AFTER_EACH_TASK),
+    MetricSpec(
+        "train_tflops",
+        "cumulative training compute in TFLOPs: student forward+backward, teacher generation "
+        "and teacher targets (image-forwards × measured FLOPs per image-forward)",
+        AFTER_EACH_TASK,
+    ),
+    MetricSpec("task_train_tflops", "training TFLOPs of this task alone", AFTER_EACH_TASK),
+    MetricSpec("eval_tflops", "cumulative evaluation-sampling TFLOPs", AFTER_EACH_TASK),
+    MetricSpec(
+        "forwards_student_train",
+        "cumulative UNet image-forwards of the student in training (each with a backward)",
+        AFTER_EACH_TASK,
+    ),
+    MetricSpec(
+        "forwards_teacher_generation",
+        "cumulative teacher image-forwards spent generating replay",
+        AFTER_EACH_TASK,
+    ),
+    MetricSpec(
+        "forwards_teacher_target",
+        "cumulative teacher image-forwards spent computing distillation targets",
+        AFTER_EACH_TASK,
+    ),
+    MetricSpec(
+        "forwards_eval_sampling",
+        "cumulative image-forwards spent sampling for evaluation",
+        AFTER_EACH_TASK,
+    ),
+    MetricSpec(
+        "train_seconds", "cumulative wall-clock seconds of training (replay generation included)",
+        AFTER_EACH_TASK,
+    ),
+    MetricSpec(
+        "replay_generation_seconds",
+        "the part of train_seconds spent generating replay with the teacher",
+        AFTER_EACH_TASK,
+    ),
+    MetricSpec("eval_seconds", "cumulative wall-clock seconds of evaluation", AFTER_EACH_TASK),
+    MetricSpec(
+        "accelerator_seconds",
+        "(train_seconds + eval_seconds) × accelerators held by the trial (0 on CPU)",
+        AFTER_EACH_TASK,
+    ),
+    MetricSpec(
+        "peak_memory_mb",
+        "peak accelerator memory allocated (CUDA), or the process's peak resident memory (CPU)",
+        AFTER_EACH_TASK,
+    ),
+)
+
+METRIC_NAMES: tuple[str, ...] = tuple(spec.name for spec in METRICS)
+
+
+def task_metric(prefix: str, task: int) -> str:
+    """The name of a per-task metric, e.g. task_metric('fid_task_', 2) == 'fid_task_2'."""
+    if prefix not in TASK_PREFIXES:
+        raise ValueError(f"unknown per-task metric prefix {prefix!r}; allowed: {TASK_PREFIXES}")
+    return f"{prefix}{task}"
+
+
+def is_known_metric(name: str) -> bool:
+    """True for a declared metric or a per-task metric with a declared prefix."""
+    if name in METRIC_NAMES:
+        return True
+    return any(name.startswith(p) and name[len(p):].isdigit() for p in TASK_PREFIXES)

@@ -1,0 +1,247 @@
+"""run_sequence: one model through all tasks of a continual sequence.
+
+Per task: train (the strategy forms each minibatch's loss), evaluate, checkpoint, and call
+`reporter(task_index, metrics, checkpoint_dir)`. Knows nothing of Ray or MLflow.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import resource
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from diffusers import UNet2DModel
+from tqdm.auto import tqdm
+
+from cl_sweeps.checkpoint import (
+    load_checkpoint,
+    save_checkpoint,
+    task_checkpoint_dir,
+)
+from cl_sweeps.config import TrialConfig
+from cl_sweeps.data import ImageSet, TaskStream, build_task_stream, load_source
+from cl_sweeps.diffusion import DDIMSampler, build_scheduler, build_unet
+from cl_sweeps.evaluation.compute import (
+    TRAIN_PURPOSES,
+    ForwardCounter,
+    PhaseTimer,
+    flops_by_purpose,
+    measure_flops_per_image,
+)
+from cl_sweeps.evaluation.denoising import denoising_loss
+from cl_sweeps.metrics import task_metric
+from cl_sweeps.strategies import Strategy, TrainingContext, build_strategy
+
+log = logging.getLogger(__name__)
+
+Reporter = Callable[[int, dict[str, float], Path], None]
+
+
+@dataclass
+class SequenceResult:
+    """The metrics reported after every task, in order, and the final model."""
+
+    history: list[dict[str, float]]
+    model: UNet2DModel
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device={name!r} but CUDA is not available; use 'cpu' or 'auto'")
+    return torch.device(name)
+
+
+def iterations_for(config: TrialConfig, train_size: int) -> int:
+    """The task's iteration budget: fixed, or epochs over the strategy's training set."""
+    if config.train.iterations_per_task is not None:
+        return config.train.iterations_per_task
+    return max(1, math.ceil(config.train.epochs_per_task * train_size / config.train.batch_size))
+
+
+def minibatches(data: ImageSet, batch_size: int, generator: torch.Generator) -> Iterator[ImageSet]:
+    """Endless minibatches of exactly `batch_size` (or the whole set, if smaller): a fresh
+    seeded permutation every epoch, its incomplete tail dropped so costs are exact."""
+    size = min(batch_size, len(data))
+    while True:
+        order = torch.randperm(len(data), generator=generator).to(data.labels.device)
+        for start in range(0, len(data) - size + 1, size):
+            yield data.subset(order[start : start + size])
+
+
+def frozen_copy(model: UNet2DModel) -> UNet2DModel:
+    """The teacher: a copy in eval mode without gradients, never updated during a task."""
+    teacher = copy.deepcopy(model).eval()
+    teacher.requires_grad_(False)
+    return teacher
+
+
+class Engine:
+    """The state of one sequence: model, optimiser, strategy, RNGs and compute meters."""
+
+    def __init__(self, config: TrialConfig):
+        self.config = config
+        self.device = resolve_device(config.device)
+        torch.manual_seed(config.seed)
+        source = load_source(config.data)
+        self.stream: TaskStream = build_task_stream(config.data, source)
+        self.model = build_unet(config.model, self.stream.image_size, self.stream.channels)
+        self.model.to(self.device)
+        self.scheduler = build_scheduler(config.model)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.train.lr)
+        self.data_generator = torch.Generator().manual_seed(config.seed)
+        self.counter = ForwardCounter()
+        self.timer = PhaseTimer()
+        self.context = TrainingContext(
+            scheduler=self.scheduler,
+            sampler=DDIMSampler(self.scheduler),
+            counter=self.counter,
+            timer=self.timer,
+            generator=torch.Generator(device=self.device).manual_seed(config.seed + 1),
+            device=self.device,
+        )
+        self.strategy: Strategy = build_strategy(config.strategy, self.context)
+        self.flops = measure_flops_per_image(self.model)
+        self.history: list[dict[str, float]] = []
+        self.next_task = 0
+
+    # --- checkpoint state -----------------------------------------------------------------
+    def state(self) -> dict:
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "data_generator": self.data_generator.get_state(),
+            "train_generator": self.context.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "strategy": self.strategy.state_dict(),
+            "forward_counts": self.counter.snapshot(),
+            "phase_seconds": dict(self.timer.seconds),
+        }
+
+    def restore(self, directory: Path) -> None:
+        checkpoint = load_checkpoint(directory, self.model)
+        state = checkpoint.state
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.data_generator.set_state(state["data_generator"])
+        self.context.generator.set_state(state["train_generator"])
+        torch.set_rng_state(state["torch_rng"])
+        self.strategy.load_state_dict(state["strategy"])
+        self.counter.load(state["forward_counts"])
+        self.timer.seconds.update(state["phase_seconds"])
+        self.history = checkpoint.history
+        self.next_task = checkpoint.task_index + 1
+        log.info("resumed from %s: continuing at task %d", directory, self.next_task)
+
+    # --- one task -----------------------------------------------------------------------------
+    def train_task(self, task_index: int, progress: bool) -> None:
+        cfg = self.config
+        self.context.task_index = task_index
+        self.context.teacher = (
+            frozen_copy(self.model) if self.strategy.needs_teacher and task_index > 0 else None
+        )
+        data = self.strategy.training_set(
+            task_index, self.stream.train[task_index], self.stream.train[:task_index]
+        )
+        data = ImageSet(data.images.to(self.device), data.labels.to(self.device))
+        iterations = iterations_for(cfg, len(data))
+        batches = minibatches(data, cfg.train.batch_size, self.data_generator)
+        self.model.train()
+        bar = tqdm(
+            range(iterations),
+            desc=f"task {task_index + 1}/{len(self.stream)} [{cfg.strategy.name}]",
+            disable=not progress,
+            leave=False,
+        )
+        with self.timer.phase("train"):
+            for _ in bar:
+                output = self.strategy.loss(self.model, next(batches))
+                self.optimizer.zero_grad(set_to_none=True)
+                output.loss.backward()
+                if cfg.train.grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.grad_clip)
+                self.optimizer.step()
+                self.strategy.after_optimizer_step(self.model)
+                bar.set_postfix(loss=f"{output.loss.item():.4f}", refresh=False)
+        self.strategy.end_task(self.model, task_index, self.stream.train[task_index])
+        self.context.teacher = None
+
+    def evaluate(self, task_index: int, tflops_before: float) -> dict[str, float]:
+        cfg = self.config
+        metrics: dict[str, float] = {"task": task_index}
+        with self.timer.phase("evaluation"):
+            losses = []
+            for k in range(task_index + 1):
+                test = self.stream.test[k]
+                images = test.images[: cfg.evaluation.denoise_eval_per_task]
+                value = denoising_loss(
+                    self.model, self.scheduler, images, seed=cfg.seed * 1000 + k,
+                    batch_size=cfg.evaluation.eval_batch_size,
+                )
+                metrics[task_metric("denoise_loss_task_", k)] = value
+                losses.append(value)
+            metrics["denoise_loss"] = sum(losses) / len(losses)
+        metrics.update(self.compute_metrics(tflops_before))
+        return metrics
+
+    def training_tflops(self) -> float:
+        spent = flops_by_purpose(self.counter.snapshot(), self.flops)
+        return sum(spent[p] for p in TRAIN_PURPOSES) / 1e12
+
+    def compute_metrics(self, tflops_before: float) -> dict[str, float]:
+        counts = self.counter.snapshot()
+        spent = flops_by_purpose(counts, self.flops)
+        seconds = self.timer.seconds
+        wall = seconds["train"] + seconds["evaluation"]
+        accelerators = 1.0 if self.device.type == "cuda" else 0.0
+        train_tflops = self.training_tflops()
+        return {
+            "train_tflops": train_tflops,
+            "task_train_tflops": train_tflops - tflops_before,
+            "eval_tflops": spent["eval_sampling"] / 1e12,
+            **{f"forwards_{p}": float(n) for p, n in counts.items()},
+            "train_seconds": seconds["train"],
+            "replay_generation_seconds": seconds["replay_generation"],
+            "eval_seconds": seconds["evaluation"],
+            "accelerator_seconds": wall * accelerators,
+            "peak_memory_mb": peak_memory_mb(self.device),
+        }
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def run_sequence(
+    config: TrialConfig,
+    reporter: Reporter | None = None,
+    *,
+    resume_from: Path | None = None,
+    progress: bool = False,
+) -> SequenceResult:
+    """Train one model through every task; after each, evaluate, checkpoint and report."""
+    engine = Engine(config)
+    if resume_from is not None:
+        engine.restore(Path(resume_from))
+    output_dir = Path(config.output_dir)
+    for task_index in range(engine.next_task, len(engine.stream)):
+        tflops_before = engine.training_tflops()
+        engine.train_task(task_index, progress)
+        metrics = engine.evaluate(task_index, tflops_before)
+        engine.history.append(metrics)
+        directory = save_checkpoint(
+            task_checkpoint_dir(output_dir, task_index),
+            engine.model,
+            task_index,
+            engine.state(),
+            engine.history,
+        )
+        if reporter is not None:
+            reporter(task_index, metrics, directory)
+    return SequenceResult(engine.history, engine.model)

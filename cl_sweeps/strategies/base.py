@@ -1,0 +1,152 @@
+"""The common base of all strategies: one job, forming the minibatch, targets and loss.
+
+The engine owns the loop, the optimiser, evaluation and checkpoints. A strategy gets the current
+minibatch of real images and a `TrainingContext` (noise schedule, sampler, frozen teacher, task
+index, random generator, forward counter) and returns the loss, counting every UNet
+image-forward it spends by purpose.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from diffusers import DDIMScheduler, UNet2DModel
+
+from cl_sweeps.config import NUM_TRAIN_TIMESTEPS, StrategyConfig
+from cl_sweeps.data.sources import ImageSet
+from cl_sweeps.diffusion.sampling import DDIMSampler
+from cl_sweeps.evaluation.compute import (
+    STUDENT_TRAIN,
+    TEACHER_TARGET,
+    ForwardCounter,
+    PhaseTimer,
+)
+
+
+@dataclass
+class TrainingContext:
+    """Everything a strategy may use besides the minibatch; filled in by the engine."""
+
+    scheduler: DDIMScheduler
+    sampler: DDIMSampler
+    counter: ForwardCounter
+    timer: PhaseTimer
+    generator: torch.Generator
+    device: torch.device
+    task_index: int = 0
+    teacher: UNet2DModel | None = None
+
+
+@dataclass
+class LossOutput:
+    """The loss to back-propagate and its named parts (for logging)."""
+
+    loss: torch.Tensor
+    parts: dict[str, float] = field(default_factory=dict)
+
+
+class Strategy:
+    """Base strategy: plain noise-prediction training on the real minibatch."""
+
+    name: ClassVar[str] = ""
+    needs_teacher: ClassVar[bool] = False
+    knobs: ClassVar[tuple[str, ...]] = ()  # StrategyConfig fields this strategy reads
+
+    def __init__(self, config: StrategyConfig, context: TrainingContext):
+        self.config = config
+        self.context = context
+
+    # --- hooks the engine calls -------------------------------------------------------------
+    def training_set(self, task_index: int, current: ImageSet, previous: list[ImageSet]) -> ImageSet:
+        """The real images to iterate over in this task (default: the current task only)."""
+        return current
+
+    def loss(self, model: UNet2DModel, batch: ImageSet) -> LossOutput:
+        raise NotImplementedError
+
+    def after_optimizer_step(self, model: UNet2DModel) -> None:
+        """Called after every optimiser step (path-integral regularisers need it)."""
+
+    def end_task(self, model: UNet2DModel, task_index: int, current: ImageSet) -> None:
+        """Called once a task's training is done, before evaluation and the checkpoint."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Strategy state that must survive a checkpoint (e.g. a replay memory)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        del state
+
+    # --- building blocks shared by the strategies -------------------------------------------
+    def random_timesteps(self, n: int, high: int = NUM_TRAIN_TIMESTEPS) -> torch.Tensor:
+        ctx = self.context
+        return torch.randint(0, high, (n,), generator=ctx.generator, device=ctx.device)
+
+    def replay_timesteps(self, n: int) -> torch.Tensor:
+        """Timesteps for replay/distillation pairs, below `replay_start_timestep` if set."""
+        return self.random_timesteps(n, self.config.replay_start_timestep or NUM_TRAIN_TIMESTEPS)
+
+    def random_noise(self, like: torch.Tensor) -> torch.Tensor:
+        return torch.randn(like.shape, generator=self.context.generator, device=like.device)
+
+    def student(self, model: UNet2DModel, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Student noise prediction (with gradient), counted as student image-forwards."""
+        self.context.counter.add(STUDENT_TRAIN, x.shape[0])
+        return model(x, t).sample
+
+    @torch.no_grad()
+    def teacher_prediction(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The frozen teacher's noise prediction, counted as teacher target image-forwards."""
+        teacher = self.context.teacher
+        if teacher is None:
+            raise RuntimeError(f"strategy {self.name!r} needs a teacher but none is set")
+        self.context.counter.add(TEACHER_TARGET, x.shape[0])
+        return teacher(x, t).sample
+
+    def denoising_loss(self, model: UNet2DModel, x0: torch.Tensor) -> torch.Tensor:
+        """‖ε − ε_θ(x_τ, τ)‖² with τ ~ U{0..999}: the ordinary diffusion loss."""
+        noise = self.random_noise(x0)
+        t = self.random_timesteps(x0.shape[0])
+        noisy = self.context.scheduler.add_noise(x0, noise, t)
+        return F.mse_loss(self.student(model, noisy, t), noise)
+
+    def replay_batch_size(self, real_batch: int) -> int:
+        """round(replay_ratio · B) replay images per minibatch of B real images."""
+        return int(round(self.config.replay_ratio * real_batch))
+
+    def combine(self, real: torch.Tensor, replay: torch.Tensor | None) -> LossOutput:
+        """L = w_real·L_real + w_replay·λ·L_replay, with the paper's 1/(t+1) weighting if on."""
+        if replay is None:
+            return LossOutput(real, {"loss_real": real.item()})
+        t = self.context.task_index
+        if self.config.weight_replay_loss:
+            w_real, w_replay = 1.0 / (t + 1), 1.0 - 1.0 / (t + 1)
+        else:
+            w_real, w_replay = 1.0, 1.0
+        loss = w_real * real + w_replay * self.config.lambd * replay
+        return LossOutput(loss, {"loss_real": real.item(), "loss_replay": replay.item()})
+
+
+_REGISTRY: dict[str, type[Strategy]] = {}
+
+
+def register(cls: type[Strategy]) -> type[Strategy]:
+    """Class decorator: make a strategy selectable by its `name` in configs."""
+    if not cls.name or cls.name in _REGISTRY:
+        raise ValueError(f"strategy name {cls.name!r} is empty or registered twice")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def strategy_class(name: str) -> type[Strategy]:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown strategy {name!r}; allowed: {', '.join(_REGISTRY)}") from None
+
+
+def registered_names() -> list[str]:
+    return list(_REGISTRY)

@@ -1,0 +1,62 @@
+"""er: experience replay from a class-balanced memory of at most `memory_size` real images.
+
+Each minibatch of B real images is joined by round(replay_ratio·B) images drawn from the memory;
+both get the ordinary diffusion loss, combined with `lambd` and the paper's task weighting.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from diffusers import UNet2DModel
+
+from cl_sweeps.data.sources import ImageSet
+from cl_sweeps.strategies.base import LossOutput, Strategy, register
+
+
+@register
+class ExperienceReplay(Strategy):
+    name = "er"
+    knobs = ("replay_ratio", "memory_size", "lambd", "weight_replay_loss")
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.memory: ImageSet | None = None
+
+    def loss(self, model: UNet2DModel, batch: ImageSet) -> LossOutput:
+        real = self.denoising_loss(model, batch.images)
+        n_replay = self.replay_batch_size(len(batch))
+        if self.memory is None or n_replay == 0:
+            return self.combine(real, None)
+        pick = torch.randint(
+            0, len(self.memory), (n_replay,), generator=self.context.generator,
+            device=self.context.device,
+        ).cpu()
+        replay = self.denoising_loss(model, self.memory.images[pick].to(self.context.device))
+        return self.combine(real, replay)
+
+    def end_task(self, model: UNet2DModel, task_index: int, current: ImageSet) -> None:
+        """Rebuild the memory: an equal share of `memory_size` for every class seen so far."""
+        pool = current if self.memory is None else _concat(self.memory, current)
+        classes = pool.labels.unique().tolist()
+        per_class = self.config.memory_size // len(classes)
+        generator = torch.Generator().manual_seed(task_index)
+        keep = []
+        for c in classes:
+            idx = (pool.labels == c).nonzero().flatten()
+            keep.append(idx[torch.randperm(len(idx), generator=generator)[:per_class]])
+        self.memory = pool.subset(torch.cat(keep))
+
+    def state_dict(self) -> dict[str, Any]:
+        if self.memory is None:
+            return {}
+        return {"memory_images": self.memory.images, "memory_labels": self.memory.labels}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state:
+            self.memory = ImageSet(state["memory_images"], state["memory_labels"])
+
+
+def _concat(a: ImageSet, b: ImageSet) -> ImageSet:
+    return ImageSet(torch.cat([a.images, b.images]), torch.cat([a.labels, b.labels]))

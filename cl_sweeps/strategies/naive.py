@@ -1,0 +1,16 @@
+"""naive: fine-tune on the current task only (the lower bound; it forgets)."""
+
+from __future__ import annotations
+
+from diffusers import UNet2DModel
+
+from cl_sweeps.data.sources import ImageSet
+from cl_sweeps.strategies.base import LossOutput, Strategy, register
+
+
+@register
+class Naive(Strategy):
+    name = "naive"
+
+    def loss(self, model: UNet2DModel, batch: ImageSet) -> LossOutput:
+        return self.combine(self.denoising_loss(model, batch.images), None)
