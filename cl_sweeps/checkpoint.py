@@ -69,6 +69,11 @@ def load_checkpoint(directory: Path, model: UNet2DModel) -> Checkpoint:
     return Checkpoint(meta["task_index"], state, meta["history"], directory)
 
 
+def read_history(directory: Path) -> list[dict[str, float]]:
+    """The per-task metrics stored with a checkpoint (all tasks up to it)."""
+    return json.loads((Path(directory) / META_FILE).read_text())["history"]
+
+
 def latest_checkpoint(output_dir: Path) -> Path | None:
     """The checkpoint of the highest completed task under `output_dir`, if any."""
     root = Path(output_dir) / "checkpoints"

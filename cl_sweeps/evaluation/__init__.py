@@ -1,0 +1,1 @@
+"""Evaluation of a continually trained diffusion model: FID, class distribution, compute cost."""

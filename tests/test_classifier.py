@@ -1,0 +1,154 @@
+"""The evaluation classifier: accuracy on sklearn digits, disk cache, one training under a race."""
+
+import hashlib
+import multiprocessing as mp
+from pathlib import Path
+
+import pytest
+import torch
+from torch import Tensor
+
+from cl_sweeps.evaluation import classifier as clf
+from cl_sweeps.evaluation.classifier import (
+    build_classifier,
+    load_or_train_classifier,
+    train_classifier,
+)
+
+TRAIN_ARGS = {
+    "arch": "small_cnn",
+    "num_classes": 10,
+    "seed": 0,
+    "epochs": 5,
+    "batch_size": 64,
+    "device": "cpu",
+}
+# the cache tests only need *a* classifier: one epoch on a subset keeps them fast
+QUICK_ARGS = {**TRAIN_ARGS, "epochs": 1}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: on a shared 2-core machine, 2 threads can be 10x slower."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def digits() -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """sklearn's bundled 8x8 digits in [-1, 1], stratified 75/25 split."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    data = load_digits()
+    x = torch.tensor(data.data, dtype=torch.float32).reshape(-1, 1, 8, 8) / 8 - 1
+    y = torch.tensor(data.target, dtype=torch.long)
+    train, test = train_test_split(
+        torch.arange(len(y)), test_size=0.25, stratify=data.target, random_state=0
+    )
+    return x[train], y[train], x[test], y[test]
+
+
+@pytest.fixture(scope="module")
+def small_digits(digits) -> tuple[Tensor, ...]:
+    return tuple(part[:300] for part in digits)
+
+
+def _weights_digest(model: torch.nn.Module) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def test_small_cnn_learns_digits(digits) -> None:
+    model, acc = train_classifier(*digits, **TRAIN_ARGS)
+    assert acc > 0.9
+    assert not model.training
+    feats = model.features(digits[2][:7])
+    assert feats.shape == (7, model.feature_dim)
+
+
+def test_training_is_deterministic_and_leaves_global_rng_alone(small_digits) -> None:
+    torch.manual_seed(123)
+    before = torch.rand(3)
+    torch.manual_seed(123)
+    first, acc1 = train_classifier(*small_digits, **QUICK_ARGS)
+    assert torch.equal(torch.rand(3), before)  # the trial's own random stream is untouched
+    second, acc2 = train_classifier(*small_digits, **QUICK_ARGS)
+    assert acc1 == acc2 and _weights_digest(first) == _weights_digest(second)
+
+
+@pytest.mark.parametrize("in_channels,size", [(1, 8), (3, 16)])
+def test_resnet18_on_small_images(in_channels: int, size: int) -> None:
+    model = build_classifier("resnet18", in_channels, num_classes=10).eval()
+    x = torch.rand(2, in_channels, size, size) * 2 - 1
+    with torch.no_grad():
+        assert model.features(x).shape == (2, 512)
+        assert model(x).shape == (2, 10)
+    assert model.net.conv1.stride == (1, 1) and isinstance(model.net.maxpool, torch.nn.Identity)
+
+
+def test_unknown_arch_is_rejected() -> None:
+    with pytest.raises(ValueError, match="allowed"):
+        build_classifier("vit", 1, 10)
+
+
+def test_cache_trains_once_then_loads_from_disk(small_digits, tmp_path, monkeypatch) -> None:
+    calls = []
+    real_train = clf.train_classifier
+
+    def counting_train(*args, **kwargs):
+        calls.append(kwargs)
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(clf, "train_classifier", counting_train)
+    first = load_or_train_classifier(tmp_path, "digits-8", *small_digits, **QUICK_ARGS)
+    assert len(calls) == 1 and not first.loaded_from_cache
+    assert first.path.exists() and first.path.with_suffix(".json").exists()
+    assert {"digits-8", "small_cnn", "seed0", "ep1"} <= set(first.path.stem.split("__"))
+    mtime = first.path.stat().st_mtime_ns
+
+    second = load_or_train_classifier(tmp_path, "digits-8", *small_digits, **QUICK_ARGS)
+    assert len(calls) == 1, "the cached classifier was retrained"
+    assert second.loaded_from_cache and second.path == first.path
+    assert second.path.stat().st_mtime_ns == mtime
+    assert second.test_accuracy == first.test_accuracy and second.arch == "small_cnn"
+    assert _weights_digest(second.model) == _weights_digest(first.model)
+    assert not second.model.training
+    torch.testing.assert_close(
+        second.model.features(small_digits[2][:4]), first.model.features(small_digits[2][:4])
+    )
+
+    # another seed is another classifier
+    other_seed = {**QUICK_ARGS, "seed": 1}
+    other = load_or_train_classifier(tmp_path, "digits-8", *small_digits, **other_seed)
+    assert len(calls) == 2 and other.path != first.path
+
+
+def _race_worker(cache_dir: str, data: tuple, barrier, queue) -> None:
+    torch.set_num_threads(1)
+    barrier.wait()
+    result = load_or_train_classifier(Path(cache_dir), "digits-8", *data, **QUICK_ARGS)
+    queue.put((result.loaded_from_cache, _weights_digest(result.model), result.test_accuracy))
+
+
+def test_two_processes_train_once_and_agree(small_digits, tmp_path) -> None:
+    ctx = mp.get_context("spawn")
+    barrier, queue = ctx.Barrier(2), ctx.Queue()
+    workers = [
+        ctx.Process(target=_race_worker, args=(str(tmp_path), small_digits, barrier, queue))
+        for _ in range(2)
+    ]
+    for worker in workers:
+        worker.start()
+    results = [queue.get(timeout=120) for _ in workers]
+    for worker in workers:
+        worker.join(timeout=60)
+        assert worker.exitcode == 0
+    assert sorted(from_cache for from_cache, _, _ in results) == [False, True]
+    assert results[0][1:] == results[1][1:]  # identical weights and accuracy
+    assert len(list(tmp_path.glob("*.pt"))) == 1 and not list(tmp_path.glob("*.tmp"))
