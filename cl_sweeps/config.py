@@ -161,9 +161,33 @@ class TrainConfig(_Strict):
 
 
 class EvaluationConfig(_Strict):
-    """What is measured after every task."""
+    """What is measured after every task (see the README's metric table)."""
 
-    eval_batch_size: int = Field(default=512, gt=0)
+    n_eval_samples: int = Field(
+        default=1000, ge=2, description="Generated images per evaluation (paper: 10,000)."
+    )
+    eval_steps: int = Field(
+        default=10, ge=1, le=NUM_TRAIN_TIMESTEPS,
+        description="DDIM steps (eta 0) of evaluation sampling (paper: 10 FMNIST, 20 CIFAR-10).",
+    )
+    eval_batch_size: int = Field(default=500, gt=0)
+    fid_features: Literal["auto", "classifier", "inception"] = Field(
+        default="auto", description="auto: classifier features on digits, Inception otherwise."
+    )
+    inception_weights: str | None = Field(
+        default=None, description="Local file of the FID Inception weights (offline clusters)."
+    )
+    classifier_arch: Literal["auto", "small_cnn", "resnet18"] = Field(
+        default="auto", description="auto: small_cnn on digits, resnet18 otherwise (paper)."
+    )
+    classifier_epochs: int = Field(default=10, gt=0)
+    classifier_seed: int = 0
+    cache_dir: str | None = Field(
+        default=None,
+        description="Where trained classifiers are cached; default $CL_SWEEPS_CACHE or "
+        "~/.cache/cl-sweeps.",
+    )
+    sample_grid_size: int = Field(default=64, ge=0, description="Images in each task's PNG grid.")
     denoise_eval_per_task: int = Field(
         default=256, gt=0, description="Test images per task for the denoising loss."
     )

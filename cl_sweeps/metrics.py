@@ -31,6 +31,39 @@ METRICS: tuple[MetricSpec, ...] = (
     ),
     MetricSpec("denoise_loss_task_<k>", "the same on task k's test images only", AFTER_EACH_TASK),
     MetricSpec(
+        "fid",
+        "stream FID: n_eval_samples generated images vs the test images of all seen tasks, in "
+        "the feature space of evaluation.fid_features (classifier penultimate or Inception-2048)",
+        AFTER_EACH_TASK,
+    ),
+    MetricSpec(
+        "fid_task_<k>",
+        "FID restricted to seen task k: generated images the classifier assigns to task k's "
+        "classes vs task k's test images; inf when fewer than 2 generated images fall in task k "
+        "(the task is forgotten)",
+        AFTER_EACH_TASK,
+    ),
+    MetricSpec("fid_final", "the stream FID after the last task", AFTER_LAST_TASK),
+    MetricSpec("fid_avg", "mean of fid_task_<k> over all tasks after the last task", AFTER_LAST_TASK),
+    MetricSpec(
+        "forgetting",
+        "mean over tasks k < T-1 of fid_task_<k> after the last task minus fid_task_<k> right "
+        "after task k was learned (NaN for a single task)",
+        AFTER_LAST_TASK,
+    ),
+    MetricSpec(
+        "kld",
+        "KL(true class histogram of the seen test data ‖ histogram of the classes the evaluation "
+        "classifier predicts for the generated images), +1e-8 smoothing",
+        AFTER_EACH_TASK,
+    ),
+    MetricSpec("ard", "absolute ratio difference ½ Σ_c |ρ_true(c) − ρ_gen(c)|", AFTER_EACH_TASK),
+    MetricSpec(
+        "classifier_accuracy",
+        "test accuracy of the evaluation classifier (trained once on the full training set)",
+        AFTER_EACH_TASK,
+    ),
+    MetricSpec(
         "train_tflops",
         "cumulative training compute in TFLOPs: student forward+backward, teacher generation "
         "and teacher targets (image-forwards × measured FLOPs per image-forward)",

@@ -34,6 +34,8 @@ from cl_sweeps.evaluation.compute import (
     measure_flops_per_image,
 )
 from cl_sweeps.evaluation.denoising import denoising_loss
+from cl_sweeps.evaluation.fid import fid_avg, forgetting
+from cl_sweeps.evaluation.generation import GenerationEvaluator
 from cl_sweeps.metrics import task_metric
 from cl_sweeps.strategies import Strategy, TrainingContext, build_strategy
 
@@ -108,6 +110,9 @@ class Engine:
         )
         self.strategy: Strategy = build_strategy(config.strategy, self.context)
         self.flops = measure_flops_per_image(self.model)
+        self.evaluator = GenerationEvaluator(
+            config, source, self.stream, self.context.sampler, self.counter, self.device
+        )
         self.history: list[dict[str, float]] = []
         self.next_task = 0
 
@@ -171,13 +176,13 @@ class Engine:
         self.context.teacher = None
 
     def evaluate(self, task_index: int, tflops_before: float) -> dict[str, float]:
+        """Denoising loss per seen task, generation metrics, and compute so far."""
         cfg = self.config
         metrics: dict[str, float] = {"task": task_index}
         with self.timer.phase("evaluation"):
             losses = []
             for k in range(task_index + 1):
-                test = self.stream.test[k]
-                images = test.images[: cfg.evaluation.denoise_eval_per_task]
+                images = self.stream.test[k].images[: cfg.evaluation.denoise_eval_per_task]
                 value = denoising_loss(
                     self.model, self.scheduler, images, seed=cfg.seed * 1000 + k,
                     batch_size=cfg.evaluation.eval_batch_size,
@@ -185,8 +190,28 @@ class Engine:
                 metrics[task_metric("denoise_loss_task_", k)] = value
                 losses.append(value)
             metrics["denoise_loss"] = sum(losses) / len(losses)
+            metrics.update(self.evaluator(self.model, task_index, self.sample_dir))
+        if task_index == len(self.stream) - 1:
+            metrics.update(self.final_metrics(metrics))
         metrics.update(self.compute_metrics(tflops_before))
         return metrics
+
+    @property
+    def sample_dir(self) -> Path:
+        return Path(self.config.output_dir) / "samples"
+
+    def final_metrics(self, last: dict[str, float]) -> dict[str, float]:
+        """fid_final, fid_avg and forgetting from the FID matrix of the whole sequence."""
+        rows = [*self.history, last]
+        matrix = [
+            {k: row[task_metric("fid_task_", k)] for k in range(int(row["task"]) + 1)}
+            for row in rows
+        ]
+        return {
+            "fid_final": last["fid"],
+            "fid_avg": fid_avg(matrix[-1]),
+            "forgetting": forgetting(matrix),
+        }
 
     def training_tflops(self) -> float:
         spent = flops_by_purpose(self.counter.snapshot(), self.flops)

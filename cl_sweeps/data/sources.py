@@ -58,20 +58,27 @@ def _to_unit_range(images: torch.Tensor, max_value: float, size: int) -> torch.T
     return (x * 2 - 1).clamp(-1, 1)
 
 
-def _load_digits(size: int) -> tuple[ImageSet, ImageSet]:
+def digits_split() -> tuple[np.ndarray, np.ndarray]:
+    """Indices into sklearn's digits of the fixed, stratified train and test splits."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
+
+    target = load_digits().target
+    return train_test_split(
+        np.arange(len(target)),
+        test_size=DIGITS_TEST_FRACTION,
+        random_state=DIGITS_SPLIT_SEED,
+        stratify=target,
+    )
+
+
+def _load_digits(size: int) -> tuple[ImageSet, ImageSet]:
+    from sklearn.datasets import load_digits
 
     bunch = load_digits()
     images = torch.from_numpy(bunch.images.astype(np.float32)).unsqueeze(1)
     labels = torch.from_numpy(bunch.target.astype(np.int64))
-    index = np.arange(len(labels))
-    train_idx, test_idx = train_test_split(
-        index,
-        test_size=DIGITS_TEST_FRACTION,
-        random_state=DIGITS_SPLIT_SEED,
-        stratify=bunch.target,
-    )
+    train_idx, test_idx = digits_split()
     x = _to_unit_range(images, 16.0, size)
     train = ImageSet(x[torch.from_numpy(train_idx)], labels[torch.from_numpy(train_idx)])
     test = ImageSet(x[torch.from_numpy(test_idx)], labels[torch.from_numpy(test_idx)])

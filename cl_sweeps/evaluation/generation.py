@@ -1,0 +1,157 @@
+"""Evaluation of what the model generates after a task: stream and per-task FID, the class
+distribution of its samples (KLD, ARD) and a sample grid, as in the paper's protocol."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+from diffusers import UNet2DModel
+from torch import nn
+from torchvision.utils import save_image
+
+from cl_sweeps.config import EvaluationConfig, TrialConfig
+from cl_sweeps.data import TaskStream
+from cl_sweeps.data.sources import SourceData
+from cl_sweeps.diffusion import DDIMSampler
+from cl_sweeps.evaluation.classifier import TrainedClassifier, load_or_train_classifier, predict
+from cl_sweeps.evaluation.compute import EVAL_SAMPLING, ForwardCounter
+from cl_sweeps.evaluation.distribution import ard, class_histogram, kld
+from cl_sweeps.evaluation.fid import build_feature_extractor, compute_fid, fid_per_task
+from cl_sweeps.metrics import task_metric
+
+log = logging.getLogger(__name__)
+
+EVAL_SEED_OFFSET = 7_777  # evaluation noise never shares a stream with training noise
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("CL_SWEEPS_CACHE", "~/.cache/cl-sweeps")).expanduser()
+
+
+def resolved_feature_kind(config: TrialConfig) -> str:
+    """Classifier features on 8x8 digits (Inception is meaningless there); Inception else."""
+    kind = config.evaluation.fid_features
+    if kind == "auto":
+        kind = "classifier" if config.data.dataset == "digits" else "inception"
+    return kind
+
+
+def resolved_classifier_arch(config: TrialConfig) -> str:
+    arch = config.evaluation.classifier_arch
+    if arch == "auto":
+        arch = "small_cnn" if config.data.dataset == "digits" else "resnet18"
+    return arch
+
+
+def classifier_cache_key(config: TrialConfig, source: SourceData) -> str:
+    """Names the data the classifier is trained on: dataset, image size and any per-class cap."""
+    cap = config.data.max_train_per_class or "all"
+    return f"{source.name}-{source.image_size}px-{cap}"
+
+
+class GenerationEvaluator:
+    """Samples from the model after each task and scores the samples against seen test data."""
+
+    def __init__(
+        self,
+        config: TrialConfig,
+        source: SourceData,
+        stream: TaskStream,
+        sampler: DDIMSampler,
+        counter: ForwardCounter,
+        device: torch.device,
+    ):
+        self.config = config
+        self.settings: EvaluationConfig = config.evaluation
+        self.stream = stream
+        self.sampler = sampler
+        self.counter = counter
+        self.device = device
+        self.classifier: TrainedClassifier = self._load_classifier(source)
+        kind = resolved_feature_kind(config)
+        log.info("FID feature space: %s (evaluation.fid_features)", kind)
+        self.feature_kind = kind
+        self.extractor: nn.Module = build_feature_extractor(
+            kind,
+            classifier=self.classifier.model,
+            inception_weights=(
+                Path(self.settings.inception_weights).expanduser()
+                if self.settings.inception_weights
+                else None
+            ),
+        ).to(device)
+
+    def _load_classifier(self, source: SourceData) -> TrainedClassifier:
+        """The classifier trained on the dataset's full training set (all classes), cached."""
+        train, test = source.train, source.test
+        cache_dir = (
+            Path(self.settings.cache_dir).expanduser()
+            if self.settings.cache_dir
+            else default_cache_dir()
+        )
+        return load_or_train_classifier(
+            cache_dir.resolve(),
+            classifier_cache_key(self.config, source),
+            train.images,
+            train.labels,
+            test.images,
+            test.labels,
+            arch=resolved_classifier_arch(self.config),
+            num_classes=source.num_classes,
+            seed=self.settings.classifier_seed,
+            epochs=self.settings.classifier_epochs,
+            device=self.device,
+        )
+
+    def generate(self, model: UNet2DModel, task_index: int) -> torch.Tensor:
+        """n_eval_samples images with eval_steps DDIM steps (eta 0), seeded per task."""
+        generator = torch.Generator(device=self.device).manual_seed(
+            self.config.seed * 1000 + EVAL_SEED_OFFSET + task_index
+        )
+        was_training = model.training
+        model.eval()
+        result = self.sampler.sample(
+            model,
+            self.settings.n_eval_samples,
+            self.settings.eval_steps,
+            eta=0.0,
+            generator=generator,
+            batch_size=self.settings.eval_batch_size,
+            on_forward=self.counter.hook(EVAL_SAMPLING),
+        )
+        model.train(was_training)
+        return result.images.clamp(-1, 1)
+
+    def __call__(self, model: UNet2DModel, task_index: int, sample_dir: Path) -> dict[str, float]:
+        samples = self.generate(model, task_index)
+        seen = self.stream.seen_test(task_index)
+        batch = self.settings.eval_batch_size
+        predicted = predict(self.classifier.model, samples, batch_size=batch)
+        true_hist = class_histogram(seen.labels, self.stream.num_classes)
+        gen_hist = class_histogram(predicted, self.stream.num_classes)
+        metrics: dict[str, float] = {
+            "fid": compute_fid(seen.images, samples, self.extractor, batch),
+            "kld": kld(true_hist, gen_hist),
+            "ard": ard(true_hist, gen_hist),
+            "classifier_accuracy": self.classifier.test_accuracy,
+        }
+        per_task = fid_per_task(
+            seen.images, seen.labels, samples, predicted,
+            self.stream.task_classes[: task_index + 1], self.extractor, batch_size=batch,
+        )
+        for k, value in per_task.items():
+            metrics[task_metric("fid_task_", k)] = value
+        self.save_grid(samples, sample_dir / f"task_{task_index}.png")
+        return metrics
+
+    def save_grid(self, samples: torch.Tensor, path: Path) -> None:
+        n = self.settings.sample_grid_size
+        if n == 0:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
+        save_image((samples[:n] + 1) / 2, tmp, nrow=int(n**0.5) or 1)
+        os.replace(tmp, path)

@@ -1,0 +1,113 @@
+"""Task streams: class-incremental splits without leakage, and torchvision on-disk loading."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cl_sweeps.config import ConfigError, DataConfig, TrialConfig
+from cl_sweeps.data import build_task_stream, load_source, resolve_task_classes
+from cl_sweeps.data.sources import digits_split
+
+
+def test_digits_split_is_fixed_disjoint_and_complete():
+    train_idx, test_idx = digits_split()
+    again_train, again_test = digits_split()
+    assert np.array_equal(train_idx, again_train) and np.array_equal(test_idx, again_test)
+    assert not set(train_idx) & set(test_idx)
+    assert len(train_idx) + len(test_idx) == 1797
+
+
+def test_digits_images_are_scaled_and_resizable():
+    source = load_source(DataConfig())
+    assert source.train.images.shape[1:] == (1, 8, 8)
+    assert source.train.images.min() >= -1 and source.train.images.max() <= 1
+    assert source.train.images.min() == -1 and source.train.images.max() == 1
+    resized = load_source(DataConfig(image_size=16))
+    assert resized.train.images.shape[1:] == (1, 16, 16)
+    assert len(resized.train) == len(source.train)
+
+
+def test_default_stream_has_five_disjoint_two_class_tasks():
+    config = DataConfig()
+    stream = build_task_stream(config, load_source(config))
+    assert stream.task_classes == [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]
+    for split in (stream.train, stream.test):
+        for classes, images in zip(stream.task_classes, split):
+            assert set(images.labels.unique().tolist()) == set(classes)
+    total_train = sum(len(t) for t in stream.train)
+    assert total_train == len(load_source(config).train)  # every image in exactly one task
+
+
+def test_class_order_permutation_and_explicit_tasks():
+    assert resolve_task_classes(DataConfig(class_order=[9, 8, 7, 6, 5, 4, 3, 2, 1, 0]), 10)[0] == [
+        9,
+        8,
+    ]
+    seeded = resolve_task_classes(DataConfig(class_order_seed=42), 10)
+    assert resolve_task_classes(DataConfig(class_order_seed=42), 10) == seeded
+    assert sorted(c for task in seeded for c in task) == list(range(10))
+    assert seeded != resolve_task_classes(DataConfig(), 10)
+    explicit = resolve_task_classes(DataConfig(tasks=[[3], [1, 2], [0]]), 10)
+    assert explicit == [[3], [1, 2], [0]]
+
+
+def test_seen_test_covers_exactly_the_seen_tasks():
+    config = DataConfig()
+    stream = build_task_stream(config, load_source(config))
+    seen = stream.seen_test(2)
+    assert set(seen.labels.unique().tolist()) == {0, 1, 2, 3, 4, 5}
+
+
+def _write_idx(path: Path, array: np.ndarray) -> None:
+    """torchvision's MNIST raw format: big-endian magic, dims, then uint8 data."""
+    magic = 0x0800 + array.ndim
+    header = struct.pack(">I", magic) + b"".join(struct.pack(">I", d) for d in array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def _write_mnist_like(root: Path, folder: str, n_train: int, n_test: int) -> None:
+    raw = root / folder / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        images = rng.integers(0, 256, size=(n, 28, 28))
+        labels = np.arange(n) % 10
+        _write_idx(raw / f"{prefix}-images-idx3-ubyte", images)
+        _write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
+        # torchvision also accepts the .gz it downloads; write them to mirror a real download
+        with gzip.open(raw / f"{prefix}-labels-idx1-ubyte.gz", "wb") as handle:
+            handle.write((raw / f"{prefix}-labels-idx1-ubyte").read_bytes())
+
+
+@pytest.mark.parametrize("dataset,folder", [("mnist", "MNIST"), ("fashion_mnist", "FashionMNIST")])
+def test_torchvision_format_loads_from_a_directory(tmp_path, dataset, folder):
+    _write_mnist_like(tmp_path, folder, n_train=60, n_test=30)
+    config = TrialConfig.model_validate(
+        {"data": {"dataset": dataset, "data_root": str(tmp_path), "download": False}}
+    ).data
+    source = load_source(config)
+    assert source.train.images.shape == (60, 1, 32, 32)  # 28x28 resized to 32x32 as in the paper
+    assert source.test.images.shape == (30, 1, 32, 32)
+    assert -1 <= source.train.images.min() and source.train.images.max() <= 1
+    assert torch.equal(source.train.labels, torch.arange(60) % 10)
+    stream = build_task_stream(config, source)
+    assert [len(t) for t in stream.train] == [12] * 5
+
+
+def test_missing_torchvision_files_name_the_option(tmp_path):
+    config = TrialConfig.model_validate(
+        {"data": {"dataset": "fashion_mnist", "data_root": str(tmp_path)}}
+    ).data
+    with pytest.raises(FileNotFoundError, match="data.download=true"):
+        load_source(config)
+
+
+def test_class_outside_dataset_is_rejected():
+    with pytest.raises(ConfigError, match=r"class 12 does not exist.*0\.\.9"):
+        resolve_task_classes(DataConfig(tasks=[[0, 12]]), 10)
