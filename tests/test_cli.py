@@ -8,14 +8,13 @@ import sys
 
 import pyarrow.parquet as pq
 import yaml
-
 from conftest import SMALL_TRIAL
 
 
 def _run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "cl_sweeps.cli", *args],
-        capture_output=True, text=True, cwd=cwd, timeout=600,
+        check=False, capture_output=True, text=True, cwd=cwd, timeout=600,
         env={**__import__("os").environ, "OMP_NUM_THREADS": "1"},
     )
 

@@ -10,27 +10,27 @@ from cl_sweeps.config import NUM_TRAIN_TIMESTEPS, ModelConfig
 
 PRESETS: dict[str, dict[str, Any]] = {
     # Fast on 2 CPU cores: tests and the quickstart.
-    "tiny": dict(
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-        norm_num_groups=8,
-    ),
+    "tiny": {
+        "block_out_channels": (32, 64),
+        "layers_per_block": 1,
+        "down_block_types": ("DownBlock2D", "AttnDownBlock2D"),
+        "up_block_types": ("AttnUpBlock2D", "UpBlock2D"),
+        "norm_num_groups": 8,
+    },
     # The paper's Split Fashion-MNIST UNet.
-    "paper": dict(
-        block_out_channels=(64, 128, 256, 512),
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
-        up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D", "UpBlock2D"),
-    ),
+    "paper": {
+        "block_out_channels": (64, 128, 256, 512),
+        "layers_per_block": 1,
+        "down_block_types": ("DownBlock2D", "DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
+        "up_block_types": ("AttnUpBlock2D", "UpBlock2D", "UpBlock2D", "UpBlock2D"),
+    },
     # The paper's Split CIFAR-10 UNet.
-    "paper_cifar": dict(
-        block_out_channels=(128, 256, 256, 256),
-        layers_per_block=2,
-        down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
-    ),
+    "paper_cifar": {
+        "block_out_channels": (128, 256, 256, 256),
+        "layers_per_block": 2,
+        "down_block_types": ("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
+        "up_block_types": ("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+    },
 }
 
 

@@ -1,6 +1,18 @@
 """Continual-learning strategies, one per file, selected by name from a registry."""
 
-from cl_sweeps.strategies import cumulative, er, naive  # noqa: F401  (registration)
+from cl_sweeps.strategies import (  # noqa: F401  (registration)
+    cumulative,
+    er,
+    ewc,
+    gaussian_distillation,
+    generative_distillation,
+    generative_replay,
+    intermediate_distillation,
+    lwf_distillation,
+    naive,
+    partial_generation_distillation,
+    si,
+)
 from cl_sweeps.strategies.base import (
     LossOutput,
     Strategy,

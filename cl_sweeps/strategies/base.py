@@ -115,7 +115,7 @@ class Strategy:
 
     def replay_batch_size(self, real_batch: int) -> int:
         """round(replay_ratio · B) replay images per minibatch of B real images."""
-        return int(round(self.config.replay_ratio * real_batch))
+        return round(self.config.replay_ratio * real_batch)
 
     def combine(self, real: torch.Tensor, replay: torch.Tensor | None) -> LossOutput:
         """L = w_real·L_real + w_replay·λ·L_replay, with the paper's 1/(t+1) weighting if on."""

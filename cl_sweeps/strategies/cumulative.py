@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from cl_sweeps.data.sources import ImageSet
-from cl_sweeps.strategies.naive import Naive
 from cl_sweeps.strategies.base import register
+from cl_sweeps.strategies.naive import Naive
 
 
 @register

@@ -1,0 +1,28 @@
+"""gaussian_distillation: distil the teacher on pure Gaussian noise, with no generation.
+
+R = round(replay_ratio·B) inputs z ~ N(0, I) at timesteps τ drawn below `replay_start_timestep`
+(all timesteps if unset); target = the teacher's prediction: L_replay = ‖ε_φ(z, τ) − ε_θ(z, τ)‖².
+
+Cost per iteration: student 3(B + R), teacher targets R.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers import UNet2DModel
+
+from cl_sweeps.strategies.base import register
+from cl_sweeps.strategies.teacher import TeacherStrategy
+
+
+@register
+class GaussianDistillation(TeacherStrategy):
+    name = "gaussian_distillation"
+    knobs = ("replay_ratio", "lambd", "weight_replay_loss", "replay_start_timestep")
+
+    def replay_loss(self, model: UNet2DModel, n: int, like: torch.Tensor) -> torch.Tensor:
+        z = torch.randn(
+            (n, *like.shape[1:]), generator=self.context.generator, device=like.device,
+            dtype=like.dtype,
+        )
+        return self.distillation_loss(model, z, self.replay_timesteps(n))

@@ -1,0 +1,101 @@
+"""The common base of the strategies that learn from the frozen teacher.
+
+The engine sets `context.teacher` at the start of every task t > 0 to one frozen copy of the model
+as it was at the end of task t − 1 (eval mode, no gradients, never updated during the task), so
+memory holds one teacher whatever the number of tasks. On task 0 there is no teacher and every
+teacher strategy trains like `naive` (real loss only).
+
+Per iteration with B real images a strategy adds R = round(replay_ratio · B) replay pairs:
+
+    L = w_real · L_real + w_replay · λ · L_replay      (base `Strategy.combine`)
+
+Every UNet image-forward is counted where it is spent: student forwards (with backward) by
+`Strategy.student`, teacher generation through the sampler's `on_forward` hook (timed as the
+`replay_generation` phase), teacher targets by `Strategy.teacher_prediction`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from diffusers import UNet2DModel
+
+from cl_sweeps.config import NUM_TRAIN_TIMESTEPS
+from cl_sweeps.data.sources import ImageSet
+from cl_sweeps.diffusion.sampling import SampleResult
+from cl_sweeps.evaluation.compute import TEACHER_GENERATION
+from cl_sweeps.strategies.base import LossOutput, Strategy
+
+# The knobs of a strategy that replays teacher generations (partial/intermediate included).
+GENERATION_KNOBS = (
+    "replay_ratio",
+    "teacher_steps",
+    "teacher_eta",
+    "lambd",
+    "weight_replay_loss",
+    "replay_start_timestep",
+)
+
+
+class TeacherStrategy(Strategy):
+    """Real loss on the minibatch plus a replay/distillation loss on R pairs from the teacher.
+
+    Subclasses implement `replay_loss(model, n, like)`: form n replay pairs (inputs, timesteps,
+    targets) and return the student's mean squared error on them.
+    """
+
+    needs_teacher = True
+
+    def loss(self, model: UNet2DModel, batch: ImageSet) -> LossOutput:
+        real = self.denoising_loss(model, batch.images)
+        n_replay = self.replay_batch_size(len(batch))
+        if self.context.teacher is None or n_replay == 0:
+            return self.combine(real, None)
+        return self.combine(real, self.replay_loss(model, n_replay, batch.images))
+
+    def replay_loss(self, model: UNet2DModel, n: int, like: torch.Tensor) -> torch.Tensor:
+        """The replay loss on `n` pairs; `like` is the real minibatch (for shape and dtype)."""
+        raise NotImplementedError
+
+    # --- building blocks ------------------------------------------------------------------
+    def generate(
+        self,
+        n: int,
+        *,
+        stop_at: torch.Tensor | None = None,
+        return_trajectory: bool = False,
+    ) -> SampleResult:
+        """Run the teacher's k-step DDIM (k = teacher_steps, eta = teacher_eta) for n images,
+        timed as `replay_generation` and counted as teacher generation forwards."""
+        ctx = self.context
+        with ctx.timer.phase("replay_generation"):
+            return ctx.sampler.sample(
+                ctx.teacher,
+                n,
+                self.config.teacher_steps,
+                eta=self.config.teacher_eta,
+                generator=ctx.generator,
+                stop_at=stop_at,
+                return_trajectory=return_trajectory,
+                on_forward=ctx.counter.hook(TEACHER_GENERATION),
+            )
+
+    def renoise(self, x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x_τ = add_noise(x0, ε', τ) with τ from `replay_timesteps`; returns (x_τ, τ, ε')."""
+        noise = self.random_noise(x0)
+        t = self.replay_timesteps(x0.shape[0])
+        return self.context.scheduler.add_noise(x0, noise, t), t, noise
+
+    def distillation_loss(self, model: UNet2DModel, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """‖ε_φ(x, t) − ε_θ(x, t)‖²: the student matches the teacher on the same inputs."""
+        target = self.teacher_prediction(x, t)
+        return F.mse_loss(self.student(model, x, t), target)
+
+    def generation_grid(self) -> torch.Tensor:
+        """The teacher's k-step DDIM grid (noisiest first), restricted to timesteps below
+        `replay_start_timestep` if set; if no grid point is below it, the cleanest point is kept,
+        so the grid is never empty. Always a suffix of the full grid."""
+        grid = self.context.sampler.timesteps(self.config.teacher_steps).to(self.context.device)
+        start = self.config.replay_start_timestep or NUM_TRAIN_TIMESTEPS
+        kept = grid[grid < start]
+        return kept if len(kept) else grid[-1:]
