@@ -57,7 +57,7 @@ METRICS: tuple[MetricSpec, ...] = (
         "classifier predicts for the generated images), +1e-8 smoothing",
         AFTER_EACH_TASK,
     ),
-    MetricSpec("ard", "absolute ratio difference ½ Σ_c |ρ_true(c) − ρ_gen(c)|", AFTER_EACH_TASK),
+    MetricSpec("ard", "absolute ratio difference ½ Σ_c abs(ρ_true(c) − ρ_gen(c))", AFTER_EACH_TASK),
     MetricSpec(
         "classifier_accuracy",
         "test accuracy of the evaluation classifier (trained once on the full training set)",

@@ -37,7 +37,7 @@ from cl_sweeps.evaluation.denoising import denoising_loss
 from cl_sweeps.evaluation.fid import fid_avg, forgetting
 from cl_sweeps.evaluation.generation import GenerationEvaluator
 from cl_sweeps.metrics import task_metric
-from cl_sweeps.strategies import Strategy, TrainingContext, build_strategy
+from cl_sweeps.strategies import Strategy, TrainingContext, build_strategy, unused_knobs
 
 log = logging.getLogger(__name__)
 
@@ -87,9 +87,14 @@ def frozen_copy(model: UNet2DModel) -> UNet2DModel:
 class Engine:
     """The state of one sequence: model, optimiser, strategy, RNGs and compute meters."""
 
-    def __init__(self, config: TrialConfig):
+    def __init__(self, config: TrialConfig, accelerators_held: float | None = None):
         self.config = config
         self.device = resolve_device(config.device)
+        self.accelerators_held = (
+            accelerators_held
+            if accelerators_held is not None
+            else float(self.device.type == "cuda")
+        )
         torch.manual_seed(config.seed)
         source = load_source(config.data)
         self.stream: TaskStream = build_task_stream(config.data, source)
@@ -109,6 +114,13 @@ class Engine:
             device=self.device,
         )
         self.strategy: Strategy = build_strategy(config.strategy, self.context)
+        ignored = unused_knobs(config.strategy)
+        if ignored:
+            log.warning(
+                "strategy %r ignores %s (it reads: %s)", config.strategy.name,
+                ", ".join(f"strategy.{k}" for k in ignored),
+                ", ".join(self.strategy.knobs) or "no knobs",
+            )
         self.flops = measure_flops_per_image(self.model)
         self.evaluator = GenerationEvaluator(
             config, source, self.stream, self.context.sampler, self.counter, self.device
@@ -222,7 +234,6 @@ class Engine:
         spent = flops_by_purpose(counts, self.flops)
         seconds = self.timer.seconds
         wall = seconds["train"] + seconds["evaluation"]
-        accelerators = 1.0 if self.device.type == "cuda" else 0.0
         train_tflops = self.training_tflops()
         return {
             "train_tflops": train_tflops,
@@ -232,7 +243,7 @@ class Engine:
             "train_seconds": seconds["train"],
             "replay_generation_seconds": seconds["replay_generation"],
             "eval_seconds": seconds["evaluation"],
-            "accelerator_seconds": wall * accelerators,
+            "accelerator_seconds": wall * self.accelerators_held,
             "peak_memory_mb": peak_memory_mb(self.device),
         }
 
@@ -249,9 +260,14 @@ def run_sequence(
     *,
     resume_from: Path | None = None,
     progress: bool = False,
+    accelerators_held: float | None = None,
 ) -> SequenceResult:
-    """Train one model through every task; after each, evaluate, checkpoint and report."""
-    engine = Engine(config)
+    """Train one model through every task; after each, evaluate, checkpoint and report.
+
+    accelerators_held: GPUs reserved for this run (fractional under Ray), for
+    accelerator_seconds; default 1 on CUDA, 0 on CPU.
+    """
+    engine = Engine(config, accelerators_held)
     if resume_from is not None:
         engine.restore(Path(resume_from))
     output_dir = Path(config.output_dir)

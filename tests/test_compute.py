@@ -6,6 +6,7 @@ import pytest
 
 from cl_sweeps.bench import format_bench, run_bench
 from cl_sweeps.evaluation.compute import flops_by_purpose, measure_flops_per_image
+from cl_sweeps.metrics import is_known_metric
 from cl_sweeps.sequence import Engine, run_sequence
 
 
@@ -15,6 +16,8 @@ def test_total_flops_equal_forwards_times_flops_per_forward(small_trial):
     per_image = measure_flops_per_image(Engine(config).model)
     assert per_image.forward > 0 and 1.5 < per_image.forward_backward / per_image.forward < 4
     last = history[-1]
+    unknown = [name for row in history for name in row if not is_known_metric(name)]
+    assert not unknown, f"reported but not declared in cl_sweeps/metrics.py: {unknown}"
     counts = {p: int(last[f"forwards_{p}"]) for p in
               ("student_train", "teacher_generation", "teacher_target", "eval_sampling")}
     # ER: every iteration trains B real + round(r·B) replay images from task 1 on

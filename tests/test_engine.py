@@ -127,3 +127,17 @@ def test_generation_metrics_show_forgetting(small_trial):
     assert naive["kld"] > cumulative["kld"], (naive["kld"], cumulative["kld"])
     for row in (naive, cumulative):
         assert {"fid_final", "fid_avg", "forgetting", "fid_task_0", "fid_task_2"} <= set(row)
+
+
+def test_knobs_a_strategy_does_not_read_are_reported(small_trial, caplog):
+    from cl_sweeps.config import StrategyConfig
+    from cl_sweeps.strategies import unused_knobs
+
+    assert unused_knobs(StrategyConfig(name="naive", teacher_steps=10, lambd=0.5)) == [
+        "lambd", "teacher_steps"]
+    assert unused_knobs(StrategyConfig(name="generative_distillation", teacher_steps=10)) == []
+    assert unused_knobs(StrategyConfig(name="er", memory_size=50, teacher_steps=3)) == [
+        "teacher_steps"]
+    with caplog.at_level("WARNING"):
+        Engine(small_trial(strategy={"name": "naive", "teacher_steps": 7}))
+    assert "ignores strategy.teacher_steps" in caplog.text

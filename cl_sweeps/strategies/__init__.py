@@ -13,6 +13,7 @@ from cl_sweeps.strategies import (  # noqa: F401  (registration)
     partial_generation_distillation,
     si,
 )
+from cl_sweeps.config import StrategyConfig
 from cl_sweeps.strategies.base import (
     LossOutput,
     Strategy,
@@ -27,9 +28,16 @@ def available_strategies() -> list[str]:
     return registered_names()
 
 
-def build_strategy(config, context: TrainingContext) -> Strategy:
+def build_strategy(config: StrategyConfig, context: TrainingContext) -> Strategy:
     """Instantiate the configured strategy."""
     return strategy_class(config.name)(config, context)
+
+
+def unused_knobs(config: StrategyConfig) -> list[str]:
+    """Knobs set explicitly in the config that the chosen strategy does not read. They are
+    ignored (so one sweep file can cover strategies with different knobs) and reported."""
+    used = set(strategy_class(config.name).knobs) | {"name"}
+    return sorted(set(config.model_fields_set) - used)
 
 
 __all__ = [
@@ -38,4 +46,5 @@ __all__ = [
     "TrainingContext",
     "available_strategies",
     "build_strategy",
+    "unused_knobs",
 ]
