@@ -6,8 +6,12 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cl_sweeps.config import ConfigError, load_trial_config
+
+if TYPE_CHECKING:
+    from cl_sweeps.frontier import Frontier, SweepSource
 
 TABLE_COLUMNS = ("task", "denoise_loss", "fid", "kld", "train_tflops", "train_seconds")
 
@@ -55,9 +59,116 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from cl_sweeps.bench import format_bench, run_bench
+
+    rows = run_bench(
+        args.strategies, preset=args.preset, image_size=args.image_size, channels=args.channels,
+        batch_size=args.batch_size, teacher_steps=args.teacher_steps,
+        replay_ratio=args.replay_ratio, iterations=args.iterations, warmup=args.warmup,
+        device=args.device,
+    )
+    print(f"preset={args.preset} image={args.channels}x{args.image_size}x{args.image_size} "
+          f"batch={args.batch_size} teacher_steps={args.teacher_steps} "
+          f"replay_ratio={args.replay_ratio} device={args.device} "
+          f"iterations={args.iterations} (after {args.warmup} warm-up)")
+    print("meas = measured seconds ratio; pred = FLOP-model ratio; forwards per iteration right")
+    print(format_bench(rows))
+    return 0
+
+
 def _summary(metrics: dict[str, float]) -> str:
     keys = [k for k in ("fid", "kld", "denoise_loss", "train_tflops") if k in metrics]
     return ", ".join(f"{k}={metrics[k]:.4g}" for k in keys)
+
+
+def _add_sweep_source(parser: argparse.ArgumentParser) -> None:
+    """--experiment | --sweep-dir, shared by `frontier` and `report`."""
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--experiment", help="MLflow experiment of the sweep (default: its name)")
+    source.add_argument(
+        "--sweep-dir", help="the sweep's output_dir: reads its Parquet files, no server needed"
+    )
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (with --experiment)")
+    parser.add_argument(
+        "--parent-run-id", help="the sweep's parent run, if the experiment holds several sweeps"
+    )
+    parser.add_argument(
+        "--out", help="output folder (default <sweep-dir>/frontier, or runs/<experiment>/frontier)"
+    )
+    parser.add_argument(
+        "--no-log", action="store_true", help="do not log the files on the sweep's MLflow run"
+    )
+
+
+def _frontier_of(args: argparse.Namespace, objectives: tuple[str, ...]) -> Frontier:
+    from cl_sweeps.frontier import compute_frontier, load_source
+
+    source = load_source(args.sweep_dir, args.experiment, args.tracking_uri, args.parent_run_id)
+    if not source.records:
+        raise LookupError(f"no trials found in {source.description}")
+    frontier = compute_frontier(source, objectives)
+    unknown = [name for name in objectives if name not in frontier.trials.column_names]
+    if unknown:
+        raise LookupError(f"no trial reported {', '.join(unknown)}; see the metric table")
+    return frontier
+
+
+def _out_dir(args: argparse.Namespace) -> Path:
+    if args.out:
+        return Path(args.out)
+    return (Path(args.sweep_dir) if args.sweep_dir else Path("runs") / args.experiment) / "frontier"
+
+
+def _log_on_parent_run(args: argparse.Namespace, source: SweepSource, paths: list[Path]) -> None:
+    """Best effort: the files are written either way; MLflow may be down (that is why
+    --sweep-dir exists), so a failure here is a note, not an error."""
+    if args.no_log:
+        return
+    from cl_sweeps.frontier.tracking import log_frontier_artifacts, sweep_dir_tracking
+
+    try:
+        if source.client is not None:
+            client, run_id = source.client, source.parent_run_id
+        else:
+            client, run_id = sweep_dir_tracking(Path(args.sweep_dir), source.sweep_file)
+        log_frontier_artifacts(client, run_id, paths)
+        print(f"logged as artifacts frontier/ of MLflow run {run_id}")
+    except Exception as error:  # noqa: BLE001 - any tracking failure only skips the upload
+        print(f"note: files not logged to MLflow ({error})", file=sys.stderr)
+
+
+def cmd_frontier(args: argparse.Namespace) -> int:
+    from cl_sweeps.frontier import frontier_table_text, objectives_for, write_frontier_outputs
+
+    try:
+        frontier = _frontier_of(args, objectives_for(args.third_objective))
+    except (FileNotFoundError, LookupError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    paths = write_frontier_outputs(frontier, _out_dir(args))
+    print(frontier_table_text(frontier, all_configs=args.all))
+    print("\nfiles:\n" + "\n".join(f"  {p}" for p in paths.values()))
+    _log_on_parent_run(args, frontier.source, list(paths.values()))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from cl_sweeps.frontier import DEFAULT_OBJECTIVES, report_markdown, report_table, write_report
+    from cl_sweeps.frontier.sources import base_param
+
+    try:
+        frontier = _frontier_of(args, DEFAULT_OBJECTIVES)
+    except (FileNotFoundError, LookupError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    steps = base_param(frontier.source.sweep_file, "strategy.teacher_steps")
+    report = report_table(frontier.trials, default_teacher_steps=steps)
+    paths = write_report(report, _out_dir(args))
+    print(report_markdown(report))
+    print("files:\n" + "\n".join(f"  {p}" for p in paths.values()))
+    _log_on_parent_run(args, frontier.source, list(paths.values()))
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,6 +183,34 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true", help="continue after the last checkpoint")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.set_defaults(handler=cmd_run)
+    bench = sub.add_parser(
+        "bench", help="seconds per training iteration of each strategy vs the FLOP model"
+    )
+    bench.add_argument("--strategies", nargs="*", help="default: every registered strategy")
+    bench.add_argument("--preset", default="tiny", help="model preset (tiny, paper, paper_cifar)")
+    bench.add_argument("--image-size", type=int, default=8)
+    bench.add_argument("--channels", type=int, default=1)
+    bench.add_argument("--batch-size", type=int, default=64)
+    bench.add_argument("--teacher-steps", type=int, default=2)
+    bench.add_argument("--replay-ratio", type=float, default=1.0)
+    bench.add_argument("--iterations", type=int, default=10)
+    bench.add_argument("--warmup", type=int, default=2)
+    bench.add_argument("--device", default="cpu")
+    bench.set_defaults(handler=cmd_bench)
+    frontier = sub.add_parser(
+        "frontier", help="compute–quality Pareto frontier of a sweep: table, plots, artifacts"
+    )
+    _add_sweep_source(frontier)
+    frontier.add_argument(
+        "--third-objective", metavar="METRIC", help="a third minimised objective, e.g. kld"
+    )
+    frontier.add_argument("--all", action="store_true", help="print every configuration")
+    frontier.set_defaults(handler=cmd_frontier)
+    report = sub.add_parser(
+        "report", help="paper-style table: strategy × fid_final, kld, forgetting, compute"
+    )
+    _add_sweep_source(report)
+    report.set_defaults(handler=cmd_report)
     return parser
 
 

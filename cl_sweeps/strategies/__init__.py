@@ -1,5 +1,6 @@
 """Continual-learning strategies, one per file, selected by name from a registry."""
 
+from cl_sweeps.config import StrategyConfig
 from cl_sweeps.strategies import (  # noqa: F401  (registration)
     cumulative,
     er,
@@ -13,7 +14,6 @@ from cl_sweeps.strategies import (  # noqa: F401  (registration)
     partial_generation_distillation,
     si,
 )
-from cl_sweeps.config import StrategyConfig
 from cl_sweeps.strategies.base import (
     LossOutput,
     Strategy,

@@ -1,0 +1,132 @@
+"""The frontier of a sweep: load its trials, aggregate seeds, mark the Pareto configurations,
+and say it in a few lines of text (what `cl-sweeps frontier` and the end of a sweep print)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from cl_sweeps.frontier.formatting import fmt_mean_std, fmt_number, short_name, text_table
+from cl_sweeps.frontier.pareto import pareto_mask
+from cl_sweeps.frontier.sources import SweepSource, read_sweep_dir
+from cl_sweeps.frontier.table import (
+    DEFAULT_OBJECTIVES,
+    aggregate_configs,
+    excluded_counts,
+    param_columns,
+    sweep_num_tasks,
+    trials_table,
+)
+
+STRATEGY = "strategy.name"
+SHOWN_METRICS = ("fid_final", "kld", "forgetting")  # printed next to the objectives
+
+
+@dataclass
+class Frontier:
+    """A sweep's trials table, its configurations with a `pareto` flag, and what was left out."""
+
+    trials: pa.Table
+    configs: pa.Table
+    objectives: tuple[str, ...]
+    excluded: dict[str, int]
+    source: SweepSource | None = field(default=None, repr=False)
+
+    def pareto_configs(self) -> pa.Table:
+        """The non-dominated configurations, cheapest first."""
+        front = self.configs.filter(self.configs.column("pareto"))
+        keys = self._by_objectives(front)
+        return front.sort_by(keys) if keys else front
+
+    def _by_objectives(self, table: pa.Table) -> list[tuple[str, str]]:
+        names = [f"{name}_mean" for name in self.objectives]
+        return [(name, "ascending") for name in names if name in table.column_names]
+
+
+def objectives_for(third_objective: str | None = None) -> tuple[str, ...]:
+    """(train_tflops, fid_final), plus an optional third objective such as kld."""
+    return DEFAULT_OBJECTIVES + ((third_objective,) if third_objective else ())
+
+
+def compute_frontier(
+    source: SweepSource, objectives: Sequence[str] = DEFAULT_OBJECTIVES
+) -> Frontier:
+    """Trials table -> seed aggregates -> Pareto flag over the objectives' seed means."""
+    objectives = tuple(objectives)
+    num_tasks = sweep_num_tasks(source.sweep_file, source.records)
+    trials = trials_table(source.records, objectives, num_tasks)
+    configs = aggregate_configs(trials)
+    if configs.num_rows:
+        points = np.column_stack(
+            [configs.column(f"{name}_mean").to_numpy(zero_copy_only=False) for name in objectives]
+        )
+        mask = pareto_mask(points)
+    else:
+        mask = np.zeros(0, dtype=bool)
+    configs = configs.append_column("pareto", pa.array(mask, pa.bool_()))
+    return Frontier(trials, configs, objectives, excluded_counts(trials), source)
+
+
+def load_source(
+    sweep_dir: str | Path | None = None,
+    experiment: str | None = None,
+    tracking_uri: str | None = None,
+    parent_run_id: str | None = None,
+) -> SweepSource:
+    """Trials from a sweep directory (Parquet, no server needed) or from an MLflow experiment."""
+    if (sweep_dir is None) == (experiment is None):
+        raise ValueError("give exactly one of sweep_dir and experiment")
+    if sweep_dir is not None:
+        return read_sweep_dir(sweep_dir)
+    from cl_sweeps.frontier.tracking import read_mlflow
+
+    return read_mlflow(experiment, tracking_uri, parent_run_id)
+
+
+def varying_params(configs: pa.Table) -> list[str]:
+    """Params that differ between configurations (strategy first): the ones worth showing."""
+    names = [c for c in param_columns(configs) if len(set(configs.column(c).to_pylist())) > 1]
+    names.sort(key=lambda c: (c != STRATEGY, c))
+    if STRATEGY in configs.column_names and STRATEGY not in names:
+        names.insert(0, STRATEGY)
+    return names
+
+
+def summary_line(frontier: Frontier) -> str:
+    """'4 of 12 configurations on the frontier over (...); 30 trials, 25 included; excluded: …'"""
+    included = sum(frontier.trials.column("included").to_pylist())
+    on_front = sum(frontier.configs.column("pareto").to_pylist())
+    excluded = ", ".join(f"{n} {reason}" for reason, n in frontier.excluded.items()) or "none"
+    return (
+        f"{on_front} of {frontier.configs.num_rows} configurations on the Pareto frontier over "
+        f"({', '.join(frontier.objectives)}); {frontier.trials.num_rows} trials, {included} "
+        f"included; excluded: {excluded}"
+    )
+
+
+def frontier_table_text(frontier: Frontier, all_configs: bool = False) -> str:
+    """The frontier as a plain-text table (mean ± std over seeds), cheapest first, with a summary
+    line of what was counted and excluded. `all_configs` lists every configuration instead."""
+    configs = frontier.configs if all_configs else frontier.pareto_configs()
+    if all_configs:
+        keys = frontier._by_objectives(configs)
+        configs = configs.sort_by(keys) if keys else configs
+    params = varying_params(frontier.configs) if frontier.configs.num_rows else []
+    metrics = list(dict.fromkeys(frontier.objectives + SHOWN_METRICS))
+    metrics = [m for m in metrics if f"{m}_mean" in configs.column_names]
+    headers = [short_name(p) for p in params] + ["n"] + metrics
+    if all_configs:
+        headers.append("pareto")
+    rows = []
+    for row in configs.to_pylist():
+        cells = [fmt_number(row[p]) for p in params] + [str(row["n"])]
+        cells += [fmt_mean_std(row[f"{m}_mean"], row[f"{m}_std"]) for m in metrics]
+        if all_configs:
+            cells.append("*" if row["pareto"] else "")
+        rows.append(cells)
+    body = text_table(headers, rows) if rows else "(no configuration with complete, finite results)"
+    return f"{summary_line(frontier)}\n{body}"

@@ -1,0 +1,69 @@
+"""Numbers and tables as text: mean ± std cells, aligned plain text, Markdown."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+DASH = "–"  # no value / no spread (one seed)
+
+
+def fmt_number(value: Any) -> str:
+    """4 significant digits; '–' for missing or NaN; 'inf' stays 'inf'."""
+    if value is None:
+        return DASH
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if math.isnan(value):
+        return DASH
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    if float(value).is_integer() and abs(value) < 1e6:
+        return str(int(value))
+    return f"{value:.4g}"
+
+
+def fmt_mean_std(mean: float | None, std: float | None) -> str:
+    """'12.3 ± 0.4'; '12.3 ± –' for a single seed; 'inf' if a seed diverged; '–' if none."""
+    if mean is None or math.isnan(mean):
+        return DASH
+    if math.isinf(mean):
+        return fmt_number(mean)
+    return f"{fmt_number(mean)} ± {fmt_number(std)}"
+
+
+def short_name(column: str) -> str:
+    """'strategy.teacher_steps' -> 'teacher_steps', 'strategy.name' -> 'strategy' (headers)."""
+    section, _, name = column.rpartition(".")
+    return section if name == "name" and section else name
+
+
+LABEL_PARAMS = (("strategy.teacher_steps", "k"), ("strategy.replay_ratio", "r"))
+
+
+def config_label(
+    row: dict[str, Any], params: Sequence[tuple[str, str]] = LABEL_PARAMS
+) -> str:
+    """Point label on the plots, e.g. 'k=2 r=0.5': the given (param, tag) pairs the config has."""
+    parts = [f"{tag}={fmt_number(row[c])}" for c, tag in params if row.get(c) is not None]
+    return " ".join(parts)
+
+
+def text_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Left-aligned plain-text columns separated by two spaces."""
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
+    return "\n".join(lines)
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A GitHub-flavoured Markdown table (| escaped in cells)."""
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|")
+
+    lines = ["| " + " | ".join(cell(h) for h in headers) + " |"]
+    lines.append("|" + "|".join("---" for _ in headers) + "|")
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)

@@ -1,0 +1,98 @@
+"""Write a frontier's files (Parquet tables, summary, PNG and HTML plots), each atomically, and
+the one-call summary the `sweep` command prints when a sweep ends."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from cl_sweeps.frontier.build import Frontier, compute_frontier, frontier_table_text
+from cl_sweeps.frontier.sources import read_sweep_dir
+from cl_sweeps.frontier.table import DEFAULT_OBJECTIVES
+from cl_sweeps.results import atomic_write_table
+
+log = logging.getLogger(__name__)
+
+TRIALS_PARQUET = "trials.parquet"
+FRONTIER_PARQUET = "frontier.parquet"
+SUMMARY_JSON = "summary.json"
+FRONTIER_PNG = "frontier.png"
+FRONTIER_HTML = "frontier.html"
+PER_TASK_PNG = "frontier_per_task.png"
+
+
+def atomic_write(path: Path, write: Callable[[Path], Any]) -> Path:
+    """Call write(tmp) on a temporary name next to `path`, then rename: no half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def summary_dict(frontier: Frontier) -> dict[str, Any]:
+    """What a script needs without opening Parquet: counts and the frontier's config keys."""
+    front = frontier.pareto_configs()
+    return {
+        "objectives": list(frontier.objectives),
+        "trials": frontier.trials.num_rows,
+        "included": sum(frontier.trials.column("included").to_pylist()),
+        "excluded": frontier.excluded,
+        "configurations": frontier.configs.num_rows,
+        "pareto_config_keys": front.column("config_key").to_pylist(),
+        "source": frontier.source.description if frontier.source else None,
+    }
+
+
+def write_frontier_outputs(frontier: Frontier, out_dir: str | Path) -> dict[str, Path]:
+    """trials.parquet, frontier.parquet (configs + pareto flag), summary.json, frontier.png,
+    frontier.html (plotly, self-contained: works offline) and frontier_per_task.png."""
+    from cl_sweeps.frontier.plots import frontier_figure, frontier_plotly, per_task_figure
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"trials": out / TRIALS_PARQUET, "frontier": out / FRONTIER_PARQUET}
+    atomic_write_table(frontier.trials, paths["trials"])
+    atomic_write_table(frontier.configs, paths["frontier"])
+    text = json.dumps(summary_dict(frontier), indent=2) + "\n"
+    paths["summary"] = atomic_write(out / SUMMARY_JSON, lambda p: p.write_text(text))
+    png = frontier_figure(frontier)
+    paths["png"] = atomic_write(out / FRONTIER_PNG, lambda p: png.savefig(p, dpi=130))
+    per_task = per_task_figure(frontier)
+    paths["per_task_png"] = atomic_write(
+        out / PER_TASK_PNG, lambda p: per_task.savefig(p, dpi=130)
+    )
+    html = frontier_plotly(frontier)
+    paths["html"] = atomic_write(
+        out / FRONTIER_HTML, lambda p: html.write_html(str(p), include_plotlyjs=True)
+    )
+    return paths
+
+
+def sweep_end_summary(
+    output_dir: str | Path,
+    client: Any = None,
+    parent_run_id: str | None = None,
+    objectives: Sequence[str] = DEFAULT_OBJECTIVES,
+) -> str:
+    """For `cl-sweeps sweep` when it ends: frontier from the sweep directory's Parquet files,
+    outputs written to <output_dir>/frontier/, logged on the parent run if a client is given;
+    returns the text to print. A sweep without trials gives a message; other failures raise."""
+    from cl_sweeps.frontier.tracking import log_frontier_artifacts
+
+    trials_dir = Path(output_dir) / "trials"
+    if not trials_dir.is_dir() or not any(trials_dir.iterdir()):
+        return f"no trials under {trials_dir}; no frontier"
+    source = read_sweep_dir(output_dir)
+    frontier = compute_frontier(source, objectives)
+    paths = write_frontier_outputs(frontier, Path(output_dir) / "frontier")
+    if client is not None and parent_run_id is not None:
+        log_frontier_artifacts(client, parent_run_id, paths.values())
+    return f"{frontier_table_text(frontier)}\n\nfrontier files: {Path(output_dir) / 'frontier'}"
