@@ -141,3 +141,14 @@ def test_knobs_a_strategy_does_not_read_are_reported(small_trial, caplog):
     with caplog.at_level("WARNING"):
         Engine(small_trial(strategy={"name": "naive", "teacher_steps": 7}))
     assert "ignores strategy.teacher_steps" in caplog.text
+
+
+def test_classifier_cache_key_follows_the_data():
+    from cl_sweeps.config import DataConfig
+    from cl_sweeps.data import load_source
+    from cl_sweeps.evaluation.generation import classifier_cache_key
+
+    full = classifier_cache_key(load_source(DataConfig()))
+    assert full == classifier_cache_key(load_source(DataConfig()))
+    assert full != classifier_cache_key(load_source(DataConfig(max_train_per_class=50)))
+    assert full != classifier_cache_key(load_source(DataConfig(image_size=16)))

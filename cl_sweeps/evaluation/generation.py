@@ -3,6 +3,7 @@ distribution of its samples (KLD, ARD) and a sample grid, as in the paper's prot
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from pathlib import Path
@@ -46,10 +47,14 @@ def resolved_classifier_arch(config: TrialConfig) -> str:
     return arch
 
 
-def classifier_cache_key(config: TrialConfig, source: SourceData) -> str:
-    """Names the data the classifier is trained on: dataset, image size and any per-class cap."""
-    cap = config.data.max_train_per_class or "all"
-    return f"{source.name}-{source.image_size}px-{cap}"
+def classifier_cache_key(source: SourceData) -> str:
+    """Names the data the classifier is trained on, with a fingerprint of the images and labels
+    so a cached classifier is never reused for different data."""
+    digest = hashlib.sha1()
+    for split in (source.train, source.test):
+        digest.update(split.images.contiguous().numpy().tobytes())
+        digest.update(split.labels.contiguous().numpy().tobytes())
+    return f"{source.name}-{source.image_size}px-{len(source.train)}-{digest.hexdigest()[:12]}"
 
 
 class GenerationEvaluator:
@@ -94,7 +99,7 @@ class GenerationEvaluator:
         )
         return load_or_train_classifier(
             cache_dir.resolve(),
-            classifier_cache_key(self.config, source),
+            classifier_cache_key(source),
             train.images,
             train.labels,
             test.images,
