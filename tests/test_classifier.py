@@ -27,15 +27,6 @@ TRAIN_ARGS = {
 QUICK_ARGS = {**TRAIN_ARGS, "epochs": 1}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine, 2 threads can be 10x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def digits() -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """sklearn's bundled 8x8 digits in [-1, 1], stratified 75/25 split."""

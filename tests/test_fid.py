@@ -23,15 +23,6 @@ from cl_sweeps.evaluation.fid import (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine, 2 threads can be 10x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 class RawFeatures(nn.Module):
     """Features ARE the inputs: undoes compute_fid's [-1, 1] -> [0, 1] map, then flattens."""
 

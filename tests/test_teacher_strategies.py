@@ -44,15 +44,6 @@ REGULARISERS = ("ewc", "si")
 ALL = (*TEACHER_STRATEGIES, *REGULARISERS)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models on a shared 2-core machine run far faster single-threaded."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # --------------------------------------------------------------------------- helpers
 
 
