@@ -34,10 +34,14 @@ def build_strategy(config: StrategyConfig, context: TrainingContext) -> Strategy
 
 
 def unused_knobs(config: StrategyConfig) -> list[str]:
-    """Knobs set explicitly in the config that the chosen strategy does not read. They are
+    """Knobs set to a non-default value that the chosen strategy does not read. They are
     ignored (so one sweep file can cover strategies with different knobs) and reported."""
     used = set(strategy_class(config.name).knobs) | {"name"}
-    return sorted(set(config.model_fields_set) - used)
+    fields = type(config).model_fields
+    return sorted(
+        name for name in set(config.model_fields_set) - used
+        if getattr(config, name) != fields[name].default
+    )
 
 
 __all__ = [
