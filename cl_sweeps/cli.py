@@ -171,6 +171,51 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Validate the sweep file in full, then (unless --dry-run) run it on Ray."""
+    from cl_sweeps.config import load_sweep_raw, parse_sweep_config, sweep_name_from_path
+
+    raw = load_sweep_raw(args.file, args.set)
+    sweep = parse_sweep_config(raw, sweep_name_from_path(args.file))
+    if args.dry_run:
+        import json
+
+        from cl_sweeps.sweep.space import SearchSpace
+
+        print(json.dumps(SearchSpace(sweep).describe(), indent=2))
+        print(f"valid: {sweep.resolved_num_samples() * len(sweep.seed_list())} trials")
+        return 0
+    from cl_sweeps.sweep.tuner import run_sweep
+
+    return run_sweep(
+        sweep, raw, Path(args.file).read_text(), overrides=args.set, resume=args.resume,
+        address=args.address,
+    )
+
+
+def _add_sweep_command(sub: argparse._SubParsersAction) -> None:
+    sweep = sub.add_parser(
+        "sweep", help="Ray Tune sweep of whole sequences, searched by Optuna, logged to MLflow"
+    )
+    sweep.add_argument("file", help="sweep file (YAML): base, search, objectives, ...")
+    sweep.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="override a non-search key, e.g. --set num_samples=4 --set base.train.lr=1e-4",
+    )
+    sweep.add_argument(
+        "--resume", action="store_true",
+        help="continue the sweep in output_dir after its driver died (same file, same --set)",
+    )
+    sweep.add_argument(
+        "--address", help="Ray cluster to join (default: RAY_ADDRESS, e.g. inside a Ray job; "
+        "else a new local Ray)",
+    )
+    sweep.add_argument(
+        "--dry-run", action="store_true", help="validate and print the resolved search space"
+    )
+    sweep.set_defaults(handler=cmd_sweep)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cl-sweeps", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -183,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true", help="continue after the last checkpoint")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.set_defaults(handler=cmd_run)
+    _add_sweep_command(sub)
     bench = sub.add_parser(
         "bench", help="seconds per training iteration of each strategy vs the FLOP model"
     )

@@ -1,0 +1,12 @@
+"""The sweep layer: Ray Tune trials of whole continual sequences, searched by Optuna, tracked in
+MLflow. The only package that imports ray; importing this package itself imports nothing heavy.
+
+- layout.py     where a sweep writes (output_dir, per-trial folders) and absolute paths
+- space.py      the validated `search:` section as Optuna distributions (define-by-run)
+- searcher.py   the Optuna searcher, replicated over seeds (SeedReplicator)
+- trainable.py  one trial = run_sequence with a reporter that calls tune.report
+- tracking.py   MLflow: parent run per sweep, nested run per trial (MlflowClient)
+- records.py    per-trial params/status/metrics files (the frontier reads them)
+- summary.py    seed aggregation, best trials and Pareto set printed at the end
+- tuner.py      Tuner, scheduler, resources, failure handling, resume
+"""

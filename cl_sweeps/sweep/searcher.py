@@ -1,0 +1,192 @@
+"""The searcher: Optuna (via Ray Tune's OptunaSearch) behind a seed replicator.
+
+`SeedReplicator` asks Optuna for one configuration, hands it to Tune once per seed (as separate
+trials that may run in parallel), and tells Optuna a single outcome when every replica has ended:
+the mean of each objective over the seeds, PRUNED if a replica was stopped before its last task
+(ASHA), FAIL if one failed for good. Ray's own `Repeater` does the same for one metric only;
+several objectives need this. Optuna never sees intermediate results: a trial stopped early is
+never mistaken for a finished one, so the Pareto set holds finished sequences only.
+
+Optuna may propose a configuration again (likely with few categorical choices). A repeat is not
+run: it is told the outcome of the configuration it repeats (or FAIL while that one runs, which
+TPE ignores) and Optuna is asked again, so `num_samples` counts distinct configurations.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import pickle
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from ray.tune.search import Searcher
+from ray.tune.search.optuna import OptunaSearch
+
+from cl_sweeps.config import SweepConfig
+from cl_sweeps.sweep.space import (
+    SEED_PARAM,
+    SearchSpace,
+    expected_tasks,
+    make_sampler,
+    optuna_storage,
+)
+
+log = logging.getLogger(__name__)
+
+COMPLETED, PRUNED, FAILED = "COMPLETED", "PRUNED", "FAILED"
+MAX_REPEATS = 20
+
+
+@dataclass
+class _Group:
+    """One configuration from Optuna and the outcome of each of its seed replicas."""
+
+    fields: dict[str, Any]
+    replicas: int
+    outcomes: dict[str, str | dict[str, float]] = field(default_factory=dict)
+    told: str | dict[str, float] | None = None  # what Optuna was told, once it was
+    twin: str | None = None  # the configuration this one repeats (not run again)
+
+
+def trial_outcome(
+    result: dict[str, Any] | None, error: bool, metrics: list[str], tasks: int
+) -> str | dict[str, float]:
+    """FAILED, PRUNED (ended before its last task or without its objectives), or the values."""
+    if error:
+        return FAILED
+    if not result or int(result.get("task", -1)) < tasks - 1:
+        return PRUNED
+    values = {m: result.get(m) for m in metrics}
+    missing = [m for m, v in values.items() if v is None]
+    if missing:
+        log.warning("a finished trial did not report its objectives %s", missing)
+        return PRUNED
+    return {m: float(v) for m, v in values.items()}
+
+
+class SeedReplicator(Searcher):
+    """Replicates each configuration of the inner searcher over seeds (see the module doc)."""
+
+    def __init__(self, inner: OptunaSearch, sweep: SweepConfig, space: SearchSpace):
+        super().__init__(metric=None, mode=None)  # Optuna gets the objectives, not Tune
+        self.inner = inner
+        self.space = space
+        self.seeds = sweep.seed_list()
+        self.seed_keys = list(sweep.seed_keys)
+        self.metrics = [o.metric for o in sweep.objectives]
+        self.base = sweep.base.model_dump(mode="json")
+        self._queue: deque[tuple[str, int]] = deque()
+        self._groups: dict[str, _Group] = {}
+        self._group_of: dict[str, str] = {}
+        self._counter = 0
+
+    def set_search_properties(self, metric: Any, mode: Any, config: dict, **spec: Any) -> bool:
+        return not config  # the space comes from the sweep file, never from param_space
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        if not self._queue:
+            group_id = self._new_configuration()
+            if group_id is None or group_id == Searcher.FINISHED:
+                return group_id
+            self._queue.extend((group_id, seed) for seed in self.seeds)
+        group_id, seed = self._queue.popleft()
+        self._group_of[trial_id] = group_id
+        return {**self._groups[group_id].fields, SEED_PARAM: seed}
+
+    def _new_configuration(self) -> str | None:
+        """Ask Optuna for a configuration not run yet. A repeat of a finished one is told that
+        one's outcome at once; a repeat of a running one is told FAIL (which TPE ignores). After
+        MAX_REPEATS repeats (a small space) the repeat is run."""
+        for attempt in range(MAX_REPEATS + 1):
+            group_id = f"config_{self._counter:05d}"
+            self._counter += 1
+            suggestion = self.inner.suggest(group_id)
+            if suggestion is None or suggestion == Searcher.FINISHED:
+                return suggestion
+            fields = self.space.to_fields(suggestion)
+            self._groups[group_id] = _Group(fields, len(self.seeds))
+            twin = self._twin_of(group_id)
+            if twin is None or attempt == MAX_REPEATS:
+                return group_id
+            self._groups[group_id].twin = twin
+            if self._groups[twin].told is not None:
+                self._tell(group_id, self._groups[twin])
+            else:
+                self.inner.on_trial_complete(group_id, None, error=True)
+        raise AssertionError("unreachable")
+
+    def _twin_of(self, group_id: str) -> str | None:
+        fields = self._groups[group_id].fields
+        for other, group in self._groups.items():
+            if other != group_id and group.twin is None and group.fields == fields:
+                return other
+        return None
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        """Intermediate results stay out of Optuna (see the module doc)."""
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict | None = None, error: bool = False
+    ) -> None:
+        group_id = self._group_of.get(trial_id)
+        if group_id is None:
+            return
+        group = self._groups[group_id]
+        params = {**group.fields, SEED_PARAM: self.seeds[0]}
+        tasks = expected_tasks(self.base, params, self.seed_keys)
+        group.outcomes[trial_id] = trial_outcome(result, error, self.metrics, tasks)
+        if len(group.outcomes) == group.replicas:
+            self._tell(group_id, group)
+
+    def _tell(self, group_id: str, group: _Group) -> None:
+        """Tell Optuna the configuration's outcome (also used for its repeats)."""
+        outcomes = list(group.outcomes.values())
+        if FAILED in outcomes:
+            group.told = FAILED
+            self.inner.on_trial_complete(group_id, None, error=True)
+        elif PRUNED in outcomes:
+            group.told = PRUNED
+            self.inner.on_trial_complete(group_id, None, error=False)
+        else:
+            mean = {m: sum(o[m] for o in outcomes) / len(outcomes) for m in self.metrics}
+            if any(math.isnan(v) for v in mean.values()):
+                log.warning("configuration %s has NaN objectives; told Optuna FAIL", group_id)
+                group.told = FAILED
+                self.inner.on_trial_complete(group_id, None, error=True)
+            else:
+                group.told = mean
+                self.inner.on_trial_complete(group_id, mean)
+
+    # --- Tune checkpoints the searcher so that a sweep can be resumed -------------------------
+    def get_state(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as handle:
+            pickle.dump(self.get_state(), handle)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as handle:
+            self.set_state(pickle.load(handle))
+
+
+def build_searcher(sweep: SweepConfig, space: SearchSpace) -> SeedReplicator:
+    """OptunaSearch over the define-by-run space (the grid enqueued for grid search)."""
+    metrics = [o.metric for o in sweep.objectives]
+    modes = [o.mode for o in sweep.objectives]
+    single = len(metrics) == 1
+    inner = OptunaSearch(
+        space=space,
+        metric=metrics[0] if single else metrics,
+        mode=modes[0] if single else modes,
+        sampler=make_sampler(sweep),
+        study_name=sweep.name,
+        storage=optuna_storage(sweep),
+        points_to_evaluate=space.grid_points() if sweep.search_algorithm.name == "grid" else None,
+    )
+    return SeedReplicator(inner, sweep, space)

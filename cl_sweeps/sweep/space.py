@@ -1,0 +1,176 @@
+"""The `search:` section as an Optuna define-by-run space, with conditions.
+
+A parameter is sampled only when its conditions hold (e.g. `strategy.teacher_steps` only for the
+strategies that generate with the teacher), so Optuna never models a value that had no effect.
+Optuna parameter names are the search keys; trials receive trial-config keys (`field`).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from cl_sweeps.config import (
+    ChoiceParam,
+    FloatParam,
+    IntParam,
+    MappedParam,
+    SweepConfig,
+    TrialConfig,
+    condition_holds,
+    num_tasks_of,
+    parse_trial_config,
+    set_dotted,
+)
+
+SEED_PARAM = "seed"
+
+
+class SearchSpace:
+    """Samples a point of the search space; picklable, so Tune can checkpoint the searcher."""
+
+    def __init__(self, sweep: SweepConfig):
+        self.sweep = sweep
+        self.order = sweep.search_order()
+        self.conditions = {key: sweep.conditions(key) for key in self.order}
+
+    def __call__(self, trial: optuna.Trial) -> None:
+        """Define-by-run for OptunaSearch: suggest every parameter whose conditions hold."""
+        sampled: dict[str, Any] = {}
+        for key in self.order:
+            param = self.sweep.search[key]
+            if condition_holds(self.conditions[key], sampled):
+                sampled[key] = (
+                    mapped_value(param, sampled) if isinstance(param, MappedParam)
+                    else suggest(trial, key, param)
+                )
+
+    def to_fields(self, sampled: dict[str, Any]) -> dict[str, Any]:
+        """Optuna's sampled values (search key -> value) to the trial's fields (trial-config
+        key -> value), mapped parameters filled in, in search order."""
+        values: dict[str, Any] = {}
+        for key in self.order:
+            param = self.sweep.search[key]
+            if isinstance(param, MappedParam):
+                if condition_holds(self.conditions[key], values):
+                    values[key] = mapped_value(param, values)
+            elif key in sampled:
+                values[key] = sampled[key]
+        return {self.sweep.field_of(k): v for k, v in values.items()}
+
+    def grid_points(self) -> list[dict[str, Any]]:
+        """The grid to enqueue for search_algorithm: grid (sampled parameters only)."""
+        mapped = {k for k, p in self.sweep.search.items() if isinstance(p, MappedParam)}
+        return [{k: v for k, v in p.items() if k not in mapped} for p in self.sweep.grid()]
+
+    def describe(self) -> dict[str, Any]:
+        """The resolved search space, as written to search_space.json."""
+        sweep = self.sweep
+        parameters = {}
+        for key in self.order:
+            param = sweep.search[key]
+            spec = param.model_dump(exclude={"when", "field"}, exclude_none=True)
+            spec["field"] = sweep.field_of(key)
+            spec["when"] = self.conditions[key]
+            spec["when_inferred"] = param.when is None and bool(self.conditions[key])
+            parameters[key] = spec
+        scheduler = sweep.scheduler_metric()
+        return {
+            "sweep": sweep.name,
+            "parameters": parameters,
+            "order": self.order,
+            "objectives": [o.model_dump() for o in sweep.objectives],
+            "search_algorithm": sweep.search_algorithm.model_dump(),
+            "num_samples": sweep.resolved_num_samples(),
+            "seeds": sweep.seed_list(),
+            "seed_keys": sweep.seed_keys,
+            "trials": sweep.resolved_num_samples() * len(sweep.seed_list()),
+            "scheduler": None if scheduler is None else {
+                **sweep.scheduler.model_dump(), "metric": scheduler[0], "mode": scheduler[1],
+                "time_attr": "task",
+            },
+        }
+
+
+def mapped_value(param: MappedParam, values: dict[str, Any]) -> Any:
+    return param.value_for(values[param.depends_on])
+
+
+def suggest(trial: optuna.Trial, key: str, param: Any) -> Any:
+    if isinstance(param, ChoiceParam):
+        return trial.suggest_categorical(key, param.values)
+    if isinstance(param, IntParam):
+        return trial.suggest_int(key, param.low, param.high, step=param.step, log=param.log)
+    if isinstance(param, FloatParam):
+        return trial.suggest_float(
+            key, float(param.low), float(param.high), step=param.step, log=param.log
+        )
+    raise TypeError(f"unknown search parameter type {type(param).__name__}")
+
+
+def config_key(params: dict[str, Any]) -> str:
+    """Short hash of a trial's parameters without the seed: seed replicas share it."""
+    payload = {k: v for k, v in params.items() if k != SEED_PARAM}
+    return hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def trial_config_for(
+    base: dict[str, Any], params: dict[str, Any], seed_keys: list[str], output_dir: Path
+) -> TrialConfig:
+    """The TrialConfig of one trial: the base, its sampled fields, its seed, its folder."""
+    data = copy.deepcopy(base)
+    for field, value in params.items():
+        if field == SEED_PARAM:
+            for seed_key in seed_keys:
+                set_dotted(data, seed_key, value)
+        else:
+            set_dotted(data, field, value)
+    data["output_dir"] = str(output_dir)
+    return parse_trial_config(data)
+
+
+def expected_tasks(base: dict[str, Any], params: dict[str, Any], seed_keys: list[str]) -> int:
+    """How many tasks a trial with these parameters runs (to tell finished from stopped)."""
+    return num_tasks_of(trial_config_for(base, params, seed_keys, Path(".")))
+
+
+def make_sampler(sweep: SweepConfig) -> optuna.samplers.BaseSampler:
+    """TPE (multivariate, grouped for conditional spaces) for one objective and its
+    multi-objective form for several; NSGA-II or GP on request; random for random and grid
+    (the grid itself is enqueued)."""
+    algorithm = sweep.search_algorithm
+    seed = algorithm.seed
+    if algorithm.name in ("random", "grid"):
+        return optuna.samplers.RandomSampler(seed=seed)
+    startup = {} if algorithm.n_startup_trials is None else {
+        "n_startup_trials": algorithm.n_startup_trials
+    }
+    if algorithm.sampler == "nsga2":
+        size = {} if algorithm.population_size is None else {
+            "population_size": algorithm.population_size
+        }
+        return optuna.samplers.NSGAIISampler(seed=seed, **size)
+    if algorithm.sampler == "gp":
+        return optuna.samplers.GPSampler(seed=seed, **startup)
+    with warnings.catch_warnings():  # multivariate/group are "experimental" since 2.2
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(
+            seed=seed, multivariate=True, group=True, constant_liar=True, **startup
+        )
+
+
+def optuna_storage(sweep: SweepConfig) -> optuna.storages.BaseStorage | None:
+    """The RDB storage of the study (credentials from the environment), or None (in memory)."""
+    if sweep.optuna_storage is None:
+        return None
+    return optuna.storages.RDBStorage(sweep.optuna_storage)
+
+
+def study_directions(sweep: SweepConfig) -> list[str]:
+    return ["minimize" if o.mode == "min" else "maximize" for o in sweep.objectives]

@@ -1,0 +1,131 @@
+"""One Ray Tune trial: a whole continual sequence (run_sequence) with one sampled configuration.
+
+After every task the reporter logs the task's metrics and sample grid to the trial's MLflow run
+and reports the metrics and the task's checkpoint to Tune. A trial restarted after a failure
+(FailureConfig) or after the driver died (`--resume`) gets its last checkpoint back from
+`tune.get_checkpoint()` and continues at the next task; tasks already learned are not retrained.
+
+Fault injection (tests only): with CL_SWEEPS_CRASH_AT_TASK=k in the driver's environment, every
+trial raises once in task k, after logging that task to MLflow and before reporting it to Tune
+(the worst moment), remembering that it did with a marker file in its folder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from ray import tune
+
+from cl_sweeps.checkpoint import UNET_DIR
+from cl_sweeps.sequence import run_sequence
+from cl_sweeps.sweep.layout import SweepLayout
+from cl_sweeps.sweep.space import SEED_PARAM, config_key, trial_config_for
+from cl_sweeps.sweep.tracking import TrackingTarget, TrialRun, read_run_id, write_run_id
+
+log = logging.getLogger(__name__)
+
+CRASH_ENV = "CL_SWEEPS_CRASH_AT_TASK"
+CRASH_MARKER = ".crash_injected"
+EVENTS_FILE = "events.jsonl"
+
+
+class InjectedFault(RuntimeError):
+    """The test-only crash of CL_SWEEPS_CRASH_AT_TASK."""
+
+
+@dataclass(frozen=True)
+class SweepContext:
+    """What every trial of a sweep shares; built on the driver, paths absolute."""
+
+    name: str
+    output_dir: str
+    base: dict[str, Any]
+    seed_keys: tuple[str, ...]
+    cpus_per_trial: float
+    tracking: TrackingTarget
+    display_metrics: tuple[str, ...] = ("task",)
+    crash_at_task: int | None = None
+
+    @property
+    def layout(self) -> SweepLayout:
+        return SweepLayout(Path(self.output_dir))
+
+
+def crash_at_task_from_env() -> int | None:
+    value = os.environ.get(CRASH_ENV)
+    return int(value) if value not in (None, "") else None
+
+
+def log_event(directory: Path, event: str, **fields: Any) -> None:
+    """Append to the trial's events.jsonl: attempts and tasks trained (evidence for resuming)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    line = json.dumps({"event": event, "time": time.time(), **fields})
+    with (directory / EVENTS_FILE).open("a") as handle:
+        handle.write(line + "\n")
+
+
+def sample_grids(directory: Path, task: int) -> list[Path]:
+    """The sample grid the evaluation wrote for this task, if any."""
+    grid = directory / "samples" / f"task_{task}.png"
+    return [grid] if grid.is_file() else []
+
+
+def trial_tags(params: dict[str, Any], trial: Any) -> dict[str, str]:
+    return {
+        "config_key": config_key(params),
+        "strategy": trial.strategy.name,
+        "seed": str(params[SEED_PARAM]),
+    }
+
+
+def train_sequence(config: dict[str, Any], context: SweepContext) -> None:
+    """The function trainable: run (or continue) the trial's sequence, reporting every task."""
+    torch.set_num_threads(max(1, int(context.cpus_per_trial)))
+    trial_id = tune.get_context().get_trial_id()
+    directory = context.layout.trial(trial_id)
+    params = dict(config)
+    trial = trial_config_for(context.base, params, list(context.seed_keys), directory)
+    checkpoint = tune.get_checkpoint()
+    with ExitStack() as stack:
+        resume_dir = Path(stack.enter_context(checkpoint.as_directory())) if checkpoint else None
+        run = TrialRun.open(
+            context.tracking, trial_id, params, trial_tags(params, trial), read_run_id(resume_dir)
+        )
+        log_event(directory, "attempt", resume_from=str(resume_dir) if resume_dir else None)
+        if resume_dir is None:
+            run.log_config(trial)
+        last = [resume_dir]
+
+        def reporter(task: int, metrics: dict[str, float], checkpoint_dir: Path) -> None:
+            log_event(directory, "task_trained", task=task)
+            run.log_task(task, metrics, sample_grids(directory, task))
+            write_run_id(checkpoint_dir, run.run_id)
+            maybe_crash(context, directory, task)
+            ordered = {k: metrics[k] for k in context.display_metrics if k in metrics}
+            ordered.update(metrics)  # Ray's table shows the first few: task and the objectives
+            tune.report(ordered, checkpoint=tune.Checkpoint.from_directory(checkpoint_dir))
+            last[0] = checkpoint_dir
+
+        run_sequence(trial, reporter, resume_from=resume_dir, progress=False)
+        if last[0] is not None:
+            run.log_model(last[0] / UNET_DIR)
+    run.finish()
+
+
+def maybe_crash(context: SweepContext, directory: Path, task: int) -> None:
+    """Raise once at task `crash_at_task` (tests only; see the module doc)."""
+    if context.crash_at_task != task:
+        return
+    marker = directory / CRASH_MARKER
+    if marker.exists():
+        return
+    marker.write_text(str(task))
+    raise InjectedFault(f"injected crash in task {task} ({CRASH_ENV})")

@@ -1,0 +1,361 @@
+"""Run a sweep: Ray Tune over whole continual sequences, Optuna choosing, MLflow tracking.
+
+`run_sweep` validates nothing itself (the SweepConfig it gets is already valid); it lays out the
+output directory, opens the MLflow parent run, connects to Ray (RAY_ADDRESS or a Ray job's
+cluster, else a fresh local Ray), runs the Tuner (or restores it with --resume), then prints
+the best configurations or the Pareto set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import optuna
+import ray
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler
+
+from cl_sweeps.config import ConfigError, SweepConfig, num_tasks_of, redact_uri
+from cl_sweeps.metrics import is_known_metric
+from cl_sweeps.sweep import records
+from cl_sweeps.sweep.layout import SweepLayout, base_directory, with_absolute_paths
+from cl_sweeps.sweep.searcher import build_searcher
+from cl_sweeps.sweep.space import SEED_PARAM, SearchSpace, config_key, expected_tasks
+from cl_sweeps.sweep.summary import format_summary, status_counts
+from cl_sweeps.sweep.tracking import (
+    TrackingTarget,
+    finalize_trial_run,
+    finish_sweep_run,
+    is_local_store,
+    resolve_tracking_uri,
+    start_sweep_run,
+)
+from cl_sweeps.sweep.trainable import SweepContext, crash_at_task_from_env, train_sequence
+
+log = logging.getLogger(__name__)
+
+
+# --- per-trial records on the driver --------------------------------------------------------
+
+
+class TrialRecorder(tune.Callback):
+    """Writes trials/<id>/params.json, status.json and metrics.{jsonl,parquet} as Tune reports,
+    and sets the final status of a trial's MLflow run (a stopped trial cannot)."""
+
+    def __init__(self, context: SweepContext):
+        self.context = context
+
+    def _dir(self, trial: Any) -> Path:
+        return self.context.layout.trial(trial.trial_id)
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        params = dict(trial.config)
+        directory = self._dir(trial)
+        records.write_params(
+            directory, trial.trial_id, config_key(params), params[SEED_PARAM], params
+        )
+        records.write_status(directory, "RUNNING")
+
+    def on_trial_result(
+        self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
+    ) -> None:
+        row = {k: v for k, v in result.items() if is_known_metric(k)}
+        if "task" in row:
+            records.record_task(self._dir(trial), row)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        tasks = expected_tasks(self.context.base, dict(trial.config), list(self.context.seed_keys))
+        done = int((trial.last_result or {}).get("task", -1)) >= tasks - 1
+        self._end(trial, "COMPLETED" if done else "PRUNED", None)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._end(trial, "FAILED", _error_text(trial))
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        error = _error_text(trial)
+        records.write_status(self._dir(trial), "RUNNING", f"restarting after: {error}")
+
+    def _end(self, trial: Any, status: str, error: str | None) -> None:
+        records.write_status(self._dir(trial), status, error)
+        try:
+            finalize_trial_run(self.context.tracking, trial.trial_id, status, error)
+        except Exception as failure:  # noqa: BLE001  (tracking trouble must not stop a sweep)
+            log.warning("could not set the MLflow status of trial %s: %s", trial.trial_id, failure)
+
+
+def _error_text(trial: Any) -> str:
+    try:
+        error = trial.get_error()
+    except Exception:  # noqa: BLE001  (the error file may not be readable yet)
+        error = None
+    lines = [line for line in str(error or "unknown error").splitlines() if line.strip()]
+    return "\n".join(lines[-5:])[-2000:]
+
+
+# --- output directory and state -------------------------------------------------------------
+
+
+def _canonical_hash(raw: dict[str, Any]) -> str:
+    return hashlib.sha1(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def prepare_output(
+    layout: SweepLayout,
+    sweep: SweepConfig,
+    space: SearchSpace,
+    raw: dict[str, Any],
+    file_text: str,
+    overrides: list[str],
+    resume: bool,
+) -> dict[str, Any]:
+    """Check the output_dir against --resume, write sweep.yaml and search_space.json; return the
+    saved sweep state (the MLflow parent run id once known)."""
+    digest = _canonical_hash(raw)
+    if resume:
+        if not layout.state.is_file():
+            raise ConfigError(
+                f"--resume: {layout.root} holds no sweep to resume (no {layout.state.name}); "
+                "start it without --resume"
+            )
+        state = json.loads(layout.state.read_text())
+        if state.get("config_hash") != digest:
+            raise ConfigError(
+                f"--resume: the sweep file (with --set overrides) differs from the one that "
+                f"started the sweep, saved in {layout.sweep_file}; resume with the same file"
+            )
+        return state
+    if layout.state.is_file() or (layout.trials.is_dir() and any(layout.trials.iterdir())):
+        raise ConfigError(
+            f"output_dir: {layout.root} already holds a sweep; continue it with --resume, or "
+            "choose another `name`/`output_dir` (or delete the directory)"
+        )
+    layout.root.mkdir(parents=True, exist_ok=True)
+    text = file_text
+    if overrides:
+        text += "\n# applied with --set: " + " ".join(overrides) + "\n"
+    layout.sweep_file.write_text(text)
+    records.write_json(layout.search_space, space.describe())
+    state = {"name": sweep.name, "config_hash": digest, "created": time.time(),
+             "parent_run_id": None}
+    records.write_json(layout.state, state)
+    return state
+
+
+def check_optuna_study(sweep: SweepConfig, resume: bool) -> None:
+    """A fresh sweep must not silently continue an older study of the same name."""
+    if sweep.optuna_storage is None or resume:
+        return
+    sqlite = sweep.optuna_storage.removeprefix("sqlite:///")
+    if sqlite != sweep.optuna_storage and not Path(sqlite).exists():
+        return  # a new database: no study yet (and do not create it here)
+    names = optuna.study.get_all_study_names(storage=sweep.optuna_storage)
+    if sweep.name in names:
+        raise ConfigError(
+            f"optuna_storage: {redact_uri(sweep.optuna_storage)} already has a study named "
+            f"{sweep.name!r}; resume the sweep with --resume, choose another `name`, or delete it "
+            f"(optuna delete-study --study-name {sweep.name} --storage URL)"
+        )
+
+
+# --- Ray ------------------------------------------------------------------------------------
+
+
+def init_ray(address: str | None) -> None:
+    """RAY_ADDRESS (set inside a Ray job) or --address: that cluster; else a new local Ray
+    (never an unrelated cluster that happens to run on this machine)."""
+    target = address or os.environ.get("RAY_ADDRESS") or "local"
+    log.info("Ray: %s", "starting a local instance" if target == "local" else f"joining {target}")
+    ray.init(address=target, ignore_reinit_error=True, log_to_driver=True)
+
+
+def warn_if_storage_not_shared(sweep: SweepConfig, uri: str) -> None:
+    """On a multi-node cluster, SQLite and local directories are only on the driver's machine:
+    trials on other nodes would track and checkpoint into their own copies."""
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if len(nodes) <= 1:
+        return
+    if is_local_store(uri):
+        log.warning(
+            "MLflow tracks into %s on this machine, but this Ray cluster has %d nodes: set "
+            "mlflow.tracking_uri or MLFLOW_TRACKING_URI to a tracking server "
+            "(clusters/README.md)", redact_uri(uri), len(nodes),
+        )
+    if "://" not in (sweep.storage_path or ""):
+        log.warning(
+            "storage_path %s is a local directory; on a multi-node cluster use storage all "
+            "nodes reach (s3://, gs://, or a shared file system)", sweep.storage_path,
+        )
+
+
+def make_scheduler(sweep: SweepConfig) -> ASHAScheduler | None:
+    """ASHA with time = task index; rungs end before the last task so a trial is never cut
+    short of its final evaluation, model and MLflow run end."""
+    if sweep.scheduler is None:
+        return None
+    metric, mode = sweep.scheduler_metric()
+    tasks = num_tasks_of(sweep.base)
+    return ASHAScheduler(
+        time_attr="task",
+        metric=metric,
+        mode=mode,
+        max_t=tasks - 2,
+        grace_period=sweep.scheduler.grace_period,
+        reduction_factor=sweep.scheduler.reduction_factor,
+        stop_last_trials=False,
+    )
+
+
+def trial_dirname(trial: Any) -> str:
+    return trial.trial_id
+
+
+def trial_name(trial: Any) -> str:
+    """`<strategy>_<trial id>` in Ray's tables (the id alone names folders and MLflow runs)."""
+    return f"{trial.config.get('strategy.name', 'trial')}_{trial.trial_id}"
+
+
+def make_tuner(
+    sweep: SweepConfig, space: SearchSpace, context: SweepContext, resume: bool
+) -> tune.Tuner:
+    resources = {"cpu": sweep.resources_per_trial.cpu, "gpu": sweep.resources_per_trial.gpu}
+    trainable = tune.with_resources(
+        tune.with_parameters(train_sequence, context=context), resources
+    )
+    experiment = f"{sweep.storage_path.rstrip('/')}/{sweep.name}"
+    if resume and tune.Tuner.can_restore(experiment):
+        return tune.Tuner.restore(
+            experiment, trainable=trainable, resume_unfinished=True, resume_errored=True
+        )
+    if resume:
+        log.info("--resume: no Ray Tune experiment at %s yet; starting it", experiment)
+    tune_config = tune.TuneConfig(
+        search_alg=build_searcher(sweep, space),
+        scheduler=make_scheduler(sweep),
+        num_samples=sweep.resolved_num_samples() * len(sweep.seed_list()),
+        max_concurrent_trials=sweep.max_concurrent_trials,
+        trial_dirname_creator=trial_dirname,
+        trial_name_creator=trial_name,
+    )
+    run_config = tune.RunConfig(
+        name=sweep.name,
+        storage_path=sweep.storage_path,
+        failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        callbacks=[TrialRecorder(context)],
+    )
+    return tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
+
+
+# --- the sweep ------------------------------------------------------------------------------
+
+
+def display_metrics(sweep: SweepConfig) -> tuple[str, ...]:
+    """task, then the per-task form of each objective, the ASHA metric and the objectives."""
+    names = ["task"]
+    scheduler = sweep.scheduler_metric()
+    if scheduler is not None:
+        names.append(scheduler[0])
+    for objective in sweep.objectives:
+        names += [objective.metric.removesuffix("_final"), objective.metric]
+    return tuple(dict.fromkeys(names))
+
+
+def quiet_known_noise() -> None:
+    """Silence warnings that say nothing about the user's sweep: Tune's snapshot-rate warning
+    (a checkpoint per task is by design), tensorboardX on inf FIDs of forgotten tasks, Optuna's
+    'experimental' notes on multivariate/grouped TPE."""
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    logging.getLogger("tensorboardX.x2num").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+def mlflow_ui_command(uri: str) -> str:
+    if uri.startswith("sqlite:"):
+        return f"mlflow ui --backend-store-uri {uri}"
+    return f"open {redact_uri(uri)} in a browser"
+
+
+def run_sweep(
+    sweep: SweepConfig,
+    raw: dict[str, Any],
+    file_text: str,
+    *,
+    overrides: list[str] | None = None,
+    resume: bool = False,
+    address: str | None = None,
+) -> int:
+    """Run (or resume) a validated sweep to the end; print and return an exit status."""
+    sweep = with_absolute_paths(sweep, base_directory())
+    layout = SweepLayout(Path(sweep.output_dir))
+    space = SearchSpace(sweep)
+    check_optuna_study(sweep, resume)
+    state = prepare_output(layout, sweep, space, raw, file_text, overrides or [], resume)
+    uri, _ = resolve_tracking_uri(sweep, layout)
+    trials = sweep.resolved_num_samples() * len(sweep.seed_list())
+    print(f"sweep {sweep.name!r}: {trials} trials -> {layout.root}", flush=True)
+    print(f"MLflow: {mlflow_ui_command(uri)}", flush=True)
+    tracking = start_sweep_run(sweep, layout, state.get("parent_run_id"))
+    records.write_json(layout.state, {**state, "parent_run_id": tracking.parent_run_id,
+                                      "experiment_id": tracking.experiment_id})
+    context = SweepContext(
+        name=sweep.name,
+        output_dir=str(layout.root),
+        base=sweep.base.model_dump(mode="json"),
+        seed_keys=tuple(sweep.seed_keys),
+        cpus_per_trial=sweep.resources_per_trial.cpu,
+        tracking=tracking,
+        display_metrics=display_metrics(sweep),
+        crash_at_task=crash_at_task_from_env(),
+    )
+    quiet_known_noise()
+    init_ray(address)
+    warn_if_storage_not_shared(sweep, uri)
+    try:
+        results = make_tuner(sweep, space, context, resume).fit()
+    except BaseException as error:
+        status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
+        finish_sweep_run(tracking, status, {}, None)
+        raise
+    ended = results.num_terminated + results.num_errors
+    interrupted = ended < len(results) or len(results) < trials
+    return finish(sweep, layout, tracking, uri, interrupted)
+
+
+def finish(
+    sweep: SweepConfig, layout: SweepLayout, tracking: TrackingTarget, uri: str, interrupted: bool
+) -> int:
+    """Print the best configurations / Pareto set, attach them to the parent run, end it
+    (KILLED if the sweep was interrupted: it can be resumed)."""
+    trials = records.read_trials(layout.trials)
+    text, chosen = format_summary(sweep.name, trials, sweep.objectives)
+    print("\n" + text, flush=True)
+    records.write_json(layout.best, {
+        "objectives": [o.model_dump() for o in sweep.objectives],
+        "selection": "best" if len(sweep.objectives) == 1 else "pareto",
+        "configurations": [c.to_dict() for c in chosen],
+    })
+    counts = status_counts(trials)
+    tags = {f"trials_{k.lower()}": str(v) for k, v in counts.items()}
+    finish_sweep_run(tracking, "KILLED" if interrupted else "FINISHED", tags, layout.best)
+    print(f"\nresults: {layout.trials} (per trial), {layout.best}", flush=True)
+    if is_local_store(uri):
+        print(f"MLflow UI: {mlflow_ui_command(uri)}", flush=True)
+    if sweep.optuna_storage:
+        print(f"Optuna dashboard: optuna-dashboard {redact_uri(sweep.optuna_storage)}", flush=True)
+    failed = counts.get("FAILED", 0)
+    if failed:
+        print(f"warning: {failed} trial(s) failed; see trials/<id>/status.json", flush=True)
+    if interrupted:
+        print(
+            "interrupted: continue with  cl-sweeps sweep FILE --resume  (the same file and "
+            f"--set options; a copy of the file is in {layout.sweep_file})", flush=True,
+        )
+        return 130
+    return 0 if counts.get("COMPLETED", 0) else 1

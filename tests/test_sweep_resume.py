@@ -1,0 +1,181 @@
+"""Failures and early stopping: a trial that crashes in its third task resumes there
+(FailureConfig + checkpoint), a trial ASHA stops early reaches Optuna as PRUNED, and a sweep
+whose driver was killed continues with `--resume`. Evidence that finished tasks are
+not retrained comes from each trial's events.jsonl (one line per task trained); MLflow must hold
+every metric step exactly once."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from cl_sweeps.metrics import TASK_PREFIXES
+from cl_sweeps.sweep.testing import (
+    TINY_TASKS,
+    background,
+    child_env,
+    run,
+    tiny_sweep,
+    wait_until,
+    write_yaml,
+)
+
+CLI = str(Path(sys.executable).parent / "cl-sweeps")
+STEPS = list(range(TINY_TASKS))
+
+
+def events(directory: Path) -> list[dict]:
+    return [json.loads(line) for line in (directory / "events.jsonl").read_text().splitlines()]
+
+
+def trials_of(out: Path) -> list[Path]:
+    return sorted(p for p in (out / "trials").iterdir() if (p / "params.json").is_file())
+
+
+def expected_steps(metric: str, tasks: int = TINY_TASKS) -> list[int]:
+    """Steps at which a metric is logged: every task, from task k on for `*_task_<k>`, or the
+    last task only for the final metrics."""
+    steps = list(range(tasks))
+    if metric in ("fid_final", "fid_avg", "forgetting"):
+        return [STEPS[-1]] if tasks == TINY_TASKS else []
+    for prefix in TASK_PREFIXES:
+        if metric.startswith(prefix):
+            return steps[int(metric[len(prefix):]):]
+    return steps
+
+
+def mlflow_runs(uri: str, experiment: str) -> tuple[list, list]:
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    parents = [r for r in runs if r.data.tags["cl_sweeps.role"] == "sweep"]
+    nested = [r for r in runs if r.data.tags["cl_sweeps.role"] == "trial"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in nested)
+    return parents, nested
+
+
+def assert_each_step_once(uri: str, run_, tasks: int = TINY_TASKS) -> None:
+    client = MlflowClient(uri)
+    for key in run_.data.metrics:
+        steps = [m.step for m in client.get_metric_history(run_.info.run_id, key)]
+        assert sorted(steps) == expected_steps(key, tasks), (key, steps)
+
+
+def test_crashed_trial_resumes_at_its_task_and_early_stopped_trial_is_pruned(
+    tmp_path: Path,
+) -> None:
+    """Two grid points, one at a time: replay 1.0 crashes once in task index 2 and resumes
+    there; replay 0.25 spends less compute per task, so ASHA (on task_train_tflops, max)
+    stops it after task index 1, and Optuna records it as PRUNED, not COMPLETE."""
+    out = tmp_path / "out"
+    env = child_env(tmp_path / "cache", CL_SWEEPS_CRASH_AT_TASK="2")
+    sweep = tiny_sweep(
+        "crash", out, num_samples=None, search_algorithm="grid", max_concurrent_trials=1,
+        objectives=["fid_final"], optuna_storage=f"sqlite:///{tmp_path / 'optuna.db'}",
+        scheduler={"type": "asha", "metric": "task_train_tflops", "mode": "max",
+                   "grace_period": 1, "reduction_factor": 2},
+    )
+    sweep["search"] = {
+        "strategy.name": ["generative_distillation"], "strategy.replay_ratio": [1.0, 0.25]
+    }
+    path = write_yaml(tmp_path / "crash.yaml", sweep)
+    code, log = run([CLI, "sweep", str(path)], env, tmp_path / "sweep.log", timeout_s=600)
+    assert code == 0, log[-5000:]
+    assert "injected crash in task 2" in log
+
+    by_ratio = {
+        json.loads((t / "params.json").read_text())["params"]["strategy.replay_ratio"]: t
+        for t in trials_of(out)
+    }
+    crashed, stopped = by_ratio[1.0], by_ratio[0.25]
+
+    # the crashed trial: tasks 1-2 (index 0, 1) trained once, task 3 (index 2) again
+    assert (crashed / ".crash_injected").is_file()
+    log_lines = events(crashed)
+    attempts = [e for e in log_lines if e["event"] == "attempt"]
+    assert len(attempts) == 2 and attempts[0]["resume_from"] is None
+    assert attempts[1]["resume_from"].endswith("checkpoint_000001")  # after task index 1
+    assert [e["task"] for e in log_lines if e["event"] == "task_trained"] == [0, 1, 2, 2]
+    assert json.loads((crashed / "status.json").read_text())["status"] == "COMPLETED"
+    full = [json.loads(line) for line in (crashed / "metrics.jsonl").read_text().splitlines()]
+    assert [r["task"] for r in full] == STEPS
+
+    # the stopped trial: two tasks, PRUNED everywhere
+    assert json.loads((stopped / "status.json").read_text())["status"] == "PRUNED"
+    rows = [json.loads(line) for line in (stopped / "metrics.jsonl").read_text().splitlines()]
+    assert [r["task"] for r in rows] == [0, 1]
+    study = optuna.load_study(study_name="crash", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    states = {t.params["strategy.replay_ratio"]: t.state for t in study.trials}
+    assert states == {1.0: TrialState.COMPLETE, 0.25: TrialState.PRUNED}
+    assert study.best_value == pytest.approx(full[-1]["fid_final"])
+
+    # MLflow: one run per trial, every step once (the crashed task logged once)
+    uri = f"sqlite:///{out / 'mlflow.db'}"
+    _, nested = mlflow_runs(uri, "crash")
+    runs = {r.data.params["strategy.replay_ratio"]: r for r in nested}
+    assert len(nested) == 2
+    assert runs["1.0"].info.status == "FINISHED" and runs["1.0"].data.tags["restarts"] == "1"
+    assert runs["1.0"].data.tags["status"] == "COMPLETED"
+    assert_each_step_once(uri, runs["1.0"])
+    assert runs["0.25"].info.status == "KILLED" and runs["0.25"].data.tags["status"] == "PRUNED"
+    assert_each_step_once(uri, runs["0.25"], tasks=2)
+    assert "Best configurations by fid_final (min)" in log and "1 pruned" in log
+
+
+def test_sweep_continues_with_resume_after_its_driver_died(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    env = child_env(tmp_path / "cache")
+    sweep = tiny_sweep("resumed", out, num_samples=2)
+    sweep["base"]["train"]["iterations_per_task"] = 15  # seconds per task: time to kill
+    path = write_yaml(tmp_path / "resumed.yaml", sweep)
+
+    def a_task_reported() -> bool:
+        return (out / "trials").is_dir() and any(
+            (t / "metrics.jsonl").is_file() for t in (out / "trials").iterdir()
+        )
+
+    with background([CLI, "sweep", str(path)], env, tmp_path / "first.log") as driver:
+        wait_until(lambda: a_task_reported() or driver.poll() is not None, 420, "a task")
+        assert driver.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+        os.killpg(driver.pid, signal.SIGKILL)  # the driver and its local Ray die at once
+        driver.wait()
+    statuses = [json.loads((t / "status.json").read_text())["status"] for t in trials_of(out)]
+    assert "RUNNING" in statuses
+
+    code, log = run(
+        [CLI, "sweep", str(path), "--resume"], env, tmp_path / "resume.log", timeout_s=600
+    )
+    assert code == 0, log[-5000:]
+    trials = trials_of(out)
+    assert len(trials) == 2
+    resumed_from_checkpoint = 0
+    for trial in trials:
+        assert json.loads((trial / "status.json").read_text())["status"] == "COMPLETED"
+        log_lines = events(trial)
+        trained = [e["task"] for e in log_lines if e["event"] == "task_trained"]
+        assert sorted(set(trained)) == STEPS
+        resumed = [e for e in log_lines if e["event"] == "attempt"][-1]["resume_from"]
+        if resumed is not None:
+            resumed_from_checkpoint += 1
+            done_before = int(Path(resumed).name.split("_")[-1])  # checkpoint_00000k
+            for task in range(done_before + 1):
+                assert trained.count(task) == 1, trained  # finished tasks are not retrained
+    assert resumed_from_checkpoint >= 1
+    uri = f"sqlite:///{out / 'mlflow.db'}"
+    _, nested = mlflow_runs(uri, "resumed")
+    assert len(nested) == 2, "a resumed trial must continue its MLflow run, not open another"
+    for run_ in nested:
+        assert run_.info.status == "FINISHED" and run_.data.tags["status"] == "COMPLETED"
+        assert_each_step_once(uri, run_)
+    assert "Pareto set" in log
+
+    code, log = run([CLI, "sweep", str(path)], env, tmp_path / "again.log", timeout_s=120)
+    assert code == 2 and "already holds a sweep" in log
