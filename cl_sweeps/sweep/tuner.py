@@ -328,6 +328,20 @@ def run_sweep(
     return finish(sweep, layout, tracking, uri, interrupted)
 
 
+def print_frontier(layout: SweepLayout, tracking: TrackingTarget) -> None:
+    """The compute-quality frontier of the sweep's trials, written to <output_dir>/frontier and
+    logged on the parent run. A failure here is reported, never fatal: the trials are saved."""
+    from cl_sweeps.frontier import sweep_end_summary
+
+    try:
+        text = sweep_end_summary(layout.root, tracking.client(), tracking.parent_run_id)
+    except Exception as error:  # noqa: BLE001 - the sweep's results must survive a plot failure
+        print(f"frontier not written ({type(error).__name__}: {error}); run "
+              f"`cl-sweeps frontier --sweep-dir {layout.root}`", flush=True)
+        return
+    print("\n" + text, flush=True)
+
+
 def finish(
     sweep: SweepConfig, layout: SweepLayout, tracking: TrackingTarget, uri: str, interrupted: bool
 ) -> int:
@@ -341,6 +355,7 @@ def finish(
         "selection": "best" if len(sweep.objectives) == 1 else "pareto",
         "configurations": [c.to_dict() for c in chosen],
     })
+    print_frontier(layout, tracking)
     counts = status_counts(trials)
     tags = {f"trials_{k.lower()}": str(v) for k, v in counts.items()}
     finish_sweep_run(tracking, "KILLED" if interrupted else "FINISHED", tags, layout.best)
