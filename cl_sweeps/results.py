@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +15,21 @@ METRICS_JSONL = "metrics.jsonl"
 METRICS_PARQUET = "metrics.parquet"
 
 
-def atomic_write_table(table: pa.Table, path: Path) -> None:
-    """Write Parquet under a temporary name, then rename: never a half-written file."""
+def atomic_write(path: Path, write: Callable[[Path], Any]) -> Path:
+    """Call write(tmp) on a temporary name next to `path`, then rename: no half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def atomic_write_table(table: pa.Table, path: Path) -> None:
+    """Write Parquet atomically."""
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp))
 
 
 def rows_to_table(rows: list[dict[str, Any]]) -> pa.Table:
@@ -32,9 +42,6 @@ def rows_to_table(rows: list[dict[str, Any]]) -> pa.Table:
 
 def write_task_metrics(output_dir: Path, history: list[dict[str, Any]]) -> None:
     """Rewrite both files from the full history, so a resumed run never holds a task twice."""
-    output_dir.mkdir(parents=True, exist_ok=True)
     lines = "".join(json.dumps(row) + "\n" for row in history)
-    tmp = output_dir / f".{METRICS_JSONL}.tmp-{os.getpid()}"
-    tmp.write_text(lines)
-    os.replace(tmp, output_dir / METRICS_JSONL)
+    atomic_write(output_dir / METRICS_JSONL, lambda tmp: tmp.write_text(lines))
     atomic_write_table(rows_to_table(history), output_dir / METRICS_PARQUET)

@@ -22,6 +22,7 @@ from cl_sweeps.evaluation.compute import EVAL_SAMPLING, ForwardCounter
 from cl_sweeps.evaluation.distribution import ard, class_histogram, kld
 from cl_sweeps.evaluation.fid import build_feature_extractor, compute_fid, fid_per_task
 from cl_sweeps.metrics import task_metric
+from cl_sweeps.results import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +157,5 @@ class GenerationEvaluator:
         n = self.settings.sample_grid_size
         if n == 0:
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
-        save_image((samples[:n] + 1) / 2, tmp, nrow=int(n**0.5) or 1)
-        os.replace(tmp, path)
+        grid = (samples[:n] + 1) / 2
+        atomic_write(path, lambda tmp: save_image(grid, tmp, nrow=int(n**0.5) or 1))

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from cl_sweeps.frontier.build import Frontier, compute_frontier, frontier_table_text
 from cl_sweeps.frontier.sources import read_sweep_dir
 from cl_sweeps.frontier.table import DEFAULT_OBJECTIVES
-from cl_sweeps.results import atomic_write_table
+from cl_sweeps.results import atomic_write, atomic_write_table
 
 log = logging.getLogger(__name__)
 
@@ -23,18 +22,6 @@ SUMMARY_JSON = "summary.json"
 FRONTIER_PNG = "frontier.png"
 FRONTIER_HTML = "frontier.html"
 PER_TASK_PNG = "frontier_per_task.png"
-
-
-def atomic_write(path: Path, write: Callable[[Path], Any]) -> Path:
-    """Call write(tmp) on a temporary name next to `path`, then rename: no half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
 
 
 def summary_dict(frontier: Frontier) -> dict[str, Any]:

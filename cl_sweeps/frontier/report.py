@@ -134,7 +134,7 @@ def write_report(
     report: pa.Table, out_dir: str | Path, metrics: Sequence[str] = REPORT_METRICS
 ) -> dict[str, Path]:
     """report.md and report.csv (the CSV keeps mean, std and n as separate numeric columns)."""
-    from cl_sweeps.frontier.outputs import atomic_write
+    from cl_sweeps.results import atomic_write
 
     out = Path(out_dir)
     text = report_markdown(report, metrics)

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cl_sweeps.results import METRICS_JSONL, write_task_metrics
+from cl_sweeps.results import METRICS_JSONL, atomic_write, write_task_metrics
 
 PARAMS_FILE = "params.json"
 STATUS_FILE = "status.json"
@@ -24,10 +23,8 @@ STATUSES = ("RUNNING", "COMPLETED", "PRUNED", "FAILED")
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
     """Atomic JSON write (temporary name, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n")
-    os.replace(tmp, path)
+    text = json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n"
+    atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def write_params(
