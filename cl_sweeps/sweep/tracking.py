@@ -34,6 +34,9 @@ TRACKING_ENV = "MLFLOW_TRACKING_URI"
 PARENT_TAG = "mlflow.parentRunId"
 ROLE_TAG = "cl_sweeps.role"
 SWEEP_TAG = "cl_sweeps.sweep"
+# MLflow 3 picks the UI's mode from this experiment tag; without it the GenAI pages open first.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 RUN_FILE = "mlflow_run.json"  # in each checkpoint directory: the trial's run id
 MODEL_ARTIFACT = "model"
 SAMPLES_ARTIFACT = "samples"
@@ -102,16 +105,24 @@ class TrackingTarget:
 
 
 def _experiment_id(client: MlflowClient, name: str, artifact_location: str | None) -> str:
+    """The experiment's id (created if new), tagged as model development so the MLflow UI opens
+    on its training runs."""
+    kind = {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
     experiment = retry(client.get_experiment_by_name, name)
     if experiment is None:
         try:
-            return retry(client.create_experiment, name, artifact_location=artifact_location)
+            return retry(
+                client.create_experiment, name, artifact_location=artifact_location, tags=kind
+            )
         except MlflowException:  # created concurrently by another sweep
             experiment = client.get_experiment_by_name(name)
             if experiment is None:
                 raise
     if experiment.lifecycle_stage == "deleted":
         retry(client.restore_experiment, experiment.experiment_id)
+    if experiment.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+        retry(client.set_experiment_tag, experiment.experiment_id, EXPERIMENT_KIND_TAG,
+              EXPERIMENT_KIND)
     return experiment.experiment_id
 
 
