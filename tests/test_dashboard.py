@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import torch
 from mlflow.tracking import MlflowClient
+from PIL import Image
+from torchvision.utils import make_grid
 
+from cl_sweeps.evaluation.grids import MIN_GRID_PIXELS, grid_image
+from cl_sweeps.sequence import run_sequence
 from cl_sweeps.sweep.tracking import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, _experiment_id
 
 
@@ -18,3 +24,27 @@ def test_experiments_are_tagged_as_model_development(tmp_path: Path) -> None:
     for experiment_id in (new, old):
         tags = client.get_experiment(experiment_id).tags
         assert tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND == "custom_model_development"
+
+
+def test_grid_is_enlarged_pixel_for_pixel_and_captioned() -> None:
+    samples = torch.rand(16, 1, 8, 8) * 2 - 1
+    image = grid_image(samples, "after task 2/5 · naive · FID 12.3")
+    grid = make_grid((samples + 1) / 2, nrow=4, padding=1, pad_value=1.0)[0]
+    scale = image.width // grid.shape[1]
+    assert image.width >= MIN_GRID_PIXELS and image.width == grid.shape[1] * scale
+    band = image.height - grid.shape[0] * scale
+    pixels = np.asarray(image.convert("L"), dtype=np.int16)
+    body = pixels[band:]
+    expected = (grid.clamp(0, 1) * 255).round().numpy().astype(np.int16)
+    assert np.array_equal(body[::scale, ::scale], expected)  # each block is its source pixel
+    assert np.array_equal(body[scale - 1 :: scale, scale - 1 :: scale], expected)
+    caption = pixels[:band]
+    assert caption.min() < 100 and caption.max() == 255  # dark text on white
+
+
+def test_sequence_writes_legible_grids(small_trial, tmp_path: Path) -> None:
+    config = small_trial(strategy={"name": "generative_distillation"})
+    history = run_sequence(config).history
+    image = Image.open(Path(config.output_dir) / "samples" / "task_2.png")
+    assert image.width >= MIN_GRID_PIXELS
+    assert history[-1]["fid"] > 0

@@ -11,7 +11,6 @@ from pathlib import Path
 import torch
 from diffusers import UNet2DModel
 from torch import nn
-from torchvision.utils import save_image
 
 from cl_sweeps.config import EvaluationConfig, TrialConfig
 from cl_sweeps.data import TaskStream
@@ -21,6 +20,7 @@ from cl_sweeps.evaluation.classifier import TrainedClassifier, load_or_train_cla
 from cl_sweeps.evaluation.compute import EVAL_SAMPLING, ForwardCounter
 from cl_sweeps.evaluation.distribution import ard, class_histogram, kld
 from cl_sweeps.evaluation.fid import build_feature_extractor, compute_fid, fid_per_task
+from cl_sweeps.evaluation.grids import grid_caption, grid_image
 from cl_sweeps.metrics import task_metric
 from cl_sweeps.results import atomic_write
 
@@ -150,12 +150,16 @@ class GenerationEvaluator:
         )
         for k, value in per_task.items():
             metrics[task_metric("fid_task_", k)] = value
-        self.save_grid(samples, sample_dir / f"task_{task_index}.png")
+        caption = grid_caption(
+            task_index, len(self.stream), self.config.strategy.name, metrics["fid"]
+        )
+        self.save_grid(samples, sample_dir / f"task_{task_index}.png", caption)
         return metrics
 
-    def save_grid(self, samples: torch.Tensor, path: Path) -> None:
+    def save_grid(self, samples: torch.Tensor, path: Path, caption: str) -> None:
+        """The first sample_grid_size samples, enlarged and captioned (evaluation/grids.py)."""
         n = self.settings.sample_grid_size
         if n == 0:
             return
-        grid = (samples[:n] + 1) / 2
-        atomic_write(path, lambda tmp: save_image(grid, tmp, nrow=int(n**0.5) or 1))
+        image = grid_image(samples[:n], caption)
+        atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
