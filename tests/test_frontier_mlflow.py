@@ -100,3 +100,15 @@ def test_cli_errors_are_messages(tmp_path: Path, capsys) -> None:
     assert "no trial reported kdl" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["frontier"])  # one of --experiment / --sweep-dir is required
+
+
+def test_sweep_end_summary_logs_hypervolume_on_parent_run(sweep) -> None:
+    import json
+
+    from cl_sweeps.frontier import sweep_end_summary
+
+    root, _, client, parent = sweep
+    sweep_end_summary(root, client, parent)
+    summary = json.loads((root / "frontier" / "summary.json").read_text())
+    logged = client.get_run(parent).data.metrics["sweep/hypervolume"]
+    assert logged == summary["hypervolume"] > 0

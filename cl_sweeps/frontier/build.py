@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 
 from cl_sweeps.frontier.formatting import fmt_mean_std, fmt_number, short_name, text_table
+from cl_sweeps.frontier.hypervolume import hypervolume, reference_point
 from cl_sweeps.frontier.pareto import pareto_mask
 from cl_sweeps.frontier.sources import SweepSource, read_sweep_dir
 from cl_sweeps.frontier.table import (
@@ -35,6 +36,8 @@ class Frontier:
     objectives: tuple[str, ...]
     excluded: dict[str, int]
     source: SweepSource | None = field(default=None, repr=False)
+    hypervolume: float | None = None  # of the configurations' seed means (None: no config)
+    reference: tuple[float, ...] | None = None  # the reference point of `hypervolume`
 
     def pareto_configs(self) -> pa.Table:
         """The non-dominated configurations, cheapest first."""
@@ -60,15 +63,20 @@ def compute_frontier(
     num_tasks = sweep_num_tasks(source.sweep_file, source.records)
     trials = trials_table(source.records, objectives, num_tasks)
     configs = aggregate_configs(trials)
+    volume, reference = None, None
     if configs.num_rows:
         points = np.column_stack(
             [configs.column(f"{name}_mean").to_numpy(zero_copy_only=False) for name in objectives]
         )
         mask = pareto_mask(points)
+        ref = reference_point(points)
+        volume, reference = hypervolume(points, ref), tuple(float(v) for v in ref)
     else:
         mask = np.zeros(0, dtype=bool)
     configs = configs.append_column("pareto", pa.array(mask, pa.bool_()))
-    return Frontier(trials, configs, objectives, excluded_counts(trials), source)
+    return Frontier(
+        trials, configs, objectives, excluded_counts(trials), source, volume, reference
+    )
 
 
 def load_source(
@@ -101,11 +109,15 @@ def summary_line(frontier: Frontier) -> str:
     included = sum(frontier.trials.column("included").to_pylist())
     on_front = sum(frontier.configs.column("pareto").to_pylist())
     excluded = ", ".join(f"{n} {reason}" for reason, n in frontier.excluded.items()) or "none"
-    return (
+    line = (
         f"{on_front} of {frontier.configs.num_rows} configurations on the Pareto frontier over "
         f"({', '.join(frontier.objectives)}); {frontier.trials.num_rows} trials, {included} "
         f"included; excluded: {excluded}"
     )
+    if frontier.hypervolume is not None and frontier.reference is not None:
+        ref = ", ".join(fmt_number(v) for v in frontier.reference)
+        line += f"; hypervolume {fmt_number(frontier.hypervolume)} (reference ({ref}))"
+    return line
 
 
 def frontier_table_text(frontier: Frontier, all_configs: bool = False) -> str:

@@ -22,6 +22,7 @@ SUMMARY_JSON = "summary.json"
 FRONTIER_PNG = "frontier.png"
 FRONTIER_HTML = "frontier.html"
 PER_TASK_PNG = "frontier_per_task.png"
+HYPERVOLUME_METRIC = "sweep/hypervolume"  # on the parent run (reference point: summary.json)
 
 
 def summary_dict(frontier: Frontier) -> dict[str, Any]:
@@ -34,6 +35,8 @@ def summary_dict(frontier: Frontier) -> dict[str, Any]:
         "excluded": frontier.excluded,
         "configurations": frontier.configs.num_rows,
         "pareto_config_keys": front.column("config_key").to_pylist(),
+        "hypervolume": frontier.hypervolume,
+        "hypervolume_reference": list(frontier.reference) if frontier.reference else None,
         "source": frontier.source.description if frontier.source else None,
     }
 
@@ -72,7 +75,7 @@ def sweep_end_summary(
     """For `cl-sweeps sweep` when it ends: frontier from the sweep directory's Parquet files,
     outputs written to <output_dir>/frontier/, logged on the parent run if a client is given;
     returns the text to print. A sweep without trials gives a message; other failures raise."""
-    from cl_sweeps.frontier.tracking import log_frontier_artifacts
+    from cl_sweeps.frontier.tracking import log_frontier_artifacts, log_sweep_metrics
 
     trials_dir = Path(output_dir) / "trials"
     if not trials_dir.is_dir() or not any(trials_dir.iterdir()):
@@ -82,4 +85,6 @@ def sweep_end_summary(
     paths = write_frontier_outputs(frontier, Path(output_dir) / "frontier")
     if client is not None and parent_run_id is not None:
         log_frontier_artifacts(client, parent_run_id, paths.values())
+        if frontier.hypervolume is not None:
+            log_sweep_metrics(client, parent_run_id, {HYPERVOLUME_METRIC: frontier.hypervolume})
     return f"{frontier_table_text(frontier)}\n\nfrontier files: {Path(output_dir) / 'frontier'}"

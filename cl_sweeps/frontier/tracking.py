@@ -210,3 +210,9 @@ def log_frontier_artifacts(
     """Attach the frontier/report files to the sweep's parent run, under `artifact_path/`."""
     for path in paths:
         client.log_artifact(parent_run_id, str(path), artifact_path)
+
+
+def log_sweep_metrics(client: Any, parent_run_id: str, metrics: dict[str, float]) -> None:
+    """Sweep-level numbers (hypervolume, compute spent) as metrics of the parent run."""
+    for key, value in metrics.items():
+        client.log_metric(parent_run_id, key, float(value))
