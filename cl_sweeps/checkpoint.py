@@ -1,6 +1,8 @@
 """Per-task checkpoints: everything needed to continue a sequence at the next task exactly.
 
-Layout of `<output_dir>/checkpoints/task_<k>/`: `unet/` (diffusers save_pretrained), `state.pt`
+Layout of `<output_dir>/checkpoints/task_<k>/`: a complete diffusers DDIMPipeline directory
+(`model_index.json`, `unet/`, `scheduler/` with the noise schedule the run trained with, so
+`DDIMPipeline.from_pretrained(path)` samples as the run did), `state.pt`
 (optimizer, RNG states, strategy state, compute counters; loaded with weights_only=True) and
 `state.json` (task index and the metric history). A checkpoint directory appears only complete:
 it is written under a temporary name and renamed.
@@ -16,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import UNet2DModel
+from diffusers import DDIMPipeline, DDIMScheduler, UNet2DModel
 
 UNET_DIR = "unet"
+PIPELINE_FILES = ("model_index.json", UNET_DIR, "scheduler")  # what DDIMPipeline loads
 STATE_FILE = "state.pt"
 META_FILE = "state.json"
 
@@ -43,14 +46,16 @@ def save_checkpoint(
     task_index: int,
     state: dict[str, Any],
     history: list[dict[str, float]],
+    scheduler: DDIMScheduler,
 ) -> Path:
-    """Write a checkpoint atomically to `directory` (replacing an older one there)."""
+    """Write a checkpoint atomically to `directory` (replacing an older one there); `scheduler`
+    is the object the run trained and sampled with, saved as is (never rebuilt)."""
     directory = Path(directory)
     tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    model.save_pretrained(tmp / UNET_DIR, safe_serialization=True)
+    DDIMPipeline(unet=model, scheduler=scheduler).save_pretrained(tmp, safe_serialization=True)
     torch.save(state, tmp / STATE_FILE)
     (tmp / META_FILE).write_text(json.dumps({"task_index": task_index, "history": history}))
     if directory.exists():

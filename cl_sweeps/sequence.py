@@ -282,6 +282,7 @@ def run_sequence(
             task_index,
             engine.state(),
             engine.history,
+            engine.scheduler,
         )
         if reporter is not None:
             reporter(task_index, metrics, directory)

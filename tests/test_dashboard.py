@@ -6,13 +6,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from diffusers import DDIMPipeline
 from mlflow.tracking import MlflowClient
 from PIL import Image
 from torchvision.utils import make_grid
 
+from cl_sweeps.diffusion import DDIMSampler, build_scheduler
 from cl_sweeps.evaluation.grids import MIN_GRID_PIXELS, grid_image
 from cl_sweeps.sequence import run_sequence
-from cl_sweeps.sweep.tracking import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, _experiment_id
+from cl_sweeps.sweep.tracking import (
+    EXPERIMENT_KIND,
+    EXPERIMENT_KIND_TAG,
+    MODEL_ARTIFACT,
+    TrialRun,
+    _experiment_id,
+)
 
 
 def test_experiments_are_tagged_as_model_development(tmp_path: Path) -> None:
@@ -48,3 +56,36 @@ def test_sequence_writes_legible_grids(small_trial, tmp_path: Path) -> None:
     image = Image.open(Path(config.output_dir) / "samples" / "task_2.png")
     assert image.width >= MIN_GRID_PIXELS
     assert history[-1]["fid"] > 0
+
+
+def test_logged_model_is_a_ddim_pipeline_that_samples_like_the_run(
+    small_trial, tmp_path: Path
+) -> None:
+    config = small_trial(strategy={"name": "naive"})
+    run = run_sequence(config)
+    checkpoint = Path(config.output_dir) / "checkpoints" / "task_2"
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.create_experiment("models", (tmp_path / "artifacts").as_uri())
+    run_id = client.create_run(experiment).info.run_id
+    TrialRun(client, run_id).log_model(checkpoint)
+    logged = Path(client.download_artifacts(run_id, MODEL_ARTIFACT, str(tmp_path / "dl")))
+    assert {"model_index.json", "unet", "scheduler"} <= {p.name for p in logged.iterdir()}
+
+    built = build_scheduler(config.model)  # what the run trained and sampled with
+    reference = DDIMSampler(built).sample(
+        run.model.eval(), 4, 5, eta=0.0, generator=torch.Generator().manual_seed(0)
+    ).images
+    for path in (logged, checkpoint):
+        pipeline = DDIMPipeline.from_pretrained(path)
+        assert _schedule(pipeline.scheduler) == _schedule(built)
+        images = pipeline(
+            batch_size=4, generator=torch.Generator().manual_seed(0), num_inference_steps=5,
+            eta=0.0, output_type="np",
+        ).images
+        assert images.shape == (4, 8, 8, 1)
+        expected = ((reference + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).numpy()
+        assert np.allclose(images, expected, atol=1e-5)
+
+
+def _schedule(scheduler) -> dict:
+    return {k: v for k, v in scheduler.config.items() if not k.startswith("_")}

@@ -25,6 +25,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from cl_sweeps.checkpoint import PIPELINE_FILES
 from cl_sweeps.config import SweepConfig, TrialConfig, redact_uri, uri_has_secret
 from cl_sweeps.sweep.layout import SweepLayout, absolute_sqlite, base_directory
 
@@ -270,11 +271,17 @@ class TrialRun:
         self.logged_steps.add(task)
         return True
 
-    def log_model(self, unet_dir: Path) -> None:
-        """The final model in diffusers format (once)."""
+    def log_model(self, checkpoint_dir: Path) -> None:
+        """The final model (once), as a DDIMPipeline directory: model_index.json, unet/ and
+        scheduler/ with the run's noise schedule; `DDIMPipeline.from_pretrained` loads it."""
         if retry(self.client.list_artifacts, self.run_id, MODEL_ARTIFACT):
             return
-        retry(self.client.log_artifacts, self.run_id, str(unet_dir), f"{MODEL_ARTIFACT}/unet")
+        for name in PIPELINE_FILES:
+            path = checkpoint_dir / name
+            if path.is_dir():
+                retry(self.client.log_artifacts, self.run_id, str(path), f"{MODEL_ARTIFACT}/{name}")
+            else:
+                retry(self.client.log_artifact, self.run_id, str(path), MODEL_ARTIFACT)
 
     def finish(self) -> None:
         retry(self.client.set_tag, self.run_id, "status", "COMPLETED")

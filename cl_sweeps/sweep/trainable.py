@@ -24,7 +24,6 @@ from typing import Any
 import torch
 from ray import tune
 
-from cl_sweeps.checkpoint import UNET_DIR
 from cl_sweeps.sequence import run_sequence
 from cl_sweeps.sweep.layout import SweepLayout
 from cl_sweeps.sweep.space import SEED_PARAM, config_key, trial_config_for
@@ -116,7 +115,7 @@ def train_sequence(config: dict[str, Any], context: SweepContext) -> None:
 
         run_sequence(trial, reporter, resume_from=resume_dir, progress=False)
         if last[0] is not None:
-            run.log_model(last[0] / UNET_DIR)
+            run.log_model(last[0])
     run.finish()
 
 
