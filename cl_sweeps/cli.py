@@ -173,17 +173,17 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Validate the sweep file in full, then (unless --dry-run) run it on Ray."""
-    from cl_sweeps.config import load_sweep_raw, parse_sweep_config, sweep_name_from_path
+    from cl_sweeps.sweep.schema import load_sweep_raw, parse_sweep_config, sweep_name_from_path
 
     raw = load_sweep_raw(args.file, args.set)
     sweep = parse_sweep_config(raw, sweep_name_from_path(args.file))
     if args.dry_run:
         import json
 
-        from cl_sweeps.sweep.space import SearchSpace
+        from cl_sweeps.sweep.space import SearchSpace, num_trials
 
         print(json.dumps(SearchSpace(sweep).describe(), indent=2))
-        print(f"valid: {sweep.resolved_num_samples() * len(sweep.seed_list())} trials")
+        print(f"valid: {num_trials(sweep)} trials")
         return 0
     from cl_sweeps.sweep.tuner import run_sweep
 

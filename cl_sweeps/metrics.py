@@ -128,3 +128,10 @@ def is_known_metric(name: str) -> bool:
     if name in METRIC_NAMES:
         return True
     return any(name.startswith(p) and name[len(p):].isdigit() for p in TASK_PREFIXES)
+
+
+def is_per_task_metric(name: str) -> bool:
+    """True for a metric reported after every task (what ASHA can compare trials on)."""
+    if any(name.startswith(p) and name[len(p):].isdigit() for p in TASK_PREFIXES):
+        return True
+    return any(spec.name == name and spec.when == AFTER_EACH_TASK for spec in METRICS)

@@ -13,16 +13,18 @@ from typing import Any
 import optuna
 import pytest
 
-from cl_sweeps.config import (
-    ConfigError,
-    SweepConfig,
-    TrialConfig,
-    load_sweep_config,
-    parse_sweep_config,
-    redact_uri,
-)
+from cl_sweeps.config import ConfigError, TrialConfig
+from cl_sweeps.credentials import redact_uri
 from cl_sweeps.sweep.layout import TRIAL_PATH_FIELDS, SweepLayout, with_absolute_paths
-from cl_sweeps.sweep.space import SearchSpace, config_key, trial_config_for
+from cl_sweeps.sweep.schema import SweepConfig, load_sweep_config, parse_sweep_config
+from cl_sweeps.sweep.space import (
+    SearchSpace,
+    conditions,
+    config_key,
+    grid,
+    num_configurations,
+    trial_config_for,
+)
 from cl_sweeps.sweep.testing import tiny_sweep, write_yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -209,21 +211,21 @@ def test_required_search_spaces_exist() -> None:
 def test_paper_grid_matches_the_paper() -> None:
     sweep = load_sweep_config(REPO / "search_spaces" / "paper_fmnist.yaml")
     assert sweep.seed_list() == [42, 69, 1714]
-    grid = sweep.grid()
+    points = grid(sweep)
     by_strategy: dict[str, list[dict]] = {}
-    for point in grid:
+    for point in points:
         by_strategy.setdefault(point["strategy.name"], []).append(point)
     assert {p["strategy.teacher_steps"] for p in by_strategy["generative_distillation"]} == {
         2, 10, 100
     }
     assert all("strategy.teacher_steps" not in p for p in by_strategy["lwf_distillation"])
     assert len(by_strategy["generative_distillation"]) == 3 * 8
-    assert len(grid) == sweep.resolved_num_samples() == 39
+    assert len(points) == num_configurations(sweep) == 39
 
 
 def test_shorthands_and_defaults() -> None:
     sweep = parse_sweep_config({"base": {"device": "cpu"}}, default_name="from-file")
-    assert sweep.name == "from-file" and sweep.search == {} and sweep.resolved_num_samples() == 1
+    assert sweep.name == "from-file" and sweep.search == {} and num_configurations(sweep) == 1
     assert [o.metric for o in sweep.objectives][1] == "train_tflops"
     assert sweep.scheduler is None and sweep.seed_list() == [0]
     asha = parse_sweep_config(valid(scheduler="asha", objectives=["fid_final"]))
@@ -238,10 +240,10 @@ def test_teacher_steps_sampled_only_for_teacher_strategies() -> None:
     data["search"]["strategy.name"] = ["naive", "er", "generative_distillation"]
     data["search"]["strategy.memory_size"] = [50, 100]
     sweep = parse_sweep_config(data)
-    assert sweep.conditions("strategy.teacher_steps") == {
+    assert conditions(sweep, "strategy.teacher_steps") == {
         "strategy.name": ["generative_distillation"]
     }
-    assert sweep.conditions("strategy.memory_size") == {"strategy.name": ["er"]}
+    assert conditions(sweep, "strategy.memory_size") == {"strategy.name": ["er"]}
     space = SearchSpace(sweep)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
     study.optimize(lambda trial: space(trial) or 0.0, n_trials=40)

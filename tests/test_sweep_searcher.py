@@ -9,10 +9,10 @@ from pathlib import Path
 import optuna
 import pytest
 
-from cl_sweeps.config import Objective, parse_sweep_config
 from cl_sweeps.sweep.records import TrialRecord
+from cl_sweeps.sweep.schema import Objective, parse_sweep_config
 from cl_sweeps.sweep.searcher import build_searcher
-from cl_sweeps.sweep.space import SearchSpace
+from cl_sweeps.sweep.space import SearchSpace, num_configurations
 from cl_sweeps.sweep.summary import aggregate, format_summary, pareto_set
 from cl_sweeps.sweep.testing import TINY_TASKS, tiny_sweep
 
@@ -88,7 +88,7 @@ def test_grid_enqueues_every_point_with_mapped_values() -> None:
     }
     sweep = parse_sweep_config(data)
     searcher = build_searcher(sweep, SearchSpace(sweep))
-    points = [searcher.suggest(str(i)) for i in range(sweep.resolved_num_samples())]
+    points = [searcher.suggest(str(i)) for i in range(num_configurations(sweep))]
     keyed = {(p["strategy.name"], p["strategy.teacher_steps"]): p for p in points}
     assert len(keyed) == 4
     assert keyed[("generative_distillation", 2)]["strategy.lambd"] == 0.75

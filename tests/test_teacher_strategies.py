@@ -428,9 +428,8 @@ def test_teacher_is_frozen_end_of_previous_task_copy(name, tmp_path, monkeypatch
                 )
             return super().loss(model, batch)
 
-    Watched.name = f"watched_{name}"
-    monkeypatch.setitem(base._REGISTRY, Watched.name, Watched)
-    engine = Engine(_trial(Watched.name, tmp_path, teacher_steps=2))
+    monkeypatch.setitem(base._REGISTRY, name, Watched)  # the engine builds the watched class
+    engine = Engine(_trial(name, tmp_path, teacher_steps=2))
     engine.train_task(0, progress=False)
     assert seen == []  # no teacher on task 0
     end_of_task_0 = {k: v.clone() for k, v in engine.model.state_dict().items()}

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ import pyarrow.csv as pacsv
 
 from cl_sweeps.frontier.formatting import fmt_mean_std, fmt_number, markdown_table, short_name
 from cl_sweeps.frontier.table import mean_std, param_columns
+from cl_sweeps.strategies.catalog import strategy_knobs
 
 REPORT_METRICS = ("fid_final", "kld", "forgetting", "train_tflops")
 STRATEGY = "strategy.name"
@@ -33,15 +33,12 @@ STRATEGY_ORDER = (
 HEADER_NAMES = {"train_tflops": "train TFLOPs", "teacher_steps": "teacher steps"}
 
 
-@cache
 def reads_teacher_steps(strategy: str) -> bool:
-    """Whether the strategy uses `teacher_steps` (from its registered knobs; importing the
-    registry loads torch, so it is done only here, once). Unknown names: assume it does."""
+    """Whether the strategy uses `teacher_steps` (from its declared knobs; no torch). Unknown
+    names (a strategy from another version): assume it does, so its teacher steps are shown."""
     try:
-        from cl_sweeps.strategies.base import strategy_class  # the package fills the registry
-
-        return "teacher_steps" in strategy_class(strategy).knobs
-    except Exception:  # noqa: BLE001 - a strategy from another version: show its teacher steps
+        return "teacher_steps" in strategy_knobs(strategy)
+    except ValueError:
         return True
 
 

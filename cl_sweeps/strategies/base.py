@@ -8,6 +8,7 @@ image-forward it spends by purpose.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -24,6 +25,7 @@ from cl_sweeps.evaluation.compute import (
     ForwardCounter,
     PhaseTimer,
 )
+from cl_sweeps.strategies.catalog import strategy_info
 
 
 @dataclass
@@ -134,7 +136,7 @@ _REGISTRY: dict[str, type[Strategy]] = {}
 
 
 def register(cls: type[Strategy]) -> type[Strategy]:
-    """Class decorator: make a strategy selectable by its `name` in configs."""
+    """Class decorator: the implementation of the strategy its module declares (`NAME`)."""
     if not cls.name or cls.name in _REGISTRY:
         raise ValueError(f"strategy name {cls.name!r} is empty or registered twice")
     _REGISTRY[cls.name] = cls
@@ -142,11 +144,13 @@ def register(cls: type[Strategy]) -> type[Strategy]:
 
 
 def strategy_class(name: str) -> type[Strategy]:
+    """The implementation of strategy `name`, imported on first use (see catalog.py)."""
+    if name not in _REGISTRY:
+        importlib.import_module(strategy_info(name).module)
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise ValueError(f"unknown strategy {name!r}; allowed: {', '.join(_REGISTRY)}") from None
-
-
-def registered_names() -> list[str]:
-    return list(_REGISTRY)
+        raise ValueError(
+            f"{strategy_info(name).module} declares NAME = {name!r} but registers no class "
+            "with that name"
+        ) from None

@@ -8,10 +8,14 @@ from cl_sweeps.data.sources import ImageSet
 from cl_sweeps.strategies.base import register
 from cl_sweeps.strategies.naive import Naive
 
+NAME = "cumulative"
+KNOBS: tuple[str, ...] = ()
+
 
 @register
 class Cumulative(Naive):
-    name = "cumulative"
+    name = NAME
+    knobs = KNOBS
 
     def training_set(self, task_index: int, current: ImageSet, previous: list[ImageSet]) -> ImageSet:
         parts = [*previous, current]

@@ -14,11 +14,14 @@ from diffusers import UNet2DModel
 from cl_sweeps.data.sources import ImageSet
 from cl_sweeps.strategies.base import LossOutput, Strategy, register
 
+NAME = "er"
+KNOBS = ("replay_ratio", "memory_size", "lambd", "weight_replay_loss")
+
 
 @register
 class ExperienceReplay(Strategy):
-    name = "er"
-    knobs = ("replay_ratio", "memory_size", "lambd", "weight_replay_loss")
+    name = NAME
+    knobs = KNOBS
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)

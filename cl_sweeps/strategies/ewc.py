@@ -22,11 +22,14 @@ from cl_sweeps.data.sources import ImageSet
 from cl_sweeps.strategies.base import register
 from cl_sweeps.strategies.penalty import AnchoredPenalty, trainable_parameters
 
+NAME = "ewc"
+KNOBS = ("ewc_lambda",)
+
 
 @register
 class EWC(AnchoredPenalty):
-    name = "ewc"
-    knobs = ("ewc_lambda",)
+    name = NAME
+    knobs = KNOBS
     strength_knob = "ewc_lambda"
     fisher_samples: int = 128  # images per Fisher estimate (fewer if the task has fewer)
 

@@ -14,11 +14,14 @@ from diffusers import UNet2DModel
 from cl_sweeps.strategies.base import register
 from cl_sweeps.strategies.teacher import TeacherStrategy
 
+NAME = "gaussian_distillation"
+KNOBS = ("replay_ratio", "lambd", "weight_replay_loss", "replay_start_timestep")
+
 
 @register
 class GaussianDistillation(TeacherStrategy):
-    name = "gaussian_distillation"
-    knobs = ("replay_ratio", "lambd", "weight_replay_loss", "replay_start_timestep")
+    name = NAME
+    knobs = KNOBS
 
     def replay_loss(self, model: UNet2DModel, n: int, like: torch.Tensor) -> torch.Tensor:
         z = torch.randn(

@@ -15,13 +15,17 @@ import torch
 from diffusers import UNet2DModel
 
 from cl_sweeps.strategies.base import register
-from cl_sweeps.strategies.teacher import GENERATION_KNOBS, TeacherStrategy
+from cl_sweeps.strategies.catalog import GENERATION_KNOBS
+from cl_sweeps.strategies.teacher import TeacherStrategy
+
+NAME = "generative_distillation"
+KNOBS = GENERATION_KNOBS
 
 
 @register
 class GenerativeDistillation(TeacherStrategy):
-    name = "generative_distillation"
-    knobs = GENERATION_KNOBS
+    name = NAME
+    knobs = KNOBS
 
     def replay_loss(self, model: UNet2DModel, n: int, like: torch.Tensor) -> torch.Tensor:
         x_t, t, _ = self.renoise(self.generate(n).images)

@@ -25,13 +25,17 @@ import torch.nn.functional as F
 from diffusers import UNet2DModel
 
 from cl_sweeps.strategies.base import register
-from cl_sweeps.strategies.teacher import GENERATION_KNOBS, TeacherStrategy
+from cl_sweeps.strategies.catalog import GENERATION_KNOBS
+from cl_sweeps.strategies.teacher import TeacherStrategy
+
+NAME = "intermediate_distillation"
+KNOBS = GENERATION_KNOBS
 
 
 @register
 class IntermediateDistillation(TeacherStrategy):
-    name = "intermediate_distillation"
-    knobs = GENERATION_KNOBS
+    name = NAME
+    knobs = KNOBS
 
     def replay_loss(self, model: UNet2DModel, n: int, like: torch.Tensor) -> torch.Tensor:
         kept = set(self.generation_grid().tolist())

@@ -17,11 +17,14 @@ from cl_sweeps.data.sources import ImageSet
 from cl_sweeps.strategies.base import LossOutput, register
 from cl_sweeps.strategies.teacher import TeacherStrategy
 
+NAME = "lwf_distillation"
+KNOBS = ("lambd", "weight_replay_loss")
+
 
 @register
 class LwFDistillation(TeacherStrategy):
-    name = "lwf_distillation"
-    knobs = ("lambd", "weight_replay_loss")
+    name = NAME
+    knobs = KNOBS
 
     def loss(self, model: UNet2DModel, batch: ImageSet) -> LossOutput:
         x0 = batch.images

@@ -7,10 +7,14 @@ from diffusers import UNet2DModel
 from cl_sweeps.data.sources import ImageSet
 from cl_sweeps.strategies.base import LossOutput, Strategy, register
 
+NAME = "naive"
+KNOBS: tuple[str, ...] = ()
+
 
 @register
 class Naive(Strategy):
-    name = "naive"
+    name = NAME
+    knobs = KNOBS
 
     def loss(self, model: UNet2DModel, batch: ImageSet) -> LossOutput:
         return self.combine(self.denoising_loss(model, batch.images), None)

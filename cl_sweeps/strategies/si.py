@@ -29,11 +29,14 @@ from cl_sweeps.strategies.penalty import (
     trainable_parameters,
 )
 
+NAME = "si"
+KNOBS = ("si_c",)
+
 
 @register
 class SI(AnchoredPenalty):
-    name = "si"
-    knobs = ("si_c",)
+    name = NAME
+    knobs = KNOBS
     strength_knob = "si_c"
     damping: float = 0.1  # ξ
 

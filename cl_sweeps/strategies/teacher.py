@@ -26,16 +26,6 @@ from cl_sweeps.diffusion.sampling import SampleResult
 from cl_sweeps.evaluation.compute import TEACHER_GENERATION
 from cl_sweeps.strategies.base import LossOutput, Strategy
 
-# The knobs of a strategy that replays teacher generations (partial/intermediate included).
-GENERATION_KNOBS = (
-    "replay_ratio",
-    "teacher_steps",
-    "teacher_eta",
-    "lambd",
-    "weight_replay_loss",
-    "replay_start_timestep",
-)
-
 
 class TeacherStrategy(Strategy):
     """Real loss on the minibatch plus a replay/distillation loss on R pairs from the teacher.

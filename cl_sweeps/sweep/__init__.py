@@ -1,8 +1,9 @@
 """The sweep layer: Ray Tune trials of whole continual sequences, searched by Optuna, tracked in
 MLflow. The only package that imports ray; importing this package itself imports nothing heavy.
 
+- schema.py     the sweep file's schema and checks, loading with --set (no ray/optuna/torch)
+- space.py      the search space: conditions, order, grid, Optuna define-by-run (Optuna lazily)
 - layout.py     where a sweep writes (output_dir, per-trial folders) and absolute paths
-- space.py      the validated `search:` section as Optuna distributions (define-by-run)
 - searcher.py   the Optuna searcher, replicated over seeds (SeedReplicator)
 - trainable.py  one trial = run_sequence with a reporter that calls tune.report
 - tracking.py   MLflow: parent run per sweep, nested run per trial (MlflowClient)

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from cl_sweeps.config import SweepConfig
+from cl_sweeps.sweep.schema import SweepConfig
 
 HOME_ENV = "CL_SWEEPS_HOME"
 # Trial-config keys that hold file system paths (tests check that new path fields are listed).

@@ -24,7 +24,7 @@ from typing import Any
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from cl_sweeps.config import SweepConfig
+from cl_sweeps.sweep.schema import SweepConfig
 from cl_sweeps.sweep.space import (
     SEED_PARAM,
     SearchSpace,

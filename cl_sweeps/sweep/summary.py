@@ -8,8 +8,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from cl_sweeps.config import Objective
 from cl_sweeps.sweep.records import TrialRecord, finite
+from cl_sweeps.sweep.schema import Objective
 from cl_sweeps.sweep.space import SEED_PARAM
 
 TOP_K = 5

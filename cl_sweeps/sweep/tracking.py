@@ -26,8 +26,11 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from cl_sweeps.checkpoint import PIPELINE_FILES
-from cl_sweeps.config import SweepConfig, TrialConfig, redact_uri, uri_has_secret
+from cl_sweeps.config import TrialConfig
+from cl_sweeps.credentials import redact_uri, uri_has_secret
 from cl_sweeps.sweep.layout import SweepLayout, absolute_sqlite, base_directory
+from cl_sweeps.sweep.schema import SweepConfig
+from cl_sweeps.sweep.space import num_configurations
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +135,7 @@ def _sweep_params(sweep: SweepConfig) -> dict[str, str]:
     values = {
         "search_algorithm": sweep.search_algorithm.name,
         "sampler": sweep.search_algorithm.sampler,
-        "num_samples": sweep.resolved_num_samples(),
+        "num_samples": num_configurations(sweep),
         "seeds": sweep.seed_list(),
         "objectives": [f"{o.metric}:{o.mode}" for o in sweep.objectives],
         "scheduler": "none" if scheduler is None else f"asha:{scheduler[0]}:{scheduler[1]}",

@@ -22,12 +22,14 @@ import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
-from cl_sweeps.config import ConfigError, SweepConfig, num_tasks_of, redact_uri
+from cl_sweeps.config import ConfigError, num_tasks_of
+from cl_sweeps.credentials import redact_uri
 from cl_sweeps.metrics import is_known_metric
 from cl_sweeps.sweep import records
 from cl_sweeps.sweep.layout import SweepLayout, base_directory, with_absolute_paths
+from cl_sweeps.sweep.schema import SweepConfig
 from cl_sweeps.sweep.searcher import build_searcher
-from cl_sweeps.sweep.space import SEED_PARAM, SearchSpace, config_key, expected_tasks
+from cl_sweeps.sweep.space import SEED_PARAM, SearchSpace, config_key, expected_tasks, num_trials
 from cl_sweeps.sweep.summary import format_summary, status_counts
 from cl_sweeps.sweep.tracking import (
     TrackingTarget,
@@ -238,7 +240,7 @@ def make_tuner(
     tune_config = tune.TuneConfig(
         search_alg=build_searcher(sweep, space),
         scheduler=make_scheduler(sweep),
-        num_samples=sweep.resolved_num_samples() * len(sweep.seed_list()),
+        num_samples=num_trials(sweep),
         max_concurrent_trials=sweep.max_concurrent_trials,
         trial_dirname_creator=trial_dirname,
         trial_name_creator=trial_name,
@@ -298,7 +300,7 @@ def run_sweep(
     check_optuna_study(sweep, resume)
     state = prepare_output(layout, sweep, space, raw, file_text, overrides or [], resume)
     uri, _ = resolve_tracking_uri(sweep, layout)
-    trials = sweep.resolved_num_samples() * len(sweep.seed_list())
+    trials = num_trials(sweep)
     print(f"sweep {sweep.name!r}: {trials} trials -> {layout.root}", flush=True)
     print(f"MLflow: {mlflow_ui_command(uri)}", flush=True)
     tracking = start_sweep_run(sweep, layout, state.get("parent_run_id"))

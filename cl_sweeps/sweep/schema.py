@@ -1,0 +1,777 @@
+"""The sweep file's schema and its checks: the one validation path of `cl-sweeps sweep`.
+
+A sweep file is a run file (`base:`, a trial config) plus the keys below. `SweepConfig` checks the
+structure; `check_sweep` then checks what needs the trial config: every searched key exists,
+every value a distribution can produce gives a valid TrialConfig, conditions refer to real
+choices, metrics exist. Both run before Ray, MLflow or Optuna are touched, and importing this
+module imports none of them (nor torch): `cl-sweeps sweep FILE --dry-run` stays fast.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import (
+    BaseModel,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from cl_sweeps.config import (
+    ConfigError,
+    TrialConfig,
+    apply_overrides,
+    load_yaml,
+    num_tasks_of,
+    set_dotted,
+)
+from cl_sweeps.config import _Strict as StrictModel
+from cl_sweeps.credentials import redact_uri, uri_has_secret
+from cl_sweeps.metrics import METRIC_NAMES, is_known_metric, is_per_task_metric
+from cl_sweeps.strategies.catalog import strategy_names
+from cl_sweeps.sweep.space import (
+    MAX_GRID_POINTS,
+    conditions,
+    grid,
+    knobs_of,
+    search_order,
+    strategy_name_key,
+    value_in,
+)
+
+SWEEP_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+SEARCH_TYPES = ("choice", "int", "float", "map")
+# Trial-config keys a sweep sets itself (per trial) and that a search may therefore not touch.
+SWEEP_OWNED_KEYS = ("output_dir",)
+
+Scalar = StrictBool | StrictInt | StrictFloat | StrictStr | None
+ConditionValue = Scalar | list[Scalar]
+
+
+class _SearchParam(StrictModel):
+    """Common to every search parameter: the trial-config key it sets and when it is sampled."""
+
+    field: str | None = Field(
+        default=None,
+        description="Dotted trial-config key this parameter sets; default: its name in `search`. "
+        "Lets two parameters with exclusive conditions set one key (e.g. a λ grid per strategy).",
+    )
+    when: dict[str, ConditionValue] | None = Field(
+        default=None,
+        description="Sample only when every named search parameter has one of these values. "
+        "Absent: inferred for strategy knobs from the strategies that read them; {}: always.",
+    )
+
+    def candidates(self) -> list[Any]:
+        """The values to validate against the trial config: every choice, or both bounds."""
+        raise NotImplementedError
+
+    def grid(self) -> list[Any] | None:
+        """All values, if the set is finite and small enough to enumerate; else None."""
+        raise NotImplementedError
+
+    def contains(self, value: Any) -> bool:
+        raise NotImplementedError
+
+
+class ChoiceParam(_SearchParam):
+    """One of a list of values (categorical in Optuna)."""
+
+    type: Literal["choice"] = "choice"
+    values: list[Scalar] = Field(min_length=1)
+
+    @field_validator("values")
+    @classmethod
+    def _unique(cls, values: list[Any]) -> list[Any]:
+        seen: list[Any] = []
+        for v in values:
+            if any(type(v) is type(s) and v == s for s in seen):
+                raise ValueError(f"value {v!r} is listed twice; list each choice once")
+            seen.append(v)
+        return values
+
+    def candidates(self) -> list[Any]:
+        return list(self.values)
+
+    def grid(self) -> list[Any]:
+        return list(self.values)
+
+    def contains(self, value: Any) -> bool:
+        return value_in(value, self.values)
+
+    def describe(self) -> str:
+        return str(self.values)
+
+
+class IntParam(_SearchParam):
+    """An integer in [low, high] (both included), optionally log-scaled or on a step."""
+
+    type: Literal["int"]
+    low: StrictInt
+    high: StrictInt
+    step: StrictInt = Field(default=1, gt=0)
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _range(self) -> IntParam:
+        if self.low >= self.high:
+            raise ValueError(f"low={self.low} must be below high={self.high}")
+        if self.log and self.low < 1:
+            raise ValueError(f"log scale needs low >= 1, got low={self.low}")
+        if self.log and self.step != 1:
+            raise ValueError(f"log scale and step={self.step} cannot be combined; drop one")
+        if (self.high - self.low) % self.step:
+            raise ValueError(
+                f"high - low = {self.high - self.low} is not a multiple of step={self.step}"
+            )
+        return self
+
+    def candidates(self) -> list[int]:
+        return [self.low, self.high]
+
+    def grid(self) -> list[int] | None:
+        if (self.high - self.low) // self.step >= MAX_GRID_POINTS:
+            return None
+        return list(range(self.low, self.high + 1, self.step))
+
+    def contains(self, value: Any) -> bool:
+        return (
+            isinstance(value, int) and not isinstance(value, bool)
+            and self.low <= value <= self.high and (value - self.low) % self.step == 0
+        )
+
+    def describe(self) -> str:
+        return f"{self.low}..{self.high}" + (f" in steps of {self.step}" if self.step > 1 else "")
+
+
+class FloatParam(_SearchParam):
+    """A float in [low, high], optionally log-scaled or on a step (a step makes it griddable)."""
+
+    type: Literal["float"]
+    low: StrictFloat | StrictInt
+    high: StrictFloat | StrictInt
+    step: StrictFloat | StrictInt | None = Field(default=None, gt=0)
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _range(self) -> FloatParam:
+        if self.low >= self.high:
+            raise ValueError(f"low={self.low} must be below high={self.high}")
+        if self.log and self.low <= 0:
+            raise ValueError(f"log scale needs low > 0, got low={self.low}")
+        if self.log and self.step is not None:
+            raise ValueError(f"log scale and step={self.step} cannot be combined; drop one")
+        if self.step is not None:
+            n = (self.high - self.low) / self.step
+            if abs(n - round(n)) > 1e-9 * max(1.0, abs(n)):
+                raise ValueError(
+                    f"high - low = {self.high - self.low:g} is not a multiple of step={self.step:g}"
+                )
+        return self
+
+    def candidates(self) -> list[float]:
+        return [float(self.low), float(self.high)]
+
+    def grid(self) -> list[float] | None:
+        if self.step is None:
+            return None
+        n = round((self.high - self.low) / self.step)
+        return [round(self.low + i * self.step, 12) for i in range(n + 1)]
+
+    def contains(self, value: Any) -> bool:
+        return False  # conditions on continuous parameters are not supported
+
+
+class MappedParam(_SearchParam):
+    """Not sampled: set from the value of another search parameter, e.g. the paper's λ per
+    strategy (`depends_on: strategy.name`, `values: {generative_distillation: 0.75, ...}`).
+    Set only when that parameter takes one of the listed values."""
+
+    type: Literal["map"] = "map"
+    depends_on: str
+    values: dict[StrictStr | StrictInt | StrictBool, Scalar] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _no_when(self) -> MappedParam:
+        if self.when is not None:
+            raise ValueError("`when` does not apply to a mapped parameter; list the values of "
+                             f"{self.depends_on} it applies to under `values`")
+        return self
+
+    def candidates(self) -> list[Any]:
+        return list(self.values.values())
+
+    def grid(self) -> list[Any]:
+        return list(self.values.values())
+
+    def value_for(self, parent: Any) -> Any:
+        for key, value in self.values.items():
+            if value_in(parent, [key]):
+                return value
+        raise KeyError(parent)
+
+    def contains(self, value: Any) -> bool:
+        return False  # conditions on mapped parameters are not supported
+
+
+SearchParam = Annotated[
+    ChoiceParam | IntParam | FloatParam | MappedParam, Field(discriminator="type")
+]
+
+
+class Objective(StrictModel):
+    """One metric of the last task to minimise or maximise."""
+
+    metric: str
+    mode: Literal["min", "max"] = "min"
+
+
+class SchedulerConfig(StrictModel):
+    """ASHA early stopping on a per-task metric, with the task index as time."""
+
+    type: Literal["asha"] = "asha"
+    metric: str | None = Field(
+        default=None, description="A metric reported after every task; default: the first "
+        "objective's per-task form (fid_final -> fid)."
+    )
+    mode: Literal["min", "max"] | None = Field(
+        default=None, description="Default: the mode of the first objective."
+    )
+    grace_period: int = Field(
+        default=1, ge=1, description="First task index at which trials are compared."
+    )
+    reduction_factor: float = Field(default=2.0, gt=1.0)
+
+
+class ResourcesConfig(StrictModel):
+    """What one trial reserves on the Ray cluster; fractional GPUs let small trials share one."""
+
+    cpu: float = Field(default=1.0, gt=0)
+    gpu: float = Field(default=0.0, ge=0)
+
+    @field_validator("gpu")
+    @classmethod
+    def _whole_above_one(cls, gpu: float) -> float:
+        if gpu > 1 and not float(gpu).is_integer():
+            raise ValueError(
+                f"gpu={gpu}: Ray shares a GPU only in fractions below 1; "
+                "allowed: a fraction in (0, 1) or a whole number"
+            )
+        return gpu
+
+
+class SearchAlgorithmConfig(StrictModel):
+    """How the next point is chosen. `optuna` (default) uses TPE for one objective and
+    multi-objective TPE for several (or the sampler named here); `random`; `grid` enumerates
+    every combination of the (finite) search space, conditions respected."""
+
+    name: Literal["optuna", "random", "grid"] = "optuna"
+    sampler: Literal["auto", "tpe", "nsga2", "gp"] = "auto"
+    seed: int | None = Field(default=None, description="Seed of the sampler (reproducible search).")
+    n_startup_trials: int | None = Field(
+        default=None, ge=0, description="Random configurations before TPE/GP model the space."
+    )
+    population_size: int | None = Field(default=None, ge=2, description="NSGA-II population.")
+
+    @model_validator(mode="after")
+    def _optuna_only(self) -> SearchAlgorithmConfig:
+        if self.name != "optuna":
+            for key in ("n_startup_trials", "population_size"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"{key} applies to name: optuna only, not {self.name!r}")
+            if self.sampler != "auto":
+                raise ValueError(f"sampler applies to name: optuna only, not {self.name!r}")
+        if self.population_size is not None and self.sampler != "nsga2":
+            raise ValueError("population_size applies to sampler: nsga2 only")
+        return self
+
+
+class MlflowConfig(StrictModel):
+    """Where trials are tracked; default: SQLite under the sweep's output_dir."""
+
+    tracking_uri: str | None = Field(
+        default=None, description="Default: $MLFLOW_TRACKING_URI, else sqlite:///<output_dir>/"
+        "mlflow.db. Never put credentials here: they come from the environment only."
+    )
+    experiment: str | None = Field(default=None, min_length=1, description="Default: the name.")
+
+
+def _default_objectives() -> list[Objective]:
+    primary = "fid_final" if "fid_final" in METRIC_NAMES else "denoise_loss"
+    return [Objective(metric=primary), Objective(metric="train_tflops")]
+
+
+class SweepConfig(StrictModel):
+    """A sweep file: the base trial, the search space, the objectives and how to run them."""
+
+    name: str = Field(pattern=SWEEP_NAME_PATTERN)
+    output_dir: str | None = Field(default=None, description="Default: runs/<name>.")
+    base: TrialConfig = Field(default_factory=TrialConfig)
+    search: dict[str, SearchParam] = Field(default_factory=dict)
+    objectives: list[Objective] = Field(default_factory=_default_objectives, min_length=1)
+    num_samples: int | None = Field(
+        default=None, gt=0, description="Configurations to try (each run once per seed); "
+        "default 10. A grid runs every point once (num_samples, if set, must be 1)."
+    )
+    max_concurrent_trials: int | None = Field(default=None, gt=0)
+    resources_per_trial: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    scheduler: SchedulerConfig | None = None
+    seeds: list[int] | None = Field(default=None, min_length=1)
+    seed_keys: list[str] = Field(
+        default_factory=lambda: ["seed"], min_length=1,
+        description="Trial-config keys set to the replica's seed (e.g. data.class_order_seed too).",
+    )
+    search_algorithm: SearchAlgorithmConfig = Field(default_factory=SearchAlgorithmConfig)
+    optuna_storage: str | None = Field(
+        default=None, description="RDB URL (sqlite:///..., postgresql://user@host/db) of the "
+        "Optuna study; password from the environment (PGPASSWORD, ~/.pgpass), never here."
+    )
+    mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
+    storage_path: str | None = Field(
+        default=None, description="Ray Tune storage: a directory or a cloud URI (s3://, gs://); "
+        "default <output_dir>/ray. Must be shared by all nodes of a multi-node cluster."
+    )
+    max_failures: int = Field(
+        default=2, ge=0, description="Restarts of a failed trial (from its last finished task)."
+    )
+
+    @field_validator("scheduler", mode="before")
+    @classmethod
+    def _scheduler_shorthand(cls, value: Any) -> Any:
+        if value is None or value == "none":
+            return None
+        if value == "asha":
+            return {"type": "asha"}
+        return value
+
+    @field_validator("search_algorithm", mode="before")
+    @classmethod
+    def _algorithm_shorthand(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+    @field_validator("objectives", mode="before")
+    @classmethod
+    def _objectives_shorthand(cls, value: Any) -> Any:
+        """Accept `{fid_final: min, train_tflops: min}` and `[fid_final, ...]` as well."""
+        if isinstance(value, dict):
+            return [{"metric": k, "mode": v} for k, v in value.items()]
+        if isinstance(value, list):
+            return [{"metric": v} if isinstance(v, str) else v for v in value]
+        return value
+
+    @field_validator("search", mode="before")
+    @classmethod
+    def _search_shorthand(cls, value: Any) -> Any:
+        """A bare list is a choice; `values:` without `type:` is a choice too."""
+        if not isinstance(value, dict):
+            return value
+        result = {}
+        for key, spec in value.items():
+            if isinstance(spec, list):
+                spec = {"type": "choice", "values": spec}
+            elif isinstance(spec, dict) and "type" not in spec:
+                if "depends_on" in spec:
+                    spec = {"type": "map", **spec}
+                elif "grid" in spec and "values" not in spec:  # Ray Tune users' spelling
+                    spec = {"type": "choice", **spec, "values": spec["grid"]}
+                    del spec["grid"]
+                elif "values" in spec:
+                    spec = {"type": "choice", **spec}
+            result[key] = spec
+        return result
+    # --- derived views (used by validation and by the sweep layer) ---------------------------
+    def seed_list(self) -> list[int]:
+        """The seeds every configuration is replicated over (default: the base seed)."""
+        return list(self.seeds) if self.seeds else [self.base.seed]
+
+    def field_of(self, key: str) -> str:
+        """The trial-config key a search parameter sets."""
+        return self.search[key].field or key
+
+    def scheduler_metric(self) -> tuple[str, str] | None:
+        """(metric, mode) of the ASHA scheduler, defaults filled in; None without a scheduler."""
+        if self.scheduler is None:
+            return None
+        first = self.objectives[0]
+        metric = self.scheduler.metric
+        if metric is None:
+            stem = first.metric.removesuffix("_final")
+            metric = stem if is_per_task_metric(stem) else first.metric
+        return metric, self.scheduler.mode or first.mode
+
+
+def trial_field(key: str) -> tuple[Any, str | None]:
+    """The pydantic FieldInfo of a dotted trial-config key, or (None, why it is not a field)."""
+    model: type[BaseModel] = TrialConfig
+    parts = key.split(".")
+    for index, part in enumerate(parts):
+        where = ".".join(parts[:index]) or "the trial config"
+        if part not in model.model_fields:
+            allowed = ", ".join(model.model_fields)
+            return None, f"{where} has no field {part!r}; allowed: {allowed}"
+        info = model.model_fields[part]
+        section = info.annotation if _is_section(info.annotation) else None
+        if index < len(parts) - 1:
+            if section is None:
+                return None, f"{'.'.join(parts[: index + 1])} is a value, not a section"
+            model = section
+        elif section is not None:
+            fields = ", ".join(f"{key}.{f}" for f in section.model_fields)
+            return None, f"{key} is a section; search one of its fields: {fields}"
+    return info, None
+
+
+def _is_section(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def _is_int_field(info: Any) -> bool:
+    args = set(get_args(info.annotation)) or {info.annotation}
+    return args - {type(None)} == {int}
+
+
+# --- semantic checks ------------------------------------------------------------------------
+
+
+def check_sweep(sweep: SweepConfig) -> list[str]:
+    """Every problem the structure alone cannot show, one field-named line each."""
+    problems: list[str] = []
+    problems += _check_seeds(sweep)
+    problems += _check_search(sweep)
+    if not problems:
+        problems += _check_algorithm(sweep)
+    problems += _check_objectives(sweep)
+    problems += _check_scheduler(sweep)
+    problems += _check_resources(sweep)
+    problems += _check_uris(sweep)
+    return problems
+
+
+def _check_seeds(sweep: SweepConfig) -> list[str]:
+    problems = []
+    if sweep.seeds is not None and len(set(sweep.seeds)) != len(sweep.seeds):
+        problems.append(f"seeds: a seed is listed twice; list each once (got {sweep.seeds})")
+    for index, key in enumerate(sweep.seed_keys):
+        info, why = trial_field(key)
+        if info is None:
+            problems.append(f"seed_keys[{index}]: {why} (got {key!r})")
+        elif not _is_int_field(info):
+            problems.append(f"seed_keys[{index}]: {key} is not an integer field (got {key!r})")
+    return problems
+
+
+def _check_search(sweep: SweepConfig) -> list[str]:
+    problems = []
+    fields: dict[str, list[str]] = {}
+    for key, param in sweep.search.items():
+        where = f"search.{key}"
+        field = sweep.field_of(key)
+        info, why = trial_field(field)
+        if info is None:
+            name = "field" if param.field else ""
+            problems.append(f"{where}{'.' + name if name else ''}: {why} (got {field!r})")
+            continue
+        if field in sweep.seed_keys or field in SWEEP_OWNED_KEYS:
+            reason = "use `seeds:` to replicate over seeds" if field in sweep.seed_keys else (
+                "the sweep sets it per trial")
+            problems.append(f"{where}: {field} cannot be searched; {reason}")
+            continue
+        if isinstance(param, FloatParam) and _is_int_field(info):
+            problems.append(f"{where}.type: {field} is an integer field; use type: int (got float)")
+            continue
+        fields.setdefault(field, []).append(key)
+        problems += _check_conditions(sweep, key)
+        problems += _check_strategy_knob(sweep, key)
+        if not problems:
+            problems += _check_candidates(sweep, key)
+    for field, keys in fields.items():
+        problems += _check_exclusive(sweep, field, keys)
+    if not problems:
+        try:
+            search_order(sweep)
+        except ConfigError as error:
+            problems.append(str(error))
+    return problems
+
+
+def _check_conditions(sweep: SweepConfig, key: str) -> list[str]:
+    problems = []
+    mapped = isinstance(sweep.search[key], MappedParam)
+    for parent, allowed in conditions(sweep, key).items():
+        where = f"search.{key}.depends_on" if mapped else f"search.{key}.when.{parent}"
+        if parent == key:
+            problems.append(f"{where}: a parameter cannot depend on itself")
+        elif parent not in sweep.search:
+            others = ", ".join(k for k in sweep.search if k != key) or "(none)"
+            problems.append(
+                f"{where}: {parent!r} is not a search parameter; allowed: {others}"
+            )
+        elif isinstance(sweep.search[parent], FloatParam | MappedParam):
+            problems.append(f"{where}: {parent} must be a choice or int parameter")
+        else:
+            for value in allowed:
+                if not sweep.search[parent].contains(value):
+                    label = f"search.{key}.values.{value}" if mapped else where
+                    problems.append(
+                        f"{label}: {value!r} is not a value {parent} can take; "
+                        f"allowed: {sweep.search[parent].describe()}"
+                    )
+    return problems
+
+
+def _check_strategy_knob(sweep: SweepConfig, key: str) -> list[str]:
+    """A searched strategy knob must be read by some strategy it is sampled for."""
+    field = sweep.field_of(key)
+    param = sweep.search[key]
+    if param.when is not None or isinstance(param, MappedParam) or (
+        not field.startswith("strategy.") or field == "strategy.name"
+    ):
+        return []
+    knob = field.split(".", 1)[1]
+    name_key = strategy_name_key(sweep)
+    names = sweep.search[name_key].candidates() if name_key else [sweep.base.strategy.name]
+    if any(knob in knobs_of(n) for n in names):
+        return []
+    readers = [s for s in strategy_names() if knob in knobs_of(s)]
+    message = (
+        f"search.{key}: no strategy this sweep runs ({', '.join(map(str, names))}) reads {knob}, "
+        f"so sampling it has no effect; strategies that read it: {', '.join(readers) or 'none'} "
+        "(write `when: {}` to sample it anyway)"
+    )
+    return [message]
+
+
+def _check_candidates(sweep: SweepConfig, key: str) -> list[str]:
+    """Build a TrialConfig at every choice / bound / mapped value, with the parameters it is
+    conditioned on set to a value that activates it; name the value that fails and why."""
+    problems = []
+    base = sweep.base.model_dump(mode="json")
+    for label, value, parents in _labelled_candidates(sweep, key):
+        data = copy.deepcopy(base)
+        for parent, parent_value in parents.items():
+            set_dotted(data, sweep.field_of(parent), parent_value)
+        set_dotted(data, sweep.field_of(key), value)
+        try:
+            TrialConfig.model_validate(data)
+        except ValidationError as error:
+            reasons = "; ".join(_reason(item) for item in error.errors())
+            problems.append(f"search.{key}.{label}: {reasons} (got {value!r})")
+    return problems
+
+
+def _labelled_candidates(sweep: SweepConfig, key: str) -> list[tuple[str, Any, dict[str, Any]]]:
+    """(label for errors, value, {conditioning parameter: a value that activates this one})."""
+    param = sweep.search[key]
+    if isinstance(param, MappedParam):
+        return [(f"values.{k}", v, {param.depends_on: k}) for k, v in param.values.items()]
+    parents = {p: allowed[0] for p, allowed in conditions(sweep, key).items()}
+    if isinstance(param, ChoiceParam):
+        return [(f"values[{i}]", v, parents) for i, v in enumerate(param.values)]
+    low, high = param.candidates()
+    return [("low", low, parents), ("high", high, parents)]
+
+
+def _reason(item: dict[str, Any]) -> str:
+    loc = ".".join(str(p) for p in item["loc"])
+    msg = item["msg"].removeprefix("Value error, ")
+    return f"{loc}: {msg}" if loc else msg
+
+
+def _check_exclusive(sweep: SweepConfig, field: str, keys: list[str]) -> list[str]:
+    """Several parameters may set one key only if no two can be sampled together."""
+    if len(keys) < 2:
+        return []
+    for i, a in enumerate(keys):
+        for b in keys[i + 1:]:
+            if not _exclusive(conditions(sweep, a), conditions(sweep, b)):
+                message = (
+                    f"search.{b}.field: {field} is also set by search.{a}; parameters sharing a "
+                    "field need `when` conditions that exclude each other"
+                )
+                return [message]
+    return []
+
+
+def _exclusive(a: dict[str, list[Any]], b: dict[str, list[Any]]) -> bool:
+    return any(k in b and not any(value_in(v, b[k]) for v in a[k]) for k in a)
+
+
+def _check_algorithm(sweep: SweepConfig) -> list[str]:
+    if not sweep.search:
+        if sweep.num_samples in (None, 1):
+            return []
+        message = (
+            f"num_samples: {sweep.num_samples} identical trials, as `search` is empty; "
+            "allowed: 1 (replicate over seeds with `seeds:`)"
+        )
+        return [message]
+    if sweep.search_algorithm.name != "grid":
+        return []
+    for key, param in sweep.search.items():
+        if param.grid() is None:
+            message = (
+                f"search.{key}: search_algorithm grid needs a small finite set; use type "
+                "choice, int, or float with step"
+            )
+            return [message]
+    if sweep.num_samples not in (None, 1):
+        message = (
+            f"num_samples: {sweep.num_samples} passes over the grid would repeat identical "
+            "trials; allowed: 1 (the default; replicate over seeds with `seeds:`)"
+        )
+        return [message]
+    try:
+        grid(sweep)
+    except ConfigError as error:
+        return [str(error)]
+    return []
+
+
+def _check_objectives(sweep: SweepConfig) -> list[str]:
+    problems, seen = [], set()
+    for index, objective in enumerate(sweep.objectives):
+        if not is_known_metric(objective.metric):
+            problems.append(
+                f"objectives[{index}].metric: unknown metric {objective.metric!r}; allowed: "
+                f"{', '.join(METRIC_NAMES)} (see cl_sweeps/metrics.py)"
+            )
+        if objective.metric in seen:
+            problems.append(f"objectives[{index}].metric: {objective.metric!r} is listed twice")
+        seen.add(objective.metric)
+    return problems
+
+
+def _check_scheduler(sweep: SweepConfig) -> list[str]:
+    if sweep.scheduler is None:
+        return []
+    metric, _ = sweep.scheduler_metric()
+    if not is_per_task_metric(metric):
+        message = (
+            f"scheduler.metric: {metric!r} is not reported after every task, so ASHA cannot "
+            "compare trials on it; use a per-task metric such as fid or denoise_loss"
+        )
+        return [message]
+    searched = {sweep.field_of(k) for k in sweep.search}
+    if searched & {"data.num_tasks", "data.tasks"}:
+        return ["scheduler: ASHA needs one number of tasks; do not search data.num_tasks/tasks"]
+    tasks = num_tasks_of(sweep.base)
+    if sweep.scheduler.grace_period >= tasks - 1:
+        message = (
+            f"scheduler.grace_period: {sweep.scheduler.grace_period} leaves nothing to stop early "
+            f"in {tasks} tasks (time = task index 0..{tasks - 1}); allowed: 1..{max(1, tasks - 2)}"
+        )
+        return [message]
+    return []
+
+
+def _check_resources(sweep: SweepConfig) -> list[str]:
+    device, gpu = sweep.base.device, sweep.resources_per_trial.gpu
+    if device.startswith("cuda") and gpu == 0:
+        message = (
+            f"resources_per_trial.gpu: 0 but base.device={device!r}; a trial sees no GPU unless "
+            "it reserves one (set gpu, e.g. 1 or 0.5, or device: auto)"
+        )
+        return [message]
+    if device == "cpu" and gpu > 0:
+        message = (
+            f"resources_per_trial.gpu: {gpu} reserves a GPU that base.device='cpu' never uses "
+            "(set device: auto or gpu: 0)"
+        )
+        return [message]
+    return []
+
+
+def _check_uris(sweep: SweepConfig) -> list[str]:
+    problems = []
+    for field, uri in (
+        ("mlflow.tracking_uri", sweep.mlflow.tracking_uri),
+        ("optuna_storage", sweep.optuna_storage),
+    ):
+        if uri is None:
+            continue
+        if uri_has_secret(uri):
+            problems.append(
+                f"{field}: the URI carries a password; credentials come only from the "
+                "environment (MLFLOW_TRACKING_USERNAME/PASSWORD, PGPASSWORD or ~/.pgpass) "
+                f"(got {redact_uri(uri)!r})"
+            )
+        elif "://" not in uri or uri.startswith("file:"):
+            allowed = (
+                "http(s)://host:port, sqlite:///path/mlflow.db, postgresql://user@host/db "
+                "(MLflow 3 refuses plain file stores)" if field.startswith("mlflow")
+                else "an SQLAlchemy URL such as sqlite:///optuna.db or postgresql://user@host/db"
+            )
+            problems.append(f"{field}: not a URL; allowed: {allowed} (got {uri!r})")
+    return problems
+
+
+# --- loading ----------------------------------------------------------------------------------
+
+
+def _format_sweep_error(error: ValidationError) -> str:
+    """Field-named lines; the discriminator tag pydantic adds to search locations is dropped,
+    and URIs in reported values are redacted."""
+    lines = []
+    for item in error.errors():
+        loc = [f"[{p}]" if isinstance(p, int) else str(p) for p in item["loc"]]
+        if len(loc) >= 3 and loc[0] == "search" and loc[2] in SEARCH_TYPES:
+            del loc[2]
+        field = ".".join(loc).replace(".[", "[") or "<root>"
+        reason = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            reason = "unknown key; check the spelling against the documented fields"
+        elif item["type"] == "union_tag_invalid" or item["type"] == "union_tag_not_found":
+            reason = f"type must be one of {', '.join(SEARCH_TYPES)}"
+        value = item.get("input")
+        shown = repr(value) if not isinstance(value, dict) else "{...}"
+        if len(shown) > 120:
+            shown = shown[:117] + "..."
+        if isinstance(value, str) and "://" in value:
+            shown = repr(redact_uri(value))
+        lines.append(f"{field}: {reason} (got {shown})")
+    return "\n".join(lines)
+
+
+def parse_sweep_config(data: dict[str, Any], default_name: str = "sweep") -> SweepConfig:
+    """Validate a sweep mapping in full (structure, then semantics); ConfigError lists every
+    problem with its field."""
+    data = dict(data)
+    data.setdefault("name", default_name)
+    try:
+        sweep = SweepConfig.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(_format_sweep_error(error)) from None
+    problems = check_sweep(sweep)
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return sweep
+
+
+def sweep_name_from_path(path: str | Path) -> str:
+    """A valid sweep name from a file name: search_spaces/quickstart.yaml -> quickstart."""
+    stem = re.sub(r"[^A-Za-z0-9_.-]", "-", Path(path).stem).lstrip("._-")
+    return stem or "sweep"
+
+
+def load_sweep_raw(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
+    """The sweep file's mapping with `--set` overrides applied (search entries excluded)."""
+    for item in overrides or []:
+        if item.strip().startswith("search."):
+            raise ConfigError(
+                f"--set {item!r}: search entries have dotted names; edit them in the file"
+            )
+    return apply_overrides(load_yaml(path), overrides or [])
+
+
+def load_sweep_config(path: str | Path, overrides: list[str] | None = None) -> SweepConfig:
+    """Load and fully validate a sweep file; the name defaults to the file's stem."""
+    return parse_sweep_config(load_sweep_raw(path, overrides), sweep_name_from_path(path))
