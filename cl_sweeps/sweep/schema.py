@@ -236,20 +236,32 @@ class Objective(StrictModel):
 
 
 class SchedulerConfig(StrictModel):
-    """ASHA early stopping on a per-task metric, with the task index as time."""
+    """Early stopping with the task index as time: ASHA on one per-task metric, or MO-ASHA on
+    the per-task forms of all objectives (stops what is dominated; see sweep/moasha.py)."""
 
-    type: Literal["asha"] = "asha"
+    type: Literal["asha", "moasha"] = "asha"
     metric: str | None = Field(
-        default=None, description="A metric reported after every task; default: the first "
-        "objective's per-task form (fid_final -> fid)."
+        default=None, description="ASHA only: a metric reported after every task; default: the "
+        "first objective's per-task form (fid_final -> fid)."
     )
     mode: Literal["min", "max"] | None = Field(
-        default=None, description="Default: the mode of the first objective."
+        default=None, description="ASHA only. Default: the mode of the first objective."
     )
     grace_period: int = Field(
         default=1, ge=1, description="First task index at which trials are compared."
     )
     reduction_factor: float = Field(default=2.0, gt=1.0)
+
+    @model_validator(mode="after")
+    def _asha_only(self) -> SchedulerConfig:
+        if self.type == "moasha":
+            for key in ("metric", "mode"):
+                if getattr(self, key) is not None:
+                    raise ValueError(
+                        f"{key} applies to type: asha only; MO-ASHA compares the per-task forms "
+                        "of all objectives"
+                    )
+        return self
 
 
 class ResourcesConfig(StrictModel):
@@ -349,8 +361,8 @@ class SweepConfig(StrictModel):
     def _scheduler_shorthand(cls, value: Any) -> Any:
         if value is None or value == "none":
             return None
-        if value == "asha":
-            return {"type": "asha"}
+        if value in ("asha", "moasha"):
+            return {"type": value}
         return value
 
     @field_validator("search_algorithm", mode="before")
@@ -397,10 +409,22 @@ class SweepConfig(StrictModel):
         """The trial-config key a search parameter sets."""
         return self.search[key].field or key
 
+    def scheduler_objectives(self) -> list[tuple[str, str]]:
+        """MO-ASHA: (per-task metric, mode) of each objective (fid_final -> fid; a metric
+        already reported after every task, such as train_tflops, stays itself)."""
+        pairs = []
+        for objective in self.objectives:
+            stem = objective.metric.removesuffix("_final")
+            pairs.append((stem if is_per_task_metric(stem) else objective.metric, objective.mode))
+        return pairs
+
     def scheduler_metric(self) -> tuple[str, str] | None:
-        """(metric, mode) of the ASHA scheduler, defaults filled in; None without a scheduler."""
+        """(metric, mode) of the ASHA scheduler, defaults filled in; None without a scheduler
+        (MO-ASHA: the first of `scheduler_objectives`)."""
         if self.scheduler is None:
             return None
+        if self.scheduler.type == "moasha":
+            return self.scheduler_objectives()[0]
         first = self.objectives[0]
         metric = self.scheduler.metric
         if metric is None:
@@ -653,6 +677,15 @@ def _check_objectives(sweep: SweepConfig) -> list[str]:
 def _check_scheduler(sweep: SweepConfig) -> list[str]:
     if sweep.scheduler is None:
         return []
+    if sweep.scheduler.type == "moasha":
+        for index, (metric, _) in enumerate(sweep.scheduler_objectives()):
+            if not is_per_task_metric(metric):
+                message = (
+                    f"objectives[{index}].metric: {sweep.objectives[index].metric!r} has no form "
+                    "reported after every task, so MO-ASHA cannot compare trials on it; use "
+                    "objectives such as fid_final, denoise_loss, kld, train_tflops, or ASHA"
+                )
+                return [message]
     metric, _ = sweep.scheduler_metric()
     if not is_per_task_metric(metric):
         message = (
@@ -662,7 +695,11 @@ def _check_scheduler(sweep: SweepConfig) -> list[str]:
         return [message]
     searched = {sweep.field_of(k) for k in sweep.search}
     if searched & {"data.num_tasks", "data.tasks"}:
-        return ["scheduler: ASHA needs one number of tasks; do not search data.num_tasks/tasks"]
+        message = (
+            f"scheduler: {sweep.scheduler.type} needs one number of tasks; do not search "
+            "data.num_tasks/tasks"
+        )
+        return [message]
     tasks = num_tasks_of(sweep.base)
     if sweep.scheduler.grace_period >= tasks - 1:
         message = (

@@ -130,15 +130,24 @@ def _experiment_id(client: MlflowClient, name: str, artifact_location: str | Non
     return experiment.experiment_id
 
 
+def _scheduler_param(sweep: SweepConfig) -> str:
+    """none, asha:<metric>:<mode>, or moasha:<metric>:<mode>,<metric>:<mode>..."""
+    if sweep.scheduler is None:
+        return "none"
+    if sweep.scheduler.type == "moasha":
+        return "moasha:" + ",".join(f"{m}:{mode}" for m, mode in sweep.scheduler_objectives())
+    metric, mode = sweep.scheduler_metric()
+    return f"asha:{metric}:{mode}"
+
+
 def _sweep_params(sweep: SweepConfig) -> dict[str, str]:
-    scheduler = sweep.scheduler_metric()
     values = {
         "search_algorithm": sweep.search_algorithm.name,
         "sampler": sweep.search_algorithm.sampler,
         "num_samples": num_configurations(sweep),
         "seeds": sweep.seed_list(),
         "objectives": [f"{o.metric}:{o.mode}" for o in sweep.objectives],
-        "scheduler": "none" if scheduler is None else f"asha:{scheduler[0]}:{scheduler[1]}",
+        "scheduler": _scheduler_param(sweep),
         "max_concurrent_trials": sweep.max_concurrent_trials,
         "resources_per_trial.cpu": sweep.resources_per_trial.cpu,
         "resources_per_trial.gpu": sweep.resources_per_trial.gpu,

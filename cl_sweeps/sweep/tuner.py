@@ -27,6 +27,7 @@ from cl_sweeps.credentials import redact_uri
 from cl_sweeps.metrics import is_known_metric
 from cl_sweeps.sweep import records
 from cl_sweeps.sweep.layout import SweepLayout, base_directory, with_absolute_paths
+from cl_sweeps.sweep.moasha import MOASHA, MOASHAScheduler, rung_levels
 from cl_sweeps.sweep.schema import SweepConfig
 from cl_sweeps.sweep.searcher import build_searcher
 from cl_sweeps.sweep.space import SEED_PARAM, SearchSpace, config_key, expected_tasks, num_trials
@@ -196,13 +197,23 @@ def warn_if_storage_not_shared(sweep: SweepConfig, uri: str) -> None:
         )
 
 
-def make_scheduler(sweep: SweepConfig) -> ASHAScheduler | None:
-    """ASHA with time = task index; rungs end before the last task so a trial is never cut
-    short of its final evaluation, model and MLflow run end."""
+def make_scheduler(sweep: SweepConfig) -> ASHAScheduler | MOASHAScheduler | None:
+    """ASHA or MO-ASHA with time = task index; rungs end before the last task so a trial is
+    never cut short of its final evaluation, model and MLflow run end."""
     if sweep.scheduler is None:
         return None
-    metric, mode = sweep.scheduler_metric()
     tasks = num_tasks_of(sweep.base)
+    if sweep.scheduler.type == "moasha":
+        pairs = sweep.scheduler_objectives()
+        levels = rung_levels(
+            sweep.scheduler.grace_period, sweep.scheduler.reduction_factor, tasks - 2
+        )
+        core = MOASHA(
+            [m for m, _ in pairs], [mode for _, mode in pairs], levels,
+            sweep.scheduler.reduction_factor,
+        )
+        return MOASHAScheduler(core, config_key)
+    metric, mode = sweep.scheduler_metric()
     return ASHAScheduler(
         time_attr="task",
         metric=metric,
@@ -264,6 +275,8 @@ def display_metrics(sweep: SweepConfig) -> tuple[str, ...]:
     scheduler = sweep.scheduler_metric()
     if scheduler is not None:
         names.append(scheduler[0])
+    if sweep.scheduler is not None and sweep.scheduler.type == "moasha":
+        names += [metric for metric, _ in sweep.scheduler_objectives()]
     for objective in sweep.objectives:
         names += [objective.metric.removesuffix("_final"), objective.metric]
     return tuple(dict.fromkeys(names))
