@@ -97,6 +97,10 @@ class ModelConfig(_Strict):
         description="DDIM timestep grid; 'trailing' starts few-step sampling at t=999.",
     )
     clip_sample: bool = True
+    zero_terminal_snr: bool = Field(
+        default=True,
+        description="Rescale the betas so that ᾱ at t=999 is 0 (the paper's code does).",
+    )
 
 
 class StrategyConfig(_Strict):
@@ -112,10 +116,10 @@ class StrategyConfig(_Strict):
     weight_replay_loss: bool = Field(
         default=True, description="Weight real 1/(t+1) and replay 1-1/(t+1) as in the paper."
     )
-    replay_start_timestep: int | None = Field(
-        default=None,
-        ge=0,
-        description="Replay/distillation timesteps are drawn from [0, this); None = all.",
+    replay_timesteps: tuple[int, int] = Field(
+        default=(0, NUM_TRAIN_TIMESTEPS),
+        description="Replay/distillation timesteps τ are drawn from [low, high) (default: all); "
+        "the reference's replay_start_timestep=s is [s, 1000).",
     )
     ewc_lambda: float = Field(default=100.0, ge=0.0)
     si_c: float = Field(default=0.1, ge=0.0)
@@ -137,15 +141,27 @@ class StrategyConfig(_Strict):
                 f"teacher_steps={self.teacher_steps} exceeds the {NUM_TRAIN_TIMESTEPS} training "
                 f"timesteps of the noise schedule; allowed: 1..{NUM_TRAIN_TIMESTEPS}"
             )
-        if (
-            self.replay_start_timestep is not None
-            and not 1 <= self.replay_start_timestep <= NUM_TRAIN_TIMESTEPS
-        ):
+        low, high = self.replay_timesteps
+        if not 0 <= low < high <= NUM_TRAIN_TIMESTEPS:
             raise ValueError(
-                f"replay_start_timestep={self.replay_start_timestep}; "
-                f"allowed: 1..{NUM_TRAIN_TIMESTEPS} or null"
+                f"replay_timesteps=[{low}, {high}] is not a range [low, high) of timesteps; "
+                f"allowed: 0 <= low < high <= {NUM_TRAIN_TIMESTEPS}"
             )
         return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _replaced_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "replay_start_timestep" in data:
+            start = data["replay_start_timestep"]
+            example = f"[{start}, {NUM_TRAIN_TIMESTEPS}]" if isinstance(start, int) else "[low, high]"
+            raise ValueError(
+                f"replay_start_timestep={start!r} is no longer accepted: it was replaced by "
+                f"replay_timesteps: [low, high) (τ drawn from low to high − 1); the reference's "
+                f"replay_start_timestep=s is replay_timesteps: [s, {NUM_TRAIN_TIMESTEPS}], "
+                f"here {example}"
+            )
+        return data
 
 
 class TrainConfig(_Strict):

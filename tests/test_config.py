@@ -29,6 +29,15 @@ from cl_sweeps.config import ConfigError, load_trial_config, parse_trial_config
         ),
         ({"data": {"dataset": "cifar10"}}, ["data.data_root", "cifar10", "data.download"]),
         ({"evaluation": {"n_eval_samples": 1}}, ["evaluation.n_eval_samples", "1", "2"]),
+        (
+            {"strategy": {"replay_start_timestep": 300}},
+            ["strategy", "replay_start_timestep=300", "replaced by replay_timesteps",
+             "[300, 1000]"],
+        ),
+        (
+            {"strategy": {"replay_timesteps": [600, 200]}},
+            ["strategy", "replay_timesteps=[600, 200]", "0 <= low < high <= 1000"],
+        ),
     ],
 )
 def test_bad_trial_config_names_field_value_and_allowed(data, expected):

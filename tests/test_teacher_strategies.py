@@ -19,6 +19,7 @@ from diffusers import UNet2DModel
 from cl_sweeps.config import ModelConfig, StrategyConfig, TrialConfig
 from cl_sweeps.data.sources import ImageSet
 from cl_sweeps.diffusion import DDIMSampler, build_scheduler, build_unet
+from cl_sweeps.diffusion.sampling import ddim_update, partial_timesteps
 from cl_sweeps.evaluation.compute import (
     STUDENT_TRAIN,
     TEACHER_GENERATION,
@@ -136,13 +137,13 @@ def test_task_zero_trains_like_naive(name):
 def test_generative_replay_target_is_the_sampled_noise():
     k, b = 3, 4
     strategy, student, context = make_setup(
-        "generative_replay", teacher_steps=k, replay_start_timestep=700
+        "generative_replay", teacher_steps=k, replay_timesteps=[300, 700]
     )
     out = strategy.loss(student, batch_of(b))
     (n, kwargs, result), = context.sampler.runs
     assert n == b and kwargs["eta"] == 0.0 and not kwargs["return_trajectory"]
     x_t, t, prediction = student.calls[1]
-    assert (t < 700).all()
+    assert ((300 <= t) & (t < 700)).all()
     eps = implied_noise(context.scheduler, result.images, x_t, t)
     assert abs(eps.mean()) < 0.3 and 0.7 < eps.std() < 1.3  # a draw of N(0, I)
     expected = F.mse_loss(prediction, eps).item()
@@ -171,9 +172,9 @@ def test_generative_distillation_targets_are_the_teachers_outputs():
 
 
 def test_generative_distillation_replays_the_generated_images():
-    """With replay_start_timestep=1 every τ is 0, so x̂_τ ≈ x̂0: the generated images."""
+    """With replay_timesteps=[0, 1) every τ is 0, so x̂_τ ≈ x̂0: the generated images."""
     strategy, student, context = make_setup(
-        "generative_distillation", teacher_steps=2, replay_start_timestep=1
+        "generative_distillation", teacher_steps=2, replay_timesteps=[0, 1]
     )
     strategy.loss(student, batch_of(4))
     (_, _, result), = context.sampler.runs
@@ -182,53 +183,66 @@ def test_generative_distillation_replays_the_generated_images():
     assert torch.allclose(x_t, result.images, atol=0.06)  # noise scale √(1 − ᾱ_0) = 0.01
 
 
-@pytest.mark.parametrize("start", [None, 500, 100])
-def test_partial_generation_stops_at_the_requested_timestep(start):
-    k, b = 5, 12
+@pytest.mark.parametrize("window", [(0, 1000), (500, 1000), (0, 10)])
+def test_partial_generation_distils_on_the_states_reached_at_tau(window):
+    k, b = 3, 12
     strategy, student, context = make_setup(
-        "partial_generation_distillation", teacher_steps=k, replay_start_timestep=start
+        "partial_generation_distillation", teacher_steps=k, replay_timesteps=list(window)
     )
     out = strategy.loss(student, batch_of(b))
-    grid = context.sampler.timesteps(k)
-    (n, kwargs, result), = context.sampler.runs
-    stop_at = kwargs["stop_at"]
-    assert n == b and set(stop_at.tolist()) <= set(grid.tolist())
-    if start == 500:
-        assert (stop_at < 500).all()
-    if start == 100:  # no grid point below 100: the cleanest one is used
-        assert (stop_at == grid[-1]).all()
-    assert torch.equal(result.timesteps, stop_at)
-    # the teacher was called at each grid point only for the images still above their stop
-    generation = context.teacher.calls[:-1]
-    for x, t, _ in generation:
-        assert x.shape[0] == int((stop_at < t[0]).sum())
-    steps_above = sum(int((grid > tau).sum()) for tau in stop_at.tolist())
-    counts = context.counter.snapshot()
-    assert counts[TEACHER_GENERATION] == steps_above == sum(x.shape[0] for x, _, _ in generation)
-    assert counts[TEACHER_TARGET] == b
-    # input = the state where generation stopped, at that τ; target = the teacher's output there
-    x_teacher, t_teacher, target = context.teacher.calls[-1]
-    x_s, t_s, prediction = student.calls[1]
-    assert torch.equal(x_s, result.images) and torch.equal(t_s, stop_at)
-    assert torch.equal(x_teacher, x_s) and torch.equal(t_teacher, t_s)
+    x_s, tau, prediction = student.calls[1]
+    assert ((window[0] <= tau) & (tau < window[1])).all()
+    # k batched teacher calls on the per-image grid of the reference's set_timesteps ...
+    points, targets = partial_timesteps(tau, k, 1000)
+    generation, (x_teacher, t_teacher, target) = context.teacher.calls[:k], context.teacher.calls[k]
+    assert len(context.teacher.calls) == k + 1
+    for (x, t, _), expected in zip(generation, points):
+        assert x.shape[0] == b and torch.equal(t, expected)
+    # ... each a DDIM update of the previous state, ending exactly at τ
+    x = generation[0][0]
+    for (state, t, eps), t_prev in zip(generation, targets):
+        assert torch.equal(state, x)
+        x = torch.where((t_prev < t).view(-1, 1, 1, 1),
+                        ddim_update(context.scheduler, eps, state, t, t_prev), state)
+    torch.testing.assert_close(x_s, x)
+    # input = the reached state at τ, no re-noising; target = the teacher's output there
+    assert torch.equal(x_teacher, x_s) and torch.equal(t_teacher, tau)
     assert out.parts["loss_replay"] == pytest.approx(F.mse_loss(prediction, target).item(), rel=1e-5)
+    counts = context.counter.snapshot()
+    assert counts[TEACHER_GENERATION] == k * b and counts[TEACHER_TARGET] == b
 
 
-def test_partial_generation_from_the_top_of_the_grid_is_pure_noise():
-    """τ = the noisiest grid point: no teacher generation call, the input is the initial noise."""
-    strategy, student, context = make_setup(
-        "partial_generation_distillation", teacher_steps=1
+class PixelModel(torch.nn.Module):
+    """A one-parameter stand-in for the UNet (same call signature), for large replay batches."""
+
+    config = type("Config", (), {"in_channels": 1, "sample_size": 8})()
+
+    def __init__(self):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.tensor(0.5))
+
+    def forward(self, x, t):
+        return type("Out", (), {"sample": self.scale * x})()
+
+
+def test_partial_generation_tau_covers_every_timestep():
+    b, ratio = 16, 256  # R = 4,096 replay images in one iteration
+    strategy, _, context = make_setup(
+        "partial_generation_distillation", teacher_steps=2, replay_ratio=ratio
     )
-    strategy.loss(student, batch_of(4))
-    assert context.counter.snapshot()[TEACHER_GENERATION] == 0
-    _, t, _ = student.calls[1]
-    assert (t == 999).all()
+    context.teacher = Recorder(PixelModel()).requires_grad_(False)
+    student = Recorder(PixelModel())
+    strategy.loss(student, batch_of(b))
+    tau = student.calls[1][1]
+    assert len(tau) == 4096 and tau.min() >= 0 and tau.max() <= 999
+    assert len(tau.unique()) >= 500 and tau.min() < 10 and tau.max() > 989
+    assert context.counter.snapshot()[TEACHER_GENERATION] == 2 * 4096
 
 
 def test_gaussian_inputs_are_pure_noise():
     b, ratio = 4, 16  # 64 replay inputs of 8x8
     strategy, student, context = make_setup(
-        "gaussian_distillation", replay_ratio=ratio, replay_start_timestep=300
+        "gaussian_distillation", replay_ratio=ratio, replay_timesteps=[0, 300]
     )
     out = strategy.loss(student, batch_of(b))
     assert context.sampler.runs == [] and context.counter.snapshot()[TEACHER_GENERATION] == 0
@@ -240,7 +254,7 @@ def test_gaussian_inputs_are_pure_noise():
     assert out.parts["loss_replay"] == pytest.approx(F.mse_loss(prediction, target).item(), rel=1e-5)
     # the inputs do not depend on the data: another batch, same seed, same inputs
     other, other_student, _ = make_setup(
-        "gaussian_distillation", replay_ratio=ratio, replay_start_timestep=300
+        "gaussian_distillation", replay_ratio=ratio, replay_timesteps=[0, 300]
     )
     other.loss(other_student, batch_of(b, seed=7))
     assert torch.equal(other_student.calls[1][0], z)
@@ -264,13 +278,13 @@ def test_lwf_distils_on_the_real_noisy_inputs_with_one_student_forward():
 
 @pytest.mark.parametrize(
     ("ratio", "start", "images", "grid_used"),
-    [(1.0, None, 2, 4), (1.25, None, 3, 4), (1.0, 500, 4, 2)],
+    [(1.0, (0, 1000), 2, 4), (1.25, (0, 1000), 3, 4), (1.0, (0, 500), 4, 2)],
 )
 def test_intermediate_distillation_makes_k_pairs_per_generated_image(ratio, start, images, grid_used):
     k, b = 4, 8
     strategy, student, context = make_setup(
         "intermediate_distillation", teacher_steps=k, replay_ratio=ratio,
-        replay_start_timestep=start,
+        replay_timesteps=list(start),
     )
     out = strategy.loss(student, batch_of(b))
     (n, kwargs, _), = context.sampler.runs
@@ -285,8 +299,7 @@ def test_intermediate_distillation_makes_k_pairs_per_generated_image(ratio, star
     assert x_s.shape[0] == grid_used * images
     assert torch.equal(x_s, torch.cat([c[0] for c in used]))
     assert torch.equal(t_s, torch.cat([c[1] for c in used]))
-    if start is not None:
-        assert (t_s < start).all()
+    assert ((start[0] <= t_s) & (t_s < start[1])).all()
     target = torch.cat([c[2] for c in used])
     assert out.parts["loss_replay"] == pytest.approx(F.mse_loss(prediction, target).item(), rel=1e-5)
 
@@ -308,13 +321,13 @@ def test_replay_batch_size_follows_replay_ratio(name, ratio):
 # --------------------------------------------------------------------------- costs
 
 
-def expected_forwards(name: str, b: int, r: int, k: int, steps_above: int) -> dict[str, int]:
+def expected_forwards(name: str, b: int, r: int, k: int) -> dict[str, int]:
     """The cost model of METHOD.md, in image-forwards per iteration, by purpose."""
     pairs = k * math.ceil(r / k)
     return {
         "generative_replay": (b + r, k * r, 0),
         "generative_distillation": (b + r, k * r, r),
-        "partial_generation_distillation": (b + r, steps_above, r),
+        "partial_generation_distillation": (b + r, k * r, r),
         "gaussian_distillation": (b + r, 0, r),
         "lwf_distillation": (b, 0, b),
         "intermediate_distillation": (b + pairs, pairs, 0),
@@ -328,30 +341,25 @@ def test_counted_forwards_match_the_cost_model(name):
     b, ratio, k = 8, 0.75, 3
     strategy, student, context = make_setup(name, teacher_steps=k, replay_ratio=ratio)
     strategy.loss(student, batch_of(b))
-    steps_above = 0
-    if name == "partial_generation_distillation":
-        grid = context.sampler.timesteps(k)
-        stop_at = context.sampler.runs[0][1]["stop_at"]
-        steps_above = sum(int((grid > tau).sum()) for tau in stop_at.tolist())
-        assert 0 <= steps_above <= (k - 1) * round(ratio * b)
     counts = context.counter.snapshot()
     measured = (counts[STUDENT_TRAIN], counts[TEACHER_GENERATION], counts[TEACHER_TARGET])
-    assert measured == expected_forwards(name, b, round(ratio * b), k, steps_above)
+    assert measured == expected_forwards(name, b, round(ratio * b), k)
     assert sum(c[0].shape[0] for c in student.calls) == counts[STUDENT_TRAIN]
     if context.teacher is not None and name in TEACHER_STRATEGIES:
         assert sum(c[0].shape[0] for c in context.teacher.calls) == measured[1] + measured[2]
 
 
-def test_generative_distillation_cost_is_kR_plus_R_teacher_forwards_per_iteration(tmp_path):
+@pytest.mark.parametrize("name", ["generative_distillation", "partial_generation_distillation"])
+def test_distillation_cost_is_kR_plus_R_teacher_forwards_per_iteration(name, tmp_path):
     """Through the real engine: 3 iterations of task 1, k = 4, B = R = 8."""
-    config = _trial("generative_distillation", tmp_path, teacher_steps=4)
+    config = _trial(name, tmp_path, teacher_steps=4)
     engine = Engine(config)
     engine.train_task(0, progress=False)
     before = engine.counter.snapshot()
     engine.train_task(1, progress=False)
     after = engine.counter.snapshot()
     per_iteration = {p: (after[p] - before[p]) / 3 for p in after}
-    assert per_iteration[TEACHER_GENERATION] + per_iteration[TEACHER_TARGET] == 4 * 8 + 8
+    assert per_iteration[TEACHER_GENERATION] == 4 * 8 and per_iteration[TEACHER_TARGET] == 8
     assert per_iteration[STUDENT_TRAIN] == 8 + 8
     assert engine.timer.seconds["replay_generation"] > 0
 
@@ -377,7 +385,7 @@ def test_knobs_are_exactly_the_fields_read(name, monkeypatch):
     cls = strategy_class(name)
     assert set(cls.knobs) <= set(StrategyConfig.model_fields)
     strategy, student, context = make_setup(
-        name, task_index=0, teacher_steps=2, replay_start_timestep=600
+        name, task_index=0, teacher_steps=2, replay_timesteps=[0, 600]
     )
     spy = ConfigSpy(strategy.config)
     strategy.config = spy

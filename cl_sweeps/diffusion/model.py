@@ -1,4 +1,5 @@
-"""UNet presets and the DDIM noise schedule (1000 steps, linear betas 1e-4 -> 0.02)."""
+"""UNet presets and the DDIM noise schedule (1000 steps, linear betas 1e-4 -> 0.02, rescaled to
+zero terminal SNR by default as in the paper's code)."""
 
 from __future__ import annotations
 
@@ -46,7 +47,12 @@ def build_unet(config: ModelConfig, image_size: int, channels: int) -> UNet2DMod
 
 
 def build_scheduler(config: ModelConfig) -> DDIMScheduler:
-    """The training/sampling noise schedule shared by student, teacher and evaluation."""
+    """The training/sampling noise schedule shared by student, teacher and evaluation.
+
+    With `zero_terminal_snr` (the paper's protocol) diffusers rescales the linear betas so that
+    ᾱ_999 = 0 exactly: x_999 is pure noise in training, and generation starts from what the
+    model was trained on. The x0 estimate at ᾱ = 0 is guarded in `sampling.ddim_update`.
+    """
     return DDIMScheduler(
         num_train_timesteps=NUM_TRAIN_TIMESTEPS,
         beta_schedule="linear",
@@ -55,4 +61,5 @@ def build_scheduler(config: ModelConfig) -> DDIMScheduler:
         clip_sample=config.clip_sample,
         timestep_spacing=config.timestep_spacing,
         set_alpha_to_one=True,
+        rescale_betas_zero_snr=config.zero_terminal_snr,
     )

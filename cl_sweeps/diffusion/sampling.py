@@ -1,5 +1,11 @@
-"""DDIM sampling through diffusers' DDIMScheduler: full generation, generation stopped at a
-timestep (per image), and the trajectory of visited states with the model's predictions.
+"""DDIM sampling: full generation on diffusers' DDIM grid, the trajectory of visited states with
+the model's predictions, and partial generation down to a per-image timestep.
+
+diffusers' `DDIMScheduler.step` moves one grid point at a time, with one timestep for the whole
+batch, and divides by √ᾱ_t (infinite at t = 999 under zero terminal SNR). `ddim_update` is the
+same DDIM update (DDIM paper eq. 12, ε-prediction) for arbitrary per-image (t → t_prev) pairs,
+with the reference code's guard: x̂0 = (x_t − √(1−ᾱ_t)·ε) / √(ᾱ_t + 1e-8). Where both apply
+(t_prev = t − T//k on diffusers' grid) it equals `DDIMScheduler.step` (tests/test_diffusion.py).
 
 Each call counts the UNet image-forwards it spends, so generation cost is measured, not estimated.
 """
@@ -14,6 +20,8 @@ from diffusers import DDIMScheduler, UNet2DModel
 
 ForwardHook = Callable[[int], None]
 
+X0_GUARD = 1e-8  # added to ᾱ_t under the square root of the x̂0 estimate (as the reference code)
+
 
 @dataclass
 class TrajectoryPoint:
@@ -26,11 +34,84 @@ class TrajectoryPoint:
 
 @dataclass
 class SampleResult:
-    """Final states (x0, or x_t where generation stopped early) and, if asked, the trajectory."""
+    """Final states (x0) and, if asked, the trajectory."""
 
     images: torch.Tensor
-    timesteps: torch.Tensor  # per image: the grid t it stopped at, or -1 for a finished sample
     trajectory: list[TrajectoryPoint] = field(default_factory=list)
+
+
+def alpha_bar(scheduler: DDIMScheduler, t: torch.Tensor) -> torch.Tensor:
+    """ᾱ at per-image timesteps (N,), as (N, 1, 1, 1); t < 0 is the clean end of the chain
+    (diffusers' `final_alpha_cumprod`, 1 with set_alpha_to_one)."""
+    table = scheduler.alphas_cumprod.to(t.device)
+    final = scheduler.final_alpha_cumprod.to(device=t.device, dtype=table.dtype)
+    values = torch.where(t >= 0, table[t.clamp(min=0)], final)
+    return values.view(-1, 1, 1, 1)
+
+
+def predicted_x0(
+    scheduler: DDIMScheduler, eps: torch.Tensor, x: torch.Tensor, t: torch.Tensor
+) -> torch.Tensor:
+    """x̂0 = (x_t − √(1−ᾱ_t)·ε) / √(ᾱ_t + 1e-8), clipped if the schedule clips: finite even at
+    ᾱ_t = 0 (t = 999 under zero terminal SNR), where it is dominated by the clip."""
+    abar = alpha_bar(scheduler, t)
+    x0 = (x - (1 - abar).sqrt() * eps) / (abar + X0_GUARD).sqrt()
+    if scheduler.config.clip_sample:
+        limit = scheduler.config.clip_sample_range
+        x0 = x0.clamp(-limit, limit)
+    return x0.to(x.dtype)
+
+
+def ddim_update(
+    scheduler: DDIMScheduler,
+    eps: torch.Tensor,
+    x: torch.Tensor,
+    t: torch.Tensor,
+    t_prev: torch.Tensor,
+    *,
+    eta: float = 0.0,
+    noise: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """One DDIM step from x_t to x_{t_prev}, per image (t, t_prev: int64 (N,), t_prev < 0 = clean).
+
+        σ = η·√((1−ᾱ_prev)/(1−ᾱ_t))·√(1 − ᾱ_t/ᾱ_prev)
+        x_prev = √ᾱ_prev·x̂0 + √(1−ᾱ_prev−σ²)·ε + σ·z,   z ~ N(0, I) (`noise`, or drawn)
+    """
+    abar = alpha_bar(scheduler, t)
+    abar_prev = alpha_bar(scheduler, t_prev)
+    x0 = predicted_x0(scheduler, eps, x, t)
+    sigma = torch.zeros_like(abar)
+    if eta > 0:
+        variance = (1 - abar_prev) / (1 - abar) * (1 - abar / abar_prev)
+        sigma = eta * variance.clamp(min=0).sqrt()
+    direction = (1 - abar_prev - sigma**2).clamp(min=0).sqrt() * eps
+    prev = abar_prev.sqrt() * x0 + direction
+    if eta > 0:
+        if noise is None:
+            noise = torch.randn(eps.shape, generator=generator, device=eps.device, dtype=eps.dtype)
+        prev = prev + sigma * noise
+    return prev.to(x.dtype)
+
+
+def partial_timesteps(
+    tau: torch.Tensor, steps: int, num_train_timesteps: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The per-image k-step grid from t = T−1 down to τ (the reference's custom `set_timesteps`).
+
+    With stride s = (T − τ)/k per image, the model is evaluated at t_j = τ − 1 + round(j·s) for
+    j = k..1 (t_k = T − 1; never below τ), and step j goes to the next evaluation point, the last
+    one to τ itself. Returns (evaluation timesteps, step targets), both (k, N) int64.
+    The reference steps by ⌊s⌋ instead, which can land one timestep off the next point (and
+    finish at τ − 1 labelled τ); we land exactly. Where fewer than k timesteps lie above τ
+    (τ > T − k) some points repeat: those steps keep the state (the reference masks them too).
+    """
+    tau = tau.long()
+    stride = (num_train_timesteps - tau).double() / steps
+    j = torch.arange(steps, 0, -1, device=tau.device, dtype=torch.float64).unsqueeze(1)
+    points = (tau - 1 + torch.round(j * stride).long()).clamp(min=tau)
+    targets = torch.cat([points[1:], tau.unsqueeze(0)])
+    return points, targets
 
 
 class DDIMSampler:
@@ -39,6 +120,10 @@ class DDIMSampler:
 
     def __init__(self, scheduler: DDIMScheduler):
         self.scheduler = DDIMScheduler.from_config(scheduler.config)
+
+    @property
+    def num_train_timesteps(self) -> int:
+        return int(self.scheduler.config.num_train_timesteps)
 
     def timesteps(self, steps: int) -> torch.Tensor:
         """The grid of timesteps a `steps`-step DDIM run visits, from noisiest to cleanest."""
@@ -55,14 +140,12 @@ class DDIMSampler:
         eta: float = 0.0,
         generator: torch.Generator | None = None,
         batch_size: int | None = None,
-        stop_at: torch.Tensor | None = None,
         return_trajectory: bool = False,
         on_forward: ForwardHook | None = None,
     ) -> SampleResult:
-        """Generate `n` images in batches.
+        """Generate `n` images in batches on diffusers' k-step grid (each step goes from t to
+        t − T//k, as `DDIMScheduler.step` does).
 
-        stop_at: per-image grid timestep; an image stops as soon as it reaches it (its state is
-        then x_t for that t, and the model was called once per grid step above t).
         on_forward: called with the number of images of every UNet call (cost accounting).
         """
         batch_size = batch_size or n
@@ -73,7 +156,6 @@ class DDIMSampler:
                 steps,
                 eta,
                 generator,
-                None if stop_at is None else stop_at[start : start + batch_size],
                 return_trajectory,
                 on_forward,
             )
@@ -83,7 +165,6 @@ class DDIMSampler:
             return results[0]
         return SampleResult(
             images=torch.cat([r.images for r in results]),
-            timesteps=torch.cat([r.timesteps for r in results]),
             trajectory=_merge_trajectories([r.trajectory for r in results]),
         )
 
@@ -94,37 +175,56 @@ class DDIMSampler:
         steps: int,
         eta: float,
         generator: torch.Generator | None,
-        stop_at: torch.Tensor | None,
         return_trajectory: bool,
         on_forward: ForwardHook | None,
     ) -> SampleResult:
         device = next(model.parameters()).device
-        cfg = model.config
-        shape = (n, cfg.in_channels, cfg.sample_size, cfg.sample_size)
-        x = torch.randn(shape, generator=generator, device=device)
-        grid = self.timesteps(steps)
-        reached = torch.full((n,), -1, dtype=torch.long, device=device)
-        stop = None if stop_at is None else stop_at.to(device)
+        x = torch.randn(_shape(model, n), generator=generator, device=device)
+        stride = self.num_train_timesteps // steps
         trajectory: list[TrajectoryPoint] = []
-        for t in grid.tolist():
-            if stop is None:
-                active = torch.ones(n, dtype=torch.bool, device=device)
-            else:
-                active = stop < t
-                reached[~active & (reached < 0)] = t
-            if not active.any():
-                continue
-            x_in = x[active]
-            t_batch = torch.full((x_in.shape[0],), t, device=device, dtype=torch.long)
-            eps = model(x_in, t_batch).sample
+        for t in self.timesteps(steps).tolist():
+            t_batch = torch.full((n,), t, device=device, dtype=torch.long)
+            eps = model(x, t_batch).sample
             if on_forward is not None:
-                on_forward(x_in.shape[0])
+                on_forward(n)
             if return_trajectory:
-                trajectory.append(TrajectoryPoint(t, x_in.clone(), eps.clone()))
-            step = self.scheduler.step(eps, t, x_in, eta=eta, generator=generator)
-            x = x.clone()
-            x[active] = step.prev_sample
-        return SampleResult(images=x, timesteps=reached, trajectory=trajectory)
+                trajectory.append(TrajectoryPoint(t, x.clone(), eps.clone()))
+            x = ddim_update(
+                self.scheduler, eps, x, t_batch, t_batch - stride, eta=eta, generator=generator
+            )
+        return SampleResult(images=x, trajectory=trajectory)
+
+    @torch.no_grad()
+    def partial(
+        self,
+        model: UNet2DModel,
+        tau: torch.Tensor,
+        steps: int,
+        *,
+        eta: float = 0.0,
+        generator: torch.Generator | None = None,
+        on_forward: ForwardHook | None = None,
+    ) -> torch.Tensor:
+        """x̃_τ per image: k DDIM steps from pure noise at t = T−1 down to that image's τ, on the
+        per-image grid of `partial_timesteps`. Exactly k forwards per image (one batched UNet
+        call per step), whatever τ."""
+        device = next(model.parameters()).device
+        tau = tau.to(device)
+        points, targets = partial_timesteps(tau, steps, self.num_train_timesteps)
+        x = torch.randn(_shape(model, len(tau)), generator=generator, device=device)
+        for t, t_prev in zip(points, targets):
+            eps = model(x, t).sample
+            if on_forward is not None:
+                on_forward(len(tau))
+            stepped = ddim_update(self.scheduler, eps, x, t, t_prev, eta=eta, generator=generator)
+            moves = (t_prev < t).view(-1, 1, 1, 1)
+            x = torch.where(moves, stepped, x)
+        return x
+
+
+def _shape(model: UNet2DModel, n: int) -> tuple[int, int, int, int]:
+    cfg = model.config
+    return (n, cfg.in_channels, cfg.sample_size, cfg.sample_size)
 
 
 def _merge_trajectories(parts: list[list[TrajectoryPoint]]) -> list[TrajectoryPoint]:

@@ -83,13 +83,17 @@ class Strategy:
         del state
 
     # --- building blocks shared by the strategies -------------------------------------------
-    def random_timesteps(self, n: int, high: int = NUM_TRAIN_TIMESTEPS) -> torch.Tensor:
+    def random_timesteps(
+        self, n: int, low: int = 0, high: int = NUM_TRAIN_TIMESTEPS
+    ) -> torch.Tensor:
+        """n timesteps drawn uniformly from [low, high)."""
         ctx = self.context
-        return torch.randint(0, high, (n,), generator=ctx.generator, device=ctx.device)
+        return torch.randint(low, high, (n,), generator=ctx.generator, device=ctx.device)
 
     def replay_timesteps(self, n: int) -> torch.Tensor:
-        """Timesteps for replay/distillation pairs, below `replay_start_timestep` if set."""
-        return self.random_timesteps(n, self.config.replay_start_timestep or NUM_TRAIN_TIMESTEPS)
+        """Timesteps for replay/distillation pairs, uniform over `replay_timesteps` = [low, high)
+        (default all 1000, as the reference's replay_start_timestep = 0)."""
+        return self.random_timesteps(n, *self.config.replay_timesteps)
 
     def random_noise(self, like: torch.Tensor) -> torch.Tensor:
         return torch.randn(like.shape, generator=self.context.generator, device=like.device)

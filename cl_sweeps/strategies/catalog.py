@@ -25,7 +25,7 @@ GENERATION_KNOBS = (
     "teacher_eta",
     "lambd",
     "weight_replay_loss",
-    "replay_start_timestep",
+    "replay_timesteps",
 )
 SHARED_KNOBS = {"GENERATION_KNOBS": GENERATION_KNOBS}
 

@@ -1,7 +1,7 @@
 """gaussian_distillation: distil the teacher on pure Gaussian noise, with no generation.
 
-R = round(replay_ratio·B) inputs z ~ N(0, I) at timesteps τ drawn below `replay_start_timestep`
-(all timesteps if unset); target = the teacher's prediction: L_replay = ‖ε_φ(z, τ) − ε_θ(z, τ)‖².
+R = round(replay_ratio·B) inputs z ~ N(0, I) at timesteps τ drawn from `replay_timesteps`
+(default all timesteps); target = the teacher's prediction: L_replay = ‖ε_φ(z, τ) − ε_θ(z, τ)‖².
 
 Cost per iteration: student 3(B + R), teacher targets R.
 """
@@ -15,7 +15,7 @@ from cl_sweeps.strategies.base import register
 from cl_sweeps.strategies.teacher import TeacherStrategy
 
 NAME = "gaussian_distillation"
-KNOBS = ("replay_ratio", "lambd", "weight_replay_loss", "replay_start_timestep")
+KNOBS = ("replay_ratio", "lambd", "weight_replay_loss", "replay_timesteps")
 
 
 @register

@@ -8,8 +8,8 @@ L_replay = ‖ε_φ(x_{τ_i}, τ_i) − ε_θ(x_{τ_i}, τ_i)‖² — no re-noi
 forward, so one k-step generation yields k pairs.
 
 Pair count: with R = round(replay_ratio·B), R' = ceil(R / k) images are generated and all k·R'
-pairs are used (between R and R + k − 1). With `replay_start_timestep` set, only the k' grid
-points below it are used (at least the cleanest one); then R' = ceil(R / k') and the pairs are
+pairs are used (between R and R + k − 1). With `replay_timesteps` = [low, high) narrowed, only
+the k' grid points inside it are used (at least the nearest one); then R' = ceil(R / k') and the pairs are
 k'·R', while generation still takes all k steps per image. Timesteps are the k-step grid's only
 (e.g. k = 2 with trailing spacing trains at τ ∈ {999, 499}).
 

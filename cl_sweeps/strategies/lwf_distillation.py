@@ -3,7 +3,7 @@
 The student's prediction on the real noisy batch x_τ = add_noise(x, ε, τ), τ ~ U{0..999}, gets
 two targets: L_real = ‖ε − ε_θ(x_τ, τ)‖² and L_replay = ‖ε_φ(x_τ, τ) − ε_θ(x_τ, τ)‖². The one
 student forward serves both. There are no replay images, so `replay_ratio` and
-`replay_start_timestep` are not read (the distillation inputs are the real ones, at their τ).
+`replay_timesteps` are not read (the distillation inputs are the real ones, at their τ).
 
 Cost per iteration: student 3B, teacher targets B.
 """

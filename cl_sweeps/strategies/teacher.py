@@ -20,7 +20,6 @@ import torch
 import torch.nn.functional as F
 from diffusers import UNet2DModel
 
-from cl_sweeps.config import NUM_TRAIN_TIMESTEPS
 from cl_sweeps.data.sources import ImageSet
 from cl_sweeps.diffusion.sampling import SampleResult
 from cl_sweeps.evaluation.compute import TEACHER_GENERATION
@@ -52,7 +51,6 @@ class TeacherStrategy(Strategy):
         self,
         n: int,
         *,
-        stop_at: torch.Tensor | None = None,
         return_trajectory: bool = False,
     ) -> SampleResult:
         """Run the teacher's k-step DDIM (k = teacher_steps, eta = teacher_eta) for n images,
@@ -65,7 +63,6 @@ class TeacherStrategy(Strategy):
                 self.config.teacher_steps,
                 eta=self.config.teacher_eta,
                 generator=ctx.generator,
-                stop_at=stop_at,
                 return_trajectory=return_trajectory,
                 on_forward=ctx.counter.hook(TEACHER_GENERATION),
             )
@@ -82,10 +79,13 @@ class TeacherStrategy(Strategy):
         return F.mse_loss(self.student(model, x, t), target)
 
     def generation_grid(self) -> torch.Tensor:
-        """The teacher's k-step DDIM grid (noisiest first), restricted to timesteps below
-        `replay_start_timestep` if set; if no grid point is below it, the cleanest point is kept,
-        so the grid is never empty. Always a suffix of the full grid."""
+        """The teacher's k-step DDIM grid (noisiest first), restricted to the points inside
+        `replay_timesteps` = [low, high); if none is, the point nearest to that range is kept, so
+        the grid is never empty."""
         grid = self.context.sampler.timesteps(self.config.teacher_steps).to(self.context.device)
-        start = self.config.replay_start_timestep or NUM_TRAIN_TIMESTEPS
-        kept = grid[grid < start]
-        return kept if len(kept) else grid[-1:]
+        low, high = self.config.replay_timesteps
+        kept = grid[(grid >= low) & (grid < high)]
+        if len(kept):
+            return kept
+        distance = torch.where(grid < low, low - grid, grid - (high - 1))
+        return grid[distance.argmin()].unsqueeze(0)
