@@ -56,6 +56,11 @@ class DataConfig(_Strict):
     )
     max_train_per_class: int | None = Field(default=None, gt=0)
     max_test_per_class: int | None = Field(default=None, gt=0)
+    augment: bool | None = Field(
+        default=None,
+        description="Random horizontal flip of the real training images (seeded); "
+        "null: on for cifar10 only, as the paper's code.",
+    )
 
     @field_validator("tasks")
     @classmethod
@@ -86,6 +91,9 @@ class DataConfig(_Strict):
         if self.image_size is not None:
             return self.image_size
         return 8 if self.dataset == "digits" else 32
+
+    def resolved_augment(self) -> bool:
+        return self.dataset == "cifar10" if self.augment is None else self.augment
 
 
 class ModelConfig(_Strict):
@@ -172,6 +180,11 @@ class TrainConfig(_Strict):
     batch_size: int = Field(default=128, gt=0)
     lr: float = Field(default=2e-4, gt=0)
     grad_clip: float | None = Field(default=1.0, gt=0)
+    reset_optimizer: bool = Field(
+        default=True,
+        description="A fresh Adam state at the start of every task (Avalanche rebuilds it per "
+        "experience, as in the paper's code); false carries it over.",
+    )
 
     @model_validator(mode="after")
     def _one_budget(self) -> TrainConfig:

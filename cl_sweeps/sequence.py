@@ -25,6 +25,7 @@ from cl_sweeps.checkpoint import (
 )
 from cl_sweeps.config import TrialConfig
 from cl_sweeps.data import ImageSet, TaskStream, build_task_stream, load_source
+from cl_sweeps.data.augment import augmented
 from cl_sweeps.diffusion import DDIMSampler, build_scheduler, build_unet
 from cl_sweeps.evaluation.compute import (
     TRAIN_PURPOSES,
@@ -167,6 +168,10 @@ class Engine:
         data = ImageSet(data.images.to(self.device), data.labels.to(self.device))
         iterations = iterations_for(cfg, len(data))
         batches = minibatches(data, cfg.train.batch_size, self.data_generator)
+        if cfg.data.resolved_augment():
+            batches = augmented(batches, self.data_generator)
+        if cfg.train.reset_optimizer:  # a fresh Adam state per task, as Avalanche's per experience
+            self.optimizer.state.clear()
         self.model.train()
         bar = tqdm(
             range(iterations),

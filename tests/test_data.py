@@ -111,3 +111,44 @@ def test_missing_torchvision_files_name_the_option(tmp_path):
 def test_class_outside_dataset_is_rejected():
     with pytest.raises(ConfigError, match=r"class 12 does not exist.*0\.\.9"):
         resolve_task_classes(DataConfig(tasks=[[0, 12]]), 10)
+
+
+@pytest.mark.parametrize(
+    ("seed", "order"),
+    [
+        (42, [2, 6, 1, 8, 4, 5, 0, 9, 3, 7]),
+        (69, [0, 2, 3, 5, 4, 1, 6, 9, 8, 7]),
+        (1714, [7, 3, 8, 0, 1, 4, 6, 2, 9, 5]),
+    ],
+)
+def test_paper_class_orders_are_pinned(seed, order):
+    """The reference (Avalanche) seeds torch's global RNG and takes randperm of the class ids."""
+    tasks = resolve_task_classes(DataConfig(class_order_seed=seed), 10)
+    assert tasks == [order[i : i + 2] for i in range(0, 10, 2)]
+    torch.manual_seed(seed)
+    assert torch.randperm(10).tolist() == order
+
+
+def test_flip_augmentation_is_on_for_cifar10_only_by_default():
+    defaults = {
+        name: DataConfig(dataset=name, data_root="x").resolved_augment()
+        for name in ("digits", "mnist", "fashion_mnist", "cifar10")
+    }
+    assert defaults == {"digits": False, "mnist": False, "fashion_mnist": False, "cifar10": True}
+    assert DataConfig(dataset="cifar10", augment=False).resolved_augment() is False
+    assert DataConfig(augment=True).resolved_augment() is True
+
+
+def test_random_hflip_flips_about_half_the_images_reproducibly():
+    from cl_sweeps.data.augment import random_hflip
+    from cl_sweeps.data.sources import ImageSet
+
+    images = torch.randn(400, 3, 4, 4)
+    batch = ImageSet(images, torch.arange(400))
+    out = random_hflip(batch, torch.Generator().manual_seed(0))
+    flipped = (out.images == images.flip(-1)).flatten(1).all(1)
+    kept = (out.images == images).flatten(1).all(1)
+    assert (flipped ^ kept).all() and 150 < int(flipped.sum()) < 250
+    assert torch.equal(out.labels, batch.labels)
+    again = random_hflip(batch, torch.Generator().manual_seed(0))
+    assert torch.equal(again.images, out.images)

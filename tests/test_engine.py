@@ -72,15 +72,28 @@ def test_same_seed_gives_identical_metrics(small_trial, tmp_path):
     assert [_comparable(r) for r in third] != [_comparable(r) for r in first]
 
 
-@pytest.mark.parametrize("name", ["naive", "er"])
-def test_resume_from_a_task_checkpoint_gives_identical_final_metrics(small_trial, tmp_path, name):
-    full = run_sequence(small_trial(output_dir=str(tmp_path / "full"), strategy={"name": name}))
+@pytest.mark.parametrize(
+    ("name", "extra"),
+    [
+        ("naive", {}),
+        ("er", {}),
+        ("naive", {"train": {"reset_optimizer": False}, "data": {"augment": True}}),
+    ],
+)
+def test_resume_from_a_task_checkpoint_gives_identical_final_metrics(
+    small_trial, tmp_path, name, extra
+):
+    full = run_sequence(
+        small_trial(output_dir=str(tmp_path / "full"), strategy={"name": name}, **extra)
+    )
 
     def crash_after_task_1(task_index, metrics, checkpoint_dir):
         if task_index == 1:
             raise KeyboardInterrupt  # the process dies right after task 1's checkpoint
 
-    partial_config = small_trial(output_dir=str(tmp_path / "part"), strategy={"name": name})
+    partial_config = small_trial(
+        output_dir=str(tmp_path / "part"), strategy={"name": name}, **extra
+    )
     with pytest.raises(KeyboardInterrupt):
         run_sequence(partial_config, crash_after_task_1)
     checkpoint = latest_checkpoint(tmp_path / "part")
@@ -152,3 +165,48 @@ def test_classifier_cache_key_follows_the_data():
     assert full == classifier_cache_key(load_source(DataConfig()))
     assert full != classifier_cache_key(load_source(DataConfig(max_train_per_class=50)))
     assert full != classifier_cache_key(load_source(DataConfig(image_size=16)))
+
+
+def _watch_task_starts(engine: Engine) -> list[dict]:
+    """At the first iteration of every task: the optimizer's state and the real minibatch."""
+    seen: list[dict] = []
+    loss = engine.strategy.loss
+
+    def watched(model, batch):
+        if not seen or seen[-1]["task"] != engine.context.task_index:
+            steps = [int(s["step"]) for s in engine.optimizer.state.values()]
+            seen.append({"task": engine.context.task_index, "steps": steps, "batch": batch})
+        return loss(model, batch)
+
+    engine.strategy.loss = watched
+    return seen
+
+
+@pytest.mark.parametrize("reset", [True, False])
+def test_optimizer_state_is_fresh_at_every_task_start(small_trial, reset):
+    engine = Engine(small_trial(train={"iterations_per_task": 4, "reset_optimizer": reset}))
+    assert small_trial().train.reset_optimizer is True  # the reference's protocol is the default
+    seen = _watch_task_starts(engine)
+    for task in range(3):
+        engine.train_task(task, progress=False)
+    assert [s["task"] for s in seen] == [0, 1, 2]
+    assert seen[0]["steps"] == []
+    if reset:
+        assert seen[1]["steps"] == [] and seen[2]["steps"] == []
+    else:  # Adam's moments and step count carry over from the previous task
+        assert set(seen[1]["steps"]) == {4} and set(seen[2]["steps"]) == {8}
+
+
+def test_augment_flips_real_minibatches_and_only_when_on(small_trial):
+    plain = Engine(small_trial(data={"augment": False}))
+    flipped = Engine(small_trial(data={"augment": True}))
+    default = Engine(small_trial())  # digits: off by default
+    seen = {name: _watch_task_starts(e) for name, e in
+            (("plain", plain), ("flipped", flipped), ("default", default))}
+    for engine in (plain, flipped, default):
+        engine.train_task(0, progress=False)
+    a, b = seen["plain"][0]["batch"].images, seen["flipped"][0]["batch"].images
+    assert torch.equal(seen["default"][0]["batch"].images, a)
+    same = (a == b).flatten(1).all(1)
+    mirrored = (a.flip(-1) == b).flatten(1).all(1)
+    assert (same | mirrored).all() and (mirrored & ~same).any() and same.any()
