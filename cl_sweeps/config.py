@@ -218,7 +218,15 @@ class EvaluationConfig(_Strict):
     classifier_arch: Literal["auto", "small_cnn", "resnet18"] = Field(
         default="auto", description="auto: small_cnn on digits, resnet18 otherwise (paper)."
     )
-    classifier_epochs: int = Field(default=10, gt=0)
+    classifier_epochs: int | None = Field(
+        default=None, gt=0,
+        description="null: the arch's recipe (resnet18 100 as the paper's code, small_cnn 10).",
+    )
+    classifier_weights: str | None = Field(
+        default=None,
+        description="Local torchvision ResNet-18 state dict (e.g. ImageNet weights, as the "
+        "paper's classifier) to start resnet18 from; null: from scratch.",
+    )
     classifier_seed: int = 0
     cache_dir: str | None = Field(
         default=None,

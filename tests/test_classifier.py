@@ -73,14 +73,97 @@ def test_training_is_deterministic_and_leaves_global_rng_alone(small_digits) -> 
     assert acc1 == acc2 and _weights_digest(first) == _weights_digest(second)
 
 
-@pytest.mark.parametrize("in_channels,size", [(1, 8), (3, 16)])
-def test_resnet18_on_small_images(in_channels: int, size: int) -> None:
+@pytest.mark.parametrize("in_channels,size", [(1, 8), (3, 16), (1, 32)])
+def test_resnet18_is_torchvisions_with_the_imagenet_stem(in_channels: int, size: int) -> None:
     model = build_classifier("resnet18", in_channels, num_classes=10).eval()
     x = torch.rand(2, in_channels, size, size) * 2 - 1
     with torch.no_grad():
         assert model.features(x).shape == (2, 512)
         assert model(x).shape == (2, 10)
-    assert model.net.conv1.stride == (1, 1) and isinstance(model.net.maxpool, torch.nn.Identity)
+        # grayscale is repeated to the 3 input channels, as the paper's classifier
+        if in_channels == 1:
+            torch.testing.assert_close(model(x), model(x.repeat(1, 3, 1, 1)))
+    net = model.net
+    assert net.conv1.in_channels == 3 and net.conv1.kernel_size == (7, 7)
+    assert net.conv1.stride == (2, 2) and isinstance(net.maxpool, torch.nn.MaxPool2d)
+
+
+def test_resnet18_recipe_is_the_reference_one() -> None:
+    recipe = clf.RECIPES["resnet18"]
+    assert (recipe.optimizer, recipe.lr, recipe.batch_size, recipe.epochs) == ("adam", 5e-4, 64, 100)
+    assert recipe.augment and recipe.val_fraction > 0
+    assert clf.recipe_for("resnet18", epochs=3).epochs == 3
+
+
+def test_augmentation_fills_black_and_adds_small_noise() -> None:
+    black = -torch.ones(64, 1, 16, 16)
+    out = clf.augment_batch(black, torch.Generator().manual_seed(0))
+    assert abs(out.mean() + 1) < 0.01 and 0.09 < out.std() < 0.11  # fill −1, noise σ 0.1
+    images = torch.rand(64, 3, 16, 16) * 2 - 1
+    first = clf.augment_batch(images, torch.Generator().manual_seed(1))
+    again = clf.augment_batch(images, torch.Generator().manual_seed(1))
+    assert torch.equal(first, again) and first.shape == images.shape
+    assert (first - images).abs().mean() > 0.1  # moved, not just noised
+
+
+def test_cache_key_covers_every_training_setting(tmp_path) -> None:
+    from dataclasses import fields, replace
+
+    base = clf.RECIPES["resnet18"]
+    paths = {clf.cache_paths(tmp_path, "d", arch="resnet18", seed=0, recipe=base)[0]}
+    changed = {"optimizer": "adamw_onecycle", "lr": 1e-3, "batch_size": 32, "epochs": 5,
+               "augment": False, "val_fraction": 0.2}
+    assert set(changed) == {f.name for f in fields(base)}
+    for name, value in changed.items():
+        paths.add(clf.cache_paths(tmp_path, "d", arch="resnet18", seed=0,
+                                  recipe=replace(base, **{name: value}))[0])
+    paths.add(clf.cache_paths(tmp_path, "d", arch="resnet18", seed=0, recipe=base,
+                              weights_digest="abc")[0])
+    assert len(paths) == len(changed) + 2
+
+
+def test_resnet18_keeps_the_best_validation_epoch(small_digits, monkeypatch) -> None:
+    scores = []
+    real_accuracy = clf.accuracy
+
+    def recording(model, images, labels, batch_size=512):
+        value = real_accuracy(model, images, labels, batch_size)
+        scores.append((len(labels), value))
+        return value
+
+    monkeypatch.setattr(clf, "accuracy", recording)
+    model, test_acc = train_classifier(
+        *small_digits, arch="resnet18", num_classes=10, seed=0, epochs=4, batch_size=32
+    )
+    n_val = int(300 * clf.RECIPES["resnet18"].val_fraction)
+    val_scores = [v for n, v in scores if n == n_val]
+    assert len(val_scores) == 4
+    _, _, val_x, val_y = clf._validation_split(
+        small_digits[0], small_digits[1], clf.RECIPES["resnet18"], 0
+    )
+    assert real_accuracy(model, val_x, val_y) == max(val_scores)
+    assert test_acc == scores[-1][1]
+
+
+def test_resnet18_starts_from_local_weights(tmp_path) -> None:
+    from torchvision.models import resnet18
+
+    torch.manual_seed(5)
+    pretrained = resnet18(weights=None)  # stands in for a local ImageNet state dict
+    path = tmp_path / "resnet18.pth"
+    torch.save(pretrained.state_dict(), path)
+    model = build_classifier("resnet18", 1, 10)
+    model.load_backbone(path)
+    assert torch.equal(model.net.conv1.weight, pretrained.conv1.weight)
+    assert model.net.fc.out_features == 10
+    (tmp_path / "bad.pth").write_bytes(b"not a state dict")
+    with pytest.raises(ValueError, match="classifier_weights"):
+        model.load_backbone(tmp_path / "bad.pth")
+    with pytest.raises(ValueError, match="does not exist"):
+        load_or_train_classifier(tmp_path, "d", *(torch.zeros(4, 1, 8, 8), torch.zeros(4).long(),
+                                 torch.zeros(2, 1, 8, 8), torch.zeros(2).long()),
+                                 arch="resnet18", num_classes=2, seed=0,
+                                 weights=tmp_path / "missing.pth")
 
 
 def test_unknown_arch_is_rejected() -> None:

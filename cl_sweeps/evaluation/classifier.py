@@ -1,11 +1,16 @@
 """The evaluation classifier: labels generated samples (KLD/ARD, per-task FID) and gives features.
 
-The paper trains a ResNet-18 on a dataset's full training set and uses it to label the samples
-of the diffusion model. Its penultimate layer doubles as an FID feature space for small images,
-where 299x299 Inception features are costly and mostly measure upsampling artefacts.
+The paper's code (`train_kld_classifier.py`) trains torchvision's ResNet-18 with the standard
+ImageNet stem (ImageNet-pretrained there) on a dataset's training set: 3-channel input in
+[-1, 1] (grayscale repeated), random flip / rotation (10°) / translation (10%) / Gaussian noise
+(σ 0.1), Adam 5e-4, batch 64, 100 epochs, keeping the best-validation epoch. `resnet18` here is
+that recipe (`RECIPES`); pretrained weights cannot be downloaded, so a local torchvision
+ResNet-18 state dict may be given (`weights`), else it trains from scratch. `small_cnn` is a
+few conv layers for 8x8/16x16 digits, trained in seconds. The penultimate layer doubles as an FID
+feature space for small images, where 299x299 Inception features are costly.
 
-Training is done once per (dataset, arch, seed, epochs, batch size) and cached on disk, guarded
-by a file lock, so concurrent trials on one machine share a single training run.
+Training is done once per (data, arch, seed and every training setting, weights file) and cached
+on disk, guarded by a file lock, so concurrent trials on one machine share a single training run.
 """
 
 from __future__ import annotations
@@ -13,11 +18,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from pickle import UnpicklingError
 from typing import Any
@@ -25,6 +31,7 @@ from typing import Any
 import torch
 from filelock import FileLock, Timeout
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 logger = logging.getLogger(__name__)
 
@@ -61,32 +68,47 @@ class SmallCNN(nn.Module):
         return self.head(self.features(x))
 
 
-class SmallImageResNet18(nn.Module):
-    """torchvision's ResNet-18 for small images: 3x3 stride-1 stem, no max-pool, C input channels.
-
-    The ImageNet stem (7x7 stride 2 + max-pool) would shrink a 32x32 image to 8x8 before the
-    first block; the CIFAR-style stem keeps the resolution, as in the paper's classifier.
-    """
+class ImageNetResNet18(nn.Module):
+    """torchvision's ResNet-18 with its standard ImageNet stem (7x7 stride 2 + max-pool), 3-channel
+    input; 1-channel images are repeated to 3 channels, as the paper's classifier."""
 
     def __init__(self, in_channels: int, num_classes: int) -> None:
         super().__init__()
         from torchvision.models import resnet18  # torchvision only when this arch is used
 
-        net = resnet18(weights=None, num_classes=num_classes)
-        net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
-        net.maxpool = nn.Identity()
-        self.net = net
-        self.feature_dim = net.fc.in_features
+        self.in_channels = in_channels
+        self.net = resnet18(weights=None, num_classes=num_classes)
+        self.feature_dim = self.net.fc.in_features
 
     def features(self, x: Tensor) -> Tensor:
         """Penultimate activations (after global average pooling), (N, 512)."""
+        if x.shape[1] == 1:
+            x = x.repeat(1, 3, 1, 1)
         n = self.net
-        x = n.relu(n.bn1(n.conv1(x)))
+        x = n.maxpool(n.relu(n.bn1(n.conv1(x))))
         x = n.layer4(n.layer3(n.layer2(n.layer1(x))))
         return torch.flatten(n.avgpool(x), 1)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net.fc(self.features(x))
+
+    def load_backbone(self, path: Path) -> None:
+        """Load a local torchvision ResNet-18 state dict (e.g. ImageNet weights); its `fc` is
+        dropped (the head is trained for this dataset's classes)."""
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError, UnpicklingError) as error:
+            raise ValueError(
+                f"evaluation.classifier_weights={str(path)!r} is not a readable torchvision "
+                f"ResNet-18 state dict ({error})"
+            ) from None
+        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+        missing, unexpected = self.net.load_state_dict(state, strict=False)
+        if unexpected or set(missing) - {"fc.weight", "fc.bias"}:
+            raise ValueError(
+                f"evaluation.classifier_weights={str(path)!r} does not match torchvision's "
+                f"ResNet-18 (missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})"
+            )
 
 
 def build_classifier(arch: str, in_channels: int, num_classes: int) -> nn.Module:
@@ -94,8 +116,64 @@ def build_classifier(arch: str, in_channels: int, num_classes: int) -> nn.Module
     if arch == "small_cnn":
         return SmallCNN(in_channels, num_classes)
     if arch == "resnet18":
-        return SmallImageResNet18(in_channels, num_classes)
+        return ImageNetResNet18(in_channels, num_classes)
     raise ValueError(f"unknown classifier arch {arch!r}; allowed: {ARCHS}")
+
+
+@dataclass(frozen=True)
+class TrainingRecipe:
+    """Every setting of a classifier's training (all of them enter the cache key)."""
+
+    optimizer: str  # "adam" (constant lr) or "adamw_onecycle"
+    lr: float
+    batch_size: int
+    epochs: int
+    augment: bool  # flip, ±10° rotation, ±10% translation, N(0, 0.1²) noise
+    val_fraction: float  # held out of training to pick the best epoch; 0: keep the last one
+
+
+RECIPES = {
+    "small_cnn": TrainingRecipe("adamw_onecycle", 2e-3, 128, 10, False, 0.0),
+    # the paper's code: Adam 5e-4, batch 64, 100 epochs, best of a held-out split
+    # (there 10k of FMNIST's 60k and 5k of CIFAR-10's 50k; here 10% of the training set)
+    "resnet18": TrainingRecipe("adam", 5e-4, 64, 100, True, 0.1),
+}
+
+
+def recipe_for(arch: str, epochs: int | None = None, batch_size: int | None = None) -> TrainingRecipe:
+    """The arch's recipe, with the epoch budget / batch size overridden where given."""
+    if arch not in RECIPES:
+        raise ValueError(f"unknown classifier arch {arch!r}; allowed: {ARCHS}")
+    recipe = RECIPES[arch]
+    if epochs is not None:
+        recipe = replace(recipe, epochs=epochs)
+    if batch_size is not None:
+        recipe = replace(recipe, batch_size=batch_size)
+    return recipe
+
+
+def augment_batch(x: Tensor, generator: torch.Generator) -> Tensor:
+    """The reference classifier's augmentation on a batch in [-1, 1], per image: horizontal flip
+    (p = 1/2), rotation U(±10°) and translation U(±10%) with black (−1) fill, then N(0, 0.1²)."""
+    n = len(x)
+
+    def uniform(scale: float) -> Tensor:
+        return ((torch.rand(n, generator=generator) * 2 - 1) * scale).to(x.device)
+
+    flip = (torch.rand(n, generator=generator) < 0.5).to(x.device).view(-1, 1, 1, 1)
+    x = torch.where(flip, x.flip(-1), x)
+    angle, tx, ty = uniform(math.radians(10)), uniform(0.2), uniform(0.2)  # grid spans 2 units
+    theta = torch.stack(
+        [
+            torch.stack([angle.cos(), -angle.sin(), tx], dim=1),
+            torch.stack([angle.sin(), angle.cos(), ty], dim=1),
+        ],
+        dim=1,
+    ).to(x.dtype)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x + 1, grid, padding_mode="zeros", align_corners=False) - 1
+    noise = torch.randn(x.shape, generator=generator).to(x.device, x.dtype)
+    return x + 0.1 * noise
 
 
 @torch.no_grad()
@@ -128,48 +206,94 @@ def train_classifier(
     arch: str,
     num_classes: int,
     seed: int,
-    epochs: int = 10,
-    batch_size: int = 128,
+    epochs: int | None = None,
+    batch_size: int | None = None,
     device: str | torch.device = "cpu",
+    weights: Path | None = None,
 ) -> tuple[nn.Module, float]:
-    """Train a classifier on (train_x, train_y); return it in eval mode and its test accuracy.
+    """Train a classifier on (train_x, train_y) with its arch's recipe (epochs / batch size
+    overridable); return it in eval mode (the best-validation epoch if the recipe holds out a
+    validation split) and its test accuracy.
 
     Deterministic given the seed on the CPU. The global RNG state is restored afterwards, so
     calling this inside a trial does not shift the trial's own random stream.
     """
+    recipe = recipe_for(arch, epochs, batch_size)
     if train_x.ndim != 4 or len(train_x) != len(train_y):
         raise ValueError(
             f"train_x must be (N, C, H, W) with N == len(train_y); got {tuple(train_x.shape)} "
             f"and {len(train_y)} labels"
         )
-    if epochs <= 0 or batch_size <= 0:
-        raise ValueError(f"epochs and batch_size must be > 0; got {epochs} and {batch_size}")
+    if recipe.epochs <= 0 or recipe.batch_size <= 0:
+        raise ValueError(
+            f"epochs and batch_size must be > 0; got {recipe.epochs} and {recipe.batch_size}"
+        )
+    if weights is not None and arch != "resnet18":
+        raise ValueError(f"pretrained weights are for resnet18 only; arch is {arch!r}")
     device = torch.device(device)
     cuda_devices = []
     if device.type == "cuda":
         cuda_devices = [torch.cuda.current_device() if device.index is None else device.index]
     with torch.random.fork_rng(devices=cuda_devices):
         torch.manual_seed(seed)
-        model = build_classifier(arch, train_x.shape[1], num_classes).to(device)
-        steps_per_epoch = -(-len(train_x) // batch_size)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=5e-4)
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=2e-3, total_steps=epochs * steps_per_epoch
-        )
+        model = build_classifier(arch, train_x.shape[1], num_classes)
+        if weights is not None:
+            model.load_backbone(Path(weights))
+        model.to(device)
+        fit_x, fit_y, val_x, val_y = _validation_split(train_x, train_y, recipe, seed)
+        steps_per_epoch = -(-len(fit_x) // recipe.batch_size)
+        optimizer, scheduler = _optimizer(model, recipe, recipe.epochs * steps_per_epoch)
         order_rng = torch.Generator().manual_seed(seed)
-        model.train()
-        for _ in range(epochs):
-            order = torch.randperm(len(train_x), generator=order_rng)
-            for i in range(0, len(order), batch_size):
-                index = order[i : i + batch_size]
-                x, y = train_x[index].to(device), train_y[index].to(device)
+        augment_rng = torch.Generator().manual_seed(seed + 1)
+        best: tuple[float, dict[str, Tensor] | None] = (-1.0, None)
+        for _ in range(recipe.epochs):
+            model.train()
+            order = torch.randperm(len(fit_x), generator=order_rng)
+            for i in range(0, len(order), recipe.batch_size):
+                index = order[i : i + recipe.batch_size]
+                if len(index) < 2 and i > 0:  # batch norm needs two images
+                    continue
+                x, y = fit_x[index].to(device), fit_y[index].to(device)
+                if recipe.augment:
+                    x = augment_batch(x, augment_rng)
                 loss = nn.functional.cross_entropy(model(x), y)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                scheduler.step()
+                if scheduler is not None:
+                    scheduler.step()
+            if len(val_y):
+                score = accuracy(model, val_x, val_y)
+                if score > best[0]:
+                    best = (score, {k: v.detach().clone() for k, v in model.state_dict().items()})
+        if best[1] is not None:
+            model.load_state_dict(best[1])
     model.eval()
     return model, accuracy(model, test_x, test_y)
+
+
+def _validation_split(
+    x: Tensor, y: Tensor, recipe: TrainingRecipe, seed: int
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(fit_x, fit_y, val_x, val_y): a seeded `val_fraction` of the training set held out."""
+    n_val = int(len(x) * recipe.val_fraction)
+    if n_val == 0:
+        return x, y, x[:0], y[:0]
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed + 2))
+    fit, val = order[n_val:], order[:n_val]
+    return x[fit], y[fit], x[val], y[val]
+
+
+def _optimizer(
+    model: nn.Module, recipe: TrainingRecipe, total_steps: int
+) -> tuple[torch.optim.Optimizer, Any]:
+    if recipe.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=recipe.lr), None
+    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=5e-4)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=recipe.lr, total_steps=total_steps
+    )
+    return optimizer, scheduler
 
 
 @dataclass
@@ -183,14 +307,38 @@ class TrainedClassifier:
     loaded_from_cache: bool
 
 
+def file_digest(path: Path) -> str:
+    """sha256 of a file's bytes (names pretrained weights in the cache key)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def settings_digest(recipe: TrainingRecipe, weights_digest: str | None) -> str:
+    """A short digest of every training setting and the pretrained weights (if any)."""
+    text = json.dumps({**asdict(recipe), "weights": weights_digest}, sort_keys=True)
+    return hashlib.sha1(text.encode()).hexdigest()[:10]
+
+
 def cache_paths(
-    cache_dir: Path, cache_key: str, *, arch: str, seed: int, epochs: int, batch_size: int
+    cache_dir: Path,
+    cache_key: str,
+    *,
+    arch: str,
+    seed: int,
+    recipe: TrainingRecipe,
+    weights_digest: str | None = None,
 ) -> tuple[Path, Path]:
     """The weights file and its JSON sidecar for one classifier."""
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", cache_key)
     if safe != cache_key:  # keep distinct keys distinct after sanitising
         safe += "-" + hashlib.sha1(cache_key.encode()).hexdigest()[:8]
-    stem = f"{safe}__{arch}__seed{seed}__ep{epochs}__bs{batch_size}"
+    stem = (
+        f"{safe}__{arch}__seed{seed}__ep{recipe.epochs}__bs{recipe.batch_size}"
+        f"__{settings_digest(recipe, weights_digest)}"
+    )
     return Path(cache_dir) / f"{stem}.pt", Path(cache_dir) / f"{stem}.json"
 
 
@@ -228,11 +376,13 @@ def load_or_train_classifier(
     arch: str,
     num_classes: int,
     seed: int,
-    epochs: int = 10,
-    batch_size: int = 128,
+    epochs: int | None = None,
+    batch_size: int | None = None,
     device: str | torch.device = "cpu",
+    weights: Path | None = None,
 ) -> TrainedClassifier:
-    """The classifier for (cache_key, arch, seed, epochs, batch size): from disk, or trained once.
+    """The classifier for (cache_key, arch, seed, every training setting, pretrained weights):
+    from disk, or trained once.
 
     ``cache_key`` names the data (e.g. dataset and image size); the caller makes it unique. A
     file lock serialises train-and-write, so concurrent trials train it once and never read a
@@ -241,28 +391,37 @@ def load_or_train_classifier(
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     device = torch.device(device)
-    weights, sidecar = cache_paths(
-        cache_dir, cache_key, arch=arch, seed=seed, epochs=epochs, batch_size=batch_size
+    recipe = recipe_for(arch, epochs, batch_size)
+    weights_digest = None
+    if weights is not None:
+        if not Path(weights).is_file():
+            raise ValueError(
+                f"evaluation.classifier_weights={str(weights)!r} does not exist; give a local "
+                "torchvision ResNet-18 state dict file, or null to train from scratch"
+            )
+        weights_digest = file_digest(Path(weights))
+    path, sidecar = cache_paths(
+        cache_dir, cache_key, arch=arch, seed=seed, recipe=recipe, weights_digest=weights_digest
     )
-    lock = FileLock(str(weights) + ".lock")
+    lock = FileLock(str(path) + ".lock")
     try:
         lock.acquire(timeout=0)
     except Timeout:
-        logger.info("Waiting for another process to finish the classifier %s", weights.name)
+        logger.info("Waiting for another process to finish the classifier %s", path.name)
         lock.acquire()
     try:
-        if weights.exists() and sidecar.exists():
+        if path.exists() and sidecar.exists():
             try:
-                model, meta = _load_cached(weights, sidecar, device)
+                model, meta = _load_cached(path, sidecar, device)
             except (OSError, EOFError, ValueError, KeyError, RuntimeError, UnpicklingError) as err:
-                logger.warning("Classifier cache %s unreadable (%s); retraining", weights, err)
+                logger.warning("Classifier cache %s unreadable (%s); retraining", path, err)
             else:
                 logger.info(
-                    "Loaded classifier %s (test accuracy %.4f)", weights.name, meta["test_accuracy"]
+                    "Loaded classifier %s (test accuracy %.4f)", path.name, meta["test_accuracy"]
                 )
-                return TrainedClassifier(model, meta["test_accuracy"], arch, weights, True)
+                return TrainedClassifier(model, meta["test_accuracy"], arch, path, True)
 
-        logger.info("Training classifier %s on %d images", weights.name, len(train_x))
+        logger.info("Training classifier %s on %d images", path.name, len(train_x))
         model, test_accuracy = train_classifier(
             train_x,
             train_y,
@@ -271,24 +430,25 @@ def load_or_train_classifier(
             arch=arch,
             num_classes=num_classes,
             seed=seed,
-            epochs=epochs,
-            batch_size=batch_size,
+            epochs=recipe.epochs,
+            batch_size=recipe.batch_size,
             device=device,
+            weights=weights,
         )
         state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        _atomic_write(weights, lambda f: torch.save(state, f), "wb")
+        _atomic_write(path, lambda f: torch.save(state, f), "wb")
         meta = {
             "cache_key": cache_key,
             "arch": arch,
             "in_channels": int(train_x.shape[1]),
             "num_classes": num_classes,
             "seed": seed,
-            "epochs": epochs,
-            "batch_size": batch_size,
+            "recipe": asdict(recipe),
+            "weights_sha256": weights_digest,
             "test_accuracy": test_accuracy,
         }
         _atomic_write(sidecar, lambda f: json.dump(meta, f, indent=2), "w")
-        logger.info("Trained classifier %s: test accuracy %.4f", weights.name, test_accuracy)
-        return TrainedClassifier(model, test_accuracy, arch, weights, False)
+        logger.info("Trained classifier %s: test accuracy %.4f", path.name, test_accuracy)
+        return TrainedClassifier(model, test_accuracy, arch, path, False)
     finally:
         lock.release()

@@ -110,6 +110,11 @@ class GenerationEvaluator:
             seed=self.settings.classifier_seed,
             epochs=self.settings.classifier_epochs,
             device=self.device,
+            weights=(
+                Path(self.settings.classifier_weights).expanduser()
+                if self.settings.classifier_weights
+                else None
+            ),
         )
 
     def generate(self, model: UNet2DModel, task_index: int) -> torch.Tensor:
