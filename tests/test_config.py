@@ -68,3 +68,15 @@ def test_overrides_apply_and_are_validated(tmp_path):
 def test_missing_file_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_trial_config(tmp_path / "nope.yaml")
+
+
+def test_every_paper_sweep_evaluates_with_the_papers_10000_samples():
+    from pathlib import Path
+
+    files = sorted((Path(__file__).parent.parent / "search_spaces").glob("paper_*.yaml"))
+    assert len(files) >= 2
+    for path in files:
+        config = load_trial_config(path)
+        assert config.evaluation.n_eval_samples == 10_000, path.name
+        expected_steps = 20 if config.data.dataset == "cifar10" else 10
+        assert config.evaluation.eval_steps == expected_steps, path.name

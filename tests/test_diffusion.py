@@ -165,3 +165,17 @@ def test_partial_generation_at_tau_999_is_the_initial_noise():
     )
     noise = torch.randn((2, 1, 8, 8), generator=torch.Generator().manual_seed(5))
     assert torch.equal(got, noise) and calls == [2, 2, 2]
+
+
+def test_unet_presets_are_the_papers():
+    from cl_sweeps.diffusion.model import PRESETS
+
+    fmnist, cifar = PRESETS["paper"], PRESETS["paper_cifar"]
+    assert fmnist["block_out_channels"] == (64, 128, 256, 512)
+    assert fmnist["layers_per_block"] == 1
+    assert [("Attn" in b) for b in fmnist["down_block_types"]] == [False, False, False, True]
+    assert [("Attn" in b) for b in fmnist["up_block_types"]] == [True, False, False, False]
+    assert cifar["block_out_channels"] == (128, 256, 256, 256)
+    assert cifar["layers_per_block"] == 2
+    assert [("Attn" in b) for b in cifar["down_block_types"]] == [False, True, False, False]
+    assert [("Attn" in b) for b in cifar["up_block_types"]] == [False, False, True, False]
