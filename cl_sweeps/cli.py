@@ -77,6 +77,24 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_search(args: argparse.Namespace) -> int:
+    from cl_sweeps.sweep.bench_search import format_table, run_bench_search, write_outputs
+
+    grid_dir = Path(args.grid_dir)
+    if not (grid_dir / "trials").is_dir():
+        print(f"error: --grid-dir: {grid_dir} holds no sweep (no trials/); run the grid first: "
+              "cl-sweeps sweep search_spaces/bench_digits.yaml", file=sys.stderr)
+        return 2
+    result = run_bench_search(grid_dir, repeats=args.repeats)
+    paths = write_outputs(result, Path(args.out) if args.out else grid_dir / "bench_search")
+    print(f"{result['configurations']} configurations; grid: hypervolume "
+          f"{result['grid_hypervolume']:.4g} for {result['grid_train_tflops']:.4g} training "
+          f"TFLOPs; reference point {[round(v, 4) for v in result['reference']]}")
+    print(format_table(result))
+    print(f"\n{paths['table']}, {paths['plot']}, {paths['json']}")
+    return 0
+
+
 def _summary(metrics: dict[str, float]) -> str:
     keys = [k for k in ("fid", "kld", "denoise_loss", "train_tflops") if k in metrics]
     return ", ".join(f"{k}={metrics[k]:.4g}" for k in keys)
@@ -243,6 +261,17 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--warmup", type=int, default=2)
     bench.add_argument("--device", default="cpu")
     bench.set_defaults(handler=cmd_bench)
+    bench_search = sub.add_parser(
+        "bench-search",
+        help="grid, random, TPE, NSGA-II and MO-ASHA+TPE replayed on a finished grid sweep: "
+        "hypervolume versus training TFLOPs spent",
+    )
+    bench_search.add_argument("--grid-dir", required=True, help="output_dir of a grid sweep "
+                              "with one seed (e.g. of search_spaces/bench_digits.yaml)")
+    bench_search.add_argument("--repeats", type=int, default=5,
+                              help="sampler seeds per searcher (default 5)")
+    bench_search.add_argument("--out", help="default: <grid-dir>/bench_search")
+    bench_search.set_defaults(handler=cmd_bench_search)
     frontier = sub.add_parser(
         "frontier", help="compute–quality Pareto frontier of a sweep: table, plots, artifacts"
     )

@@ -70,6 +70,12 @@ METRICS: tuple[MetricSpec, ...] = (
         AFTER_EACH_TASK,
     ),
     MetricSpec("task_train_tflops", "training TFLOPs of this task alone", AFTER_EACH_TASK),
+    MetricSpec(
+        "reused_train_tflops",
+        "the part of train_tflops this trial took from a shared task-0 prefix instead of "
+        "computing it (0 if it computed its own; see share_prefix)",
+        AFTER_EACH_TASK,
+    ),
     MetricSpec("eval_tflops", "cumulative evaluation-sampling TFLOPs", AFTER_EACH_TASK),
     MetricSpec(
         "forwards_student_train",

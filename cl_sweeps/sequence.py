@@ -38,6 +38,7 @@ from cl_sweeps.evaluation.denoising import denoising_loss
 from cl_sweeps.evaluation.fid import fid_avg, forgetting
 from cl_sweeps.evaluation.generation import GenerationEvaluator
 from cl_sweeps.metrics import task_metric
+from cl_sweeps.prefix import PrefixStore, prefix_key, shared_task_zero
 from cl_sweeps.strategies import Strategy, TrainingContext, build_strategy, unused_knobs
 
 log = logging.getLogger(__name__)
@@ -128,6 +129,7 @@ class Engine:
         )
         self.history: list[dict[str, float]] = []
         self.next_task = 0
+        self.reused_train_tflops = 0.0  # task-0 training taken from a shared prefix
 
     # --- checkpoint state -----------------------------------------------------------------
     def state(self) -> dict:
@@ -139,6 +141,7 @@ class Engine:
             "strategy": self.strategy.state_dict(),
             "forward_counts": self.counter.snapshot(),
             "phase_seconds": dict(self.timer.seconds),
+            "reused_train_tflops": self.reused_train_tflops,
         }
 
     def restore(self, directory: Path) -> None:
@@ -151,12 +154,24 @@ class Engine:
         self.strategy.load_state_dict(state["strategy"])
         self.counter.load(state["forward_counts"])
         self.timer.seconds.update(state["phase_seconds"])
+        self.reused_train_tflops = float(state.get("reused_train_tflops", 0.0))
         self.history = checkpoint.history
         self.next_task = checkpoint.task_index + 1
         log.info("resumed from %s: continuing at task %d", directory, self.next_task)
 
     # --- one task -----------------------------------------------------------------------------
     def train_task(self, task_index: int, progress: bool) -> None:
+        """Train on the task, then the strategy's end-of-task hook (e.g. ER fills its memory)."""
+        self.fit_task(task_index, progress)
+        self.end_task(task_index)
+
+    def end_task(self, task_index: int) -> None:
+        self.context.task_index = task_index
+        self.strategy.end_task(self.model, task_index, self.stream.train[task_index])
+        self.context.teacher = None
+
+    def fit_task(self, task_index: int, progress: bool) -> None:
+        """The task's optimisation steps alone (what a shared task-0 prefix holds)."""
         cfg = self.config
         self.context.task_index = task_index
         self.context.teacher = (
@@ -189,8 +204,6 @@ class Engine:
                 self.optimizer.step()
                 self.strategy.after_optimizer_step(self.model)
                 bar.set_postfix(loss=f"{output.loss.item():.4f}", refresh=False)
-        self.strategy.end_task(self.model, task_index, self.stream.train[task_index])
-        self.context.teacher = None
 
     def evaluate(self, task_index: int, tflops_before: float) -> dict[str, float]:
         """Denoising loss per seen task, generation metrics, and compute so far."""
@@ -243,6 +256,7 @@ class Engine:
         return {
             "train_tflops": train_tflops,
             "task_train_tflops": train_tflops - tflops_before,
+            "reused_train_tflops": self.reused_train_tflops,
             "eval_tflops": spent["eval_sampling"] / 1e12,
             **{f"forwards_{p}": float(n) for p, n in counts.items()},
             "train_seconds": seconds["train"],
@@ -266,11 +280,13 @@ def run_sequence(
     resume_from: Path | None = None,
     progress: bool = False,
     accelerators_held: float | None = None,
+    prefixes: PrefixStore | None = None,
 ) -> SequenceResult:
     """Train one model through every task; after each, evaluate, checkpoint and report.
 
     accelerators_held: GPUs reserved for this run (fractional under Ray), for
-    accelerator_seconds; default 1 on CUDA, 0 on CPU.
+    accelerator_seconds; default 1 on CUDA, 0 on CPU. prefixes: where task-0 results are
+    shared with other runs whose task 0 is the same (cl_sweeps/prefix.py); None: no sharing.
     """
     engine = Engine(config, accelerators_held)
     if resume_from is not None:
@@ -278,8 +294,11 @@ def run_sequence(
     output_dir = Path(config.output_dir)
     for task_index in range(engine.next_task, len(engine.stream)):
         tflops_before = engine.training_tflops()
-        engine.train_task(task_index, progress)
-        metrics = engine.evaluate(task_index, tflops_before)
+        if task_index == 0 and prefixes is not None and prefix_key(config) is not None:
+            metrics = shared_task_zero(engine, prefixes, progress)
+        else:
+            engine.train_task(task_index, progress)
+            metrics = engine.evaluate(task_index, tflops_before)
         engine.history.append(metrics)
         directory = save_checkpoint(
             task_checkpoint_dir(output_dir, task_index),

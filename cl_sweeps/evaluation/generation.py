@@ -155,11 +155,15 @@ class GenerationEvaluator:
         )
         for k, value in per_task.items():
             metrics[task_metric("fid_task_", k)] = value
-        caption = grid_caption(
-            task_index, len(self.stream), self.config.strategy.name, metrics["fid"]
-        )
-        self.save_grid(samples, sample_dir / f"task_{task_index}.png", caption)
+        self.grid_samples = samples[: self.settings.sample_grid_size]
+        self.write_grid(self.grid_samples, task_index, metrics["fid"], sample_dir)
         return metrics
+
+    def write_grid(
+        self, samples: torch.Tensor, task_index: int, fid: float, sample_dir: Path
+    ) -> None:
+        caption = grid_caption(task_index, len(self.stream), self.config.strategy.name, fid)
+        self.save_grid(samples, sample_dir / f"task_{task_index}.png", caption)
 
     def save_grid(self, samples: torch.Tensor, path: Path, caption: str) -> None:
         """The first sample_grid_size samples, enlarged and captioned (evaluation/grids.py)."""

@@ -55,6 +55,11 @@ class Strategy:
 
     name: ClassVar[str] = ""
     needs_teacher: ClassVar[bool] = False
+    # True if task 0 trains exactly like naive (same loss, same random draws, same counts) and
+    # all strategy state comes from end_task: then trials may share one task-0 result
+    # (cl_sweeps/prefix.py) and each runs only its own end_task on it. tests/test_prefix.py
+    # checks every strategy that says so.
+    shares_task0: ClassVar[bool] = False
     knobs: ClassVar[tuple[str, ...]] = ()  # StrategyConfig fields this strategy reads
 
     def __init__(self, config: StrategyConfig, context: TrainingContext):

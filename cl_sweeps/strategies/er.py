@@ -22,6 +22,7 @@ KNOBS = ("replay_ratio", "memory_size", "lambd", "weight_replay_loss")
 class ExperienceReplay(Strategy):
     name = NAME
     knobs = KNOBS
+    shares_task0 = True  # the memory is filled by end_task
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)

@@ -15,6 +15,7 @@ KNOBS: tuple[str, ...] = ()
 class Naive(Strategy):
     name = NAME
     knobs = KNOBS
+    shares_task0 = True
 
     def loss(self, model: UNet2DModel, batch: ImageSet) -> LossOutput:
         return self.combine(self.denoising_loss(model, batch.images), None)

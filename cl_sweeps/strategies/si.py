@@ -37,6 +37,9 @@ KNOBS = ("si_c",)
 class SI(AnchoredPenalty):
     name = NAME
     knobs = KNOBS
+    # The path integral accumulates over task 0's optimiser steps and cannot be rebuilt
+    # from the task's end state, so SI trains its own task 0.
+    shares_task0 = False
     strength_knob = "si_c"
     damping: float = 0.1  # ξ
 

@@ -34,6 +34,7 @@ class TeacherStrategy(Strategy):
     """
 
     needs_teacher = True
+    shares_task0 = True  # no teacher in task 0: the real loss alone, as naive
 
     def loss(self, model: UNet2DModel, batch: ImageSet) -> LossOutput:
         real = self.denoising_loss(model, batch.images)

@@ -355,6 +355,11 @@ class SweepConfig(StrictModel):
     max_failures: int = Field(
         default=2, ge=0, description="Restarts of a failed trial (from its last finished task)."
     )
+    share_prefix: bool = Field(
+        default=True, description="Trials whose task 0 is the same (same seed, data, model, "
+        "training and evaluation; a strategy whose task 0 trains like naive) train and "
+        "evaluate it once and share it (cl_sweeps/prefix.py); results are bit-identical."
+    )
 
     @field_validator("scheduler", mode="before")
     @classmethod

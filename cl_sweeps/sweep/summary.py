@@ -143,3 +143,17 @@ def _short(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
+
+
+def compute_spent(records: list[TrialRecord]) -> dict[str, float]:
+    """Training TFLOPs the trials report (each its full sequence so far, task 0 included) and
+    what the sweep actually spent: a task 0 reused from a shared prefix was computed once."""
+    reported = sum(r.final("train_tflops") or 0.0 for r in records)
+    saved = sum(r.final("reused_train_tflops") or 0.0 for r in records)
+    reuses = sum(1 for r in records if (r.final("reused_train_tflops") or 0.0) > 0)
+    return {
+        "sweep_train_tflops_reported": reported,
+        "sweep_train_tflops_spent": reported - saved,
+        "sweep_train_tflops_saved": saved,
+        "prefix_reuses": float(reuses),
+    }

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from ray import tune
 
+from cl_sweeps.prefix import PrefixStore
 from cl_sweeps.sequence import run_sequence
 from cl_sweeps.sweep.layout import SweepLayout
 from cl_sweeps.sweep.space import SEED_PARAM, config_key, trial_config_for
@@ -52,6 +53,7 @@ class SweepContext:
     tracking: TrackingTarget
     display_metrics: tuple[str, ...] = ("task",)
     crash_at_task: int | None = None
+    prefix_dir: str | None = None  # where task-0 prefixes are shared; None: no sharing
 
     @property
     def layout(self) -> SweepLayout:
@@ -113,7 +115,8 @@ def train_sequence(config: dict[str, Any], context: SweepContext) -> None:
             tune.report(ordered, checkpoint=tune.Checkpoint.from_directory(checkpoint_dir))
             last[0] = checkpoint_dir
 
-        run_sequence(trial, reporter, resume_from=resume_dir, progress=False)
+        prefixes = PrefixStore(context.prefix_dir) if context.prefix_dir else None
+        run_sequence(trial, reporter, resume_from=resume_dir, progress=False, prefixes=prefixes)
         if last[0] is not None:
             run.log_model(last[0])
     run.finish()

@@ -24,14 +24,16 @@ from ray.tune.schedulers import ASHAScheduler
 
 from cl_sweeps.config import ConfigError, num_tasks_of
 from cl_sweeps.credentials import redact_uri
+from cl_sweeps.frontier.tracking import log_sweep_metrics
 from cl_sweeps.metrics import is_known_metric
+from cl_sweeps.prefix import PrefixStore
 from cl_sweeps.sweep import records
 from cl_sweeps.sweep.layout import SweepLayout, base_directory, with_absolute_paths
 from cl_sweeps.sweep.moasha import MOASHA, MOASHAScheduler, rung_levels
 from cl_sweeps.sweep.schema import SweepConfig
 from cl_sweeps.sweep.searcher import build_searcher
 from cl_sweeps.sweep.space import SEED_PARAM, SearchSpace, config_key, expected_tasks, num_trials
-from cl_sweeps.sweep.summary import format_summary, status_counts
+from cl_sweeps.sweep.summary import compute_spent, format_summary, status_counts
 from cl_sweeps.sweep.tracking import (
     TrackingTarget,
     finalize_trial_run,
@@ -328,6 +330,7 @@ def run_sweep(
         tracking=tracking,
         display_metrics=display_metrics(sweep),
         crash_at_task=crash_at_task_from_env(),
+        prefix_dir=prefix_directory(sweep),
     )
     quiet_known_noise()
     init_ray(address)
@@ -341,6 +344,45 @@ def run_sweep(
     ended = results.num_terminated + results.num_errors
     interrupted = ended < len(results) or len(results) < trials
     return finish(sweep, layout, tracking, uri, interrupted)
+
+
+def prefix_directory(sweep: SweepConfig) -> str | None:
+    """Where the sweep's task-0 prefixes live: beside its Ray experiment in storage_path (so
+    they are shared like checkpoints); None if share_prefix is off or storage is a cloud URI
+    (prefixes need a file system all nodes share)."""
+    if not sweep.share_prefix:
+        return None
+    if "://" in sweep.storage_path:
+        log.warning("share_prefix needs a (shared) file system; storage_path %s is a URI, so "
+                    "every trial trains its own task 0", sweep.storage_path)
+        return None
+    return str(Path(sweep.storage_path) / f"{sweep.name}-prefixes")
+
+
+def report_compute(
+    sweep: SweepConfig, trials: list[records.TrialRecord], tracking: TrackingTarget
+) -> dict[str, Any]:
+    """What the sweep spent on training versus what its trials report (task-0 prefixes count
+    once), with the prefixes it shared; printed and logged on the parent run."""
+    spent = compute_spent(trials)
+    directory = prefix_directory(sweep)
+    prefixes = PrefixStore(directory).manifests() if directory else []
+    print(
+        f"\ntraining compute: trials report {spent['sweep_train_tflops_reported']:.4g} TFLOPs; "
+        f"the sweep spent {spent['sweep_train_tflops_spent']:.4g} (saved "
+        f"{spent['sweep_train_tflops_saved']:.4g} by {int(spent['prefix_reuses'])} reuses of "
+        f"{len(prefixes)} shared task-0 prefixes{f' in {directory}' if prefixes else ''})",
+        flush=True,
+    )
+    for manifest in prefixes:
+        print(f"  prefix {manifest['key']}: seed {manifest['seed']}, "
+              f"{manifest['train_tflops']:.4g} TFLOPs, computed by {manifest['strategy']}",
+              flush=True)
+    try:
+        log_sweep_metrics(tracking.client(), tracking.parent_run_id, spent)
+    except Exception as error:  # noqa: BLE001 - tracking trouble must not lose the summary
+        log.warning("could not log the sweep's compute on its MLflow run: %s", error)
+    return {**spent, "prefixes": prefixes}
 
 
 def print_frontier(layout: SweepLayout, tracking: TrackingTarget) -> None:
@@ -365,10 +407,12 @@ def finish(
     trials = records.read_trials(layout.trials)
     text, chosen = format_summary(sweep.name, trials, sweep.objectives)
     print("\n" + text, flush=True)
+    compute = report_compute(sweep, trials, tracking)
     records.write_json(layout.best, {
         "objectives": [o.model_dump() for o in sweep.objectives],
         "selection": "best" if len(sweep.objectives) == 1 else "pareto",
         "configurations": [c.to_dict() for c in chosen],
+        "compute": compute,
     })
     print_frontier(layout, tracking)
     counts = status_counts(trials)
