@@ -27,6 +27,13 @@ MODEL_PRESETS = ("tiny", "paper", "paper_cifar")
 NUM_TRAIN_TIMESTEPS = 1000
 
 
+# Trial-config keys that were replaced, and what replaced them (named in the errors for them).
+REPLACED_KEYS = {
+    "strategy.replay_start_timestep": "strategy.replay_timesteps: [low, high) "
+    "(the reference's replay_start_timestep=s is [s, 1000])",
+}
+
+
 class ConfigError(ValueError):
     """A configuration is invalid; the message names the field, the value and what is allowed."""
 

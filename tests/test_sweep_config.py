@@ -324,3 +324,13 @@ def test_sweep_config_is_the_one_model() -> None:
         "max_concurrent_trials", "resources_per_trial", "scheduler", "seeds",
         "search_algorithm", "optuna_storage", "mlflow", "storage_path",
     }
+
+
+def test_replaced_key_in_a_search_points_at_its_replacement() -> None:
+    message = rejected(with_search(**{"strategy.replay_start_timestep": [0, 500]}))
+    assert "search.strategy.replay_start_timestep" in message
+    assert "replaced by strategy.replay_timesteps: [low, high)" in message
+    data = valid()
+    data["base"]["strategy"] = {"name": "naive", "replay_start_timestep": 300}
+    message = rejected(data)
+    assert "base.strategy" in message and "here [300, 1000]" in message

@@ -21,6 +21,7 @@ TRIAL_PATH_FIELDS = (
     "data.data_root",
     "evaluation.cache_dir",
     "evaluation.inception_weights",
+    "evaluation.classifier_weights",
 )
 CACHE_ENV = "CL_SWEEPS_CACHE"
 

@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from cl_sweeps.config import (
+    REPLACED_KEYS,
     ConfigError,
     TrialConfig,
     apply_overrides,
@@ -445,6 +446,9 @@ def trial_field(key: str) -> tuple[Any, str | None]:
     for index, part in enumerate(parts):
         where = ".".join(parts[:index]) or "the trial config"
         if part not in model.model_fields:
+            replaced = REPLACED_KEYS.get(".".join(parts[: index + 1]))
+            if replaced:
+                return None, f"{key} was replaced by {replaced}"
             allowed = ", ".join(model.model_fields)
             return None, f"{where} has no field {part!r}; allowed: {allowed}"
         info = model.model_fields[part]
