@@ -60,20 +60,35 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from cl_sweeps.bench import format_bench, run_bench
+    from cl_sweeps.bench import Variant, format_bench, format_comparison, run_bench
 
+    if args.peak_tflops is not None and args.peak_tflops <= 0:
+        raise ConfigError(f"--peak-tflops: must be positive (got {args.peak_tflops})")
+    if args.compare:
+        variants = [Variant.parse(text) for text in args.compare]
+    else:
+        variants = [Variant.parse(args.precision + ("+compile" if args.compile else ""))]
     rows = run_bench(
         args.strategies, preset=args.preset, image_size=args.image_size, channels=args.channels,
         batch_size=args.batch_size, teacher_steps=args.teacher_steps,
         replay_ratio=args.replay_ratio, iterations=args.iterations, warmup=args.warmup,
-        device=args.device,
+        device=args.device, variants=variants, peak_tflops=args.peak_tflops,
+        compile_backend=args.compile_backend,
     )
+    device = args.device
+    if device.startswith("cuda"):
+        import torch
+
+        device += f" ({torch.cuda.get_device_name(device)})"
     print(f"preset={args.preset} image={args.channels}x{args.image_size}x{args.image_size} "
           f"batch={args.batch_size} teacher_steps={args.teacher_steps} "
-          f"replay_ratio={args.replay_ratio} device={args.device} "
-          f"iterations={args.iterations} (after {args.warmup} warm-up)")
+          f"replay_ratio={args.replay_ratio} device={device} "
+          f"iterations={args.iterations} (after {args.warmup} warm-up, compilation included)")
     print("meas = measured seconds ratio; pred = FLOP-model ratio; forwards per iteration right")
     print(format_bench(rows))
+    if len(variants) > 1:
+        print()
+        print(format_comparison(rows))
     return 0
 
 
@@ -260,6 +275,23 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--iterations", type=int, default=10)
     bench.add_argument("--warmup", type=int, default=2)
     bench.add_argument("--device", default="cpu")
+    bench.add_argument(
+        "--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+        help="autocast precision, as train.precision (auto: bf16 on capable CUDA, else fp32)",
+    )
+    bench.add_argument("--compile", action="store_true", help="torch.compile the UNet")
+    bench.add_argument(
+        "--compile-backend", default="inductor", choices=("inductor", "aot_eager", "eager"),
+    )
+    bench.add_argument(
+        "--compare", nargs="+", metavar="VARIANT",
+        help="variants side by side with speed-up ratios, e.g. fp32 bf16 bf16+compile "
+        "(replaces --precision/--compile)",
+    )
+    bench.add_argument(
+        "--peak-tflops", type=float,
+        help="peak TFLOP/s for the MFU column (default: known GPUs by precision; none on CPU)",
+    )
     bench.set_defaults(handler=cmd_bench)
     bench_search = sub.add_parser(
         "bench-search",

@@ -192,6 +192,22 @@ class TrainConfig(_Strict):
         description="A fresh Adam state at the start of every task (Avalanche rebuilds it per "
         "experience, as in the paper's code); false carries it over.",
     )
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        default="auto",
+        description="Autocast of every UNet call; auto: bf16 on CUDA GPUs that support it, else "
+        "fp32; fp16 (with a gradient scaler) needs CUDA. Weights stay fp32.",
+    )
+    compile: bool = Field(default=False, description="torch.compile the UNet (student, teacher).")
+    compile_backend: Literal["inductor", "aot_eager", "eager"] = Field(
+        default="inductor", description="torch.compile backend (aot_eager: no code generation)."
+    )
+    channels_last: bool = Field(default=True, description="channels_last memory format (CUDA).")
+    fused_adam: bool = Field(default=True, description="Fused Adam kernel (CUDA).")
+    tf32: bool = Field(default=True, description="TF32 for fp32 matmuls and convolutions (CUDA).")
+    loss_read_every: int = Field(
+        default=50, gt=0,
+        description="Iterations between host reads of the loss (progress bar, logs, checks).",
+    )
 
     @model_validator(mode="after")
     def _one_budget(self) -> TrainConfig:
@@ -266,6 +282,15 @@ class TrialConfig(_Strict):
         ):
             return device
         raise ValueError(f"device {device!r} is not allowed; use 'auto', 'cpu', 'cuda' or 'cuda:N'")
+
+    @model_validator(mode="after")
+    def _precision_on_device(self) -> TrialConfig:
+        if self.train.precision == "fp16" and self.device == "cpu":
+            raise ValueError(
+                "train.precision 'fp16' needs a CUDA device, but device is 'cpu' (fp16 training "
+                "needs a CUDA gradient scaler); allowed on CPU: auto, fp32, bf16"
+            )
+        return self
 
     @model_validator(mode="after")
     def _data_needs_root(self) -> TrialConfig:

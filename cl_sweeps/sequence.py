@@ -6,7 +6,6 @@ Per task: train (the strategy forms each minibatch's loss), evaluate, checkpoint
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import resource
@@ -40,6 +39,7 @@ from cl_sweeps.evaluation.generation import GenerationEvaluator
 from cl_sweeps.metrics import task_metric
 from cl_sweeps.prefix import PrefixStore, prefix_key, shared_task_zero
 from cl_sweeps.strategies import Strategy, TrainingContext, build_strategy, unused_knobs
+from cl_sweeps.throughput import LossReader, OptimizerStep, PersistentTeacher, Throughput
 
 log = logging.getLogger(__name__)
 
@@ -79,13 +79,6 @@ def minibatches(data: ImageSet, batch_size: int, generator: torch.Generator) -> 
             yield data.subset(order[start : start + size])
 
 
-def frozen_copy(model: UNet2DModel) -> UNet2DModel:
-    """The teacher: a copy in eval mode without gradients, never updated during a task."""
-    teacher = copy.deepcopy(model).eval()
-    teacher.requires_grad_(False)
-    return teacher
-
-
 class Engine:
     """The state of one sequence: model, optimiser, strategy, RNGs and compute meters."""
 
@@ -97,13 +90,25 @@ class Engine:
             if accelerators_held is not None
             else float(self.device.type == "cuda")
         )
+        self.throughput = Throughput.resolve(config.train, self.device)
+        self.throughput.apply_backend_flags()
+        log.info("throughput settings: %s", self.throughput.params())
         torch.manual_seed(config.seed)
         source = load_source(config.data)
         self.stream: TaskStream = build_task_stream(config.data, source)
-        self.model = build_unet(config.model, self.stream.image_size, self.stream.channels)
-        self.model.to(self.device)
+
+        def unet() -> UNet2DModel:
+            return build_unet(config.model, self.stream.image_size, self.stream.channels).to(
+                self.device
+            )
+
+        self.model = unet()
+        self.flops = measure_flops_per_image(self.model)  # before compiling (see prepare)
+        self.throughput.prepare(self.model)
+        self.teacher = PersistentTeacher(unet, self.throughput)
         self.scheduler = build_scheduler(config.model)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.train.lr)
+        self.optimizer = self.throughput.optimizer(self.model, config.train.lr)
+        self.optimizer_step = OptimizerStep(self.throughput, config.train.grad_clip)
         self.data_generator = torch.Generator().manual_seed(config.seed)
         self.counter = ForwardCounter()
         self.timer = PhaseTimer()
@@ -123,9 +128,9 @@ class Engine:
                 ", ".join(f"strategy.{k}" for k in ignored),
                 ", ".join(self.strategy.knobs) or "no knobs",
             )
-        self.flops = measure_flops_per_image(self.model)
         self.evaluator = GenerationEvaluator(
-            config, source, self.stream, self.context.sampler, self.counter, self.device
+            config, source, self.stream, self.context.sampler, self.counter, self.device,
+            autocast=self.throughput.autocast,
         )
         self.history: list[dict[str, float]] = []
         self.next_task = 0
@@ -135,6 +140,7 @@ class Engine:
     def state(self) -> dict:
         return {
             "optimizer": self.optimizer.state_dict(),
+            "grad_scaler": self.optimizer_step.scaler.state_dict(),
             "data_generator": self.data_generator.get_state(),
             "train_generator": self.context.generator.get_state(),
             "torch_rng": torch.get_rng_state(),
@@ -148,6 +154,7 @@ class Engine:
         checkpoint = load_checkpoint(directory, self.model)
         state = checkpoint.state
         self.optimizer.load_state_dict(state["optimizer"])
+        self.optimizer_step.scaler.load_state_dict(state.get("grad_scaler", {}))
         self.data_generator.set_state(state["data_generator"])
         self.context.generator.set_state(state["train_generator"])
         torch.set_rng_state(state["torch_rng"])
@@ -175,7 +182,9 @@ class Engine:
         cfg = self.config
         self.context.task_index = task_index
         self.context.teacher = (
-            frozen_copy(self.model) if self.strategy.needs_teacher and task_index > 0 else None
+            self.teacher.copy_of(self.model)
+            if self.strategy.needs_teacher and task_index > 0
+            else None
         )
         data = self.strategy.training_set(
             task_index, self.stream.train[task_index], self.stream.train[:task_index]
@@ -194,16 +203,24 @@ class Engine:
             disable=not progress,
             leave=False,
         )
+        losses = LossReader(cfg.train.loss_read_every)
         with self.timer.phase("train"):
             for _ in bar:
-                output = self.strategy.loss(self.model, next(batches))
-                self.optimizer.zero_grad(set_to_none=True)
-                output.loss.backward()
-                if cfg.train.grad_clip is not None:
-                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.grad_clip)
-                self.optimizer.step()
+                with self.throughput.autocast():
+                    output = self.strategy.loss(self.model, next(batches))
+                self.optimizer_step(output.loss, self.model, self.optimizer)
                 self.strategy.after_optimizer_step(self.model)
-                bar.set_postfix(loss=f"{output.loss.item():.4f}", refresh=False)
+                self.loss_read(task_index, losses.add(output.loss, output.parts), bar)
+            self.loss_read(task_index, losses.read(), bar)
+
+    def loss_read(self, task_index: int, losses: dict[str, float] | None, bar: tqdm) -> None:
+        """Every `train.loss_read_every` iterations and at the end of a task: the mean loss and
+        its parts since the last read, read from the device in one transfer, the loop's only
+        host sync. Checks on the loss values belong here."""
+        if losses is None:
+            return
+        bar.set_postfix(loss=f"{losses['loss']:.4f}", refresh=False)
+        log.debug("task %d: %s", task_index, losses)
 
     def evaluate(self, task_index: int, tflops_before: float) -> dict[str, float]:
         """Denoising loss per seen task, generation metrics, and compute so far."""
@@ -213,10 +230,11 @@ class Engine:
             losses = []
             for k in range(task_index + 1):
                 images = self.stream.test[k].images[: cfg.evaluation.denoise_eval_per_task]
-                value = denoising_loss(
-                    self.model, self.scheduler, images, seed=cfg.seed * 1000 + k,
-                    batch_size=cfg.evaluation.eval_batch_size,
-                )
+                with self.throughput.autocast():
+                    value = denoising_loss(
+                        self.model, self.scheduler, images, seed=cfg.seed * 1000 + k,
+                        batch_size=cfg.evaluation.eval_batch_size,
+                    )
                 metrics[task_metric("denoise_loss_task_", k)] = value
                 losses.append(value)
             metrics["denoise_loss"] = sum(losses) / len(losses)

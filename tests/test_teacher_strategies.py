@@ -27,12 +27,13 @@ from cl_sweeps.evaluation.compute import (
     ForwardCounter,
     PhaseTimer,
 )
-from cl_sweeps.sequence import Engine, frozen_copy
+from cl_sweeps.sequence import Engine
 from cl_sweeps.strategies import TrainingContext, base
 from cl_sweeps.strategies.base import strategy_class
 from cl_sweeps.strategies.ewc import EWC
 from cl_sweeps.strategies.naive import Naive
 from cl_sweeps.strategies.teacher import TeacherStrategy
+from cl_sweeps.throughput import frozen
 
 GENERATING = ("generative_replay", "generative_distillation", "partial_generation_distillation")
 TEACHER_STRATEGIES = (
@@ -89,7 +90,7 @@ def make_setup(name: str, *, task_index: int = 1, seed: int = 0, **knobs):
     scheduler = build_scheduler(ModelConfig())
     teacher = None
     if task_index > 0:
-        teacher = Recorder(frozen_copy(tiny_unet(seed + 100))).eval().requires_grad_(False)
+        teacher = Recorder(frozen(tiny_unet(seed + 100))).eval().requires_grad_(False)
     context = TrainingContext(
         scheduler=scheduler,
         sampler=RecordingSampler(scheduler),
@@ -147,7 +148,7 @@ def test_generative_replay_target_is_the_sampled_noise():
     eps = implied_noise(context.scheduler, result.images, x_t, t)
     assert abs(eps.mean()) < 0.3 and 0.7 < eps.std() < 1.3  # a draw of N(0, I)
     expected = F.mse_loss(prediction, eps).item()
-    assert out.parts["loss_replay"] == pytest.approx(expected, rel=1e-4)
+    assert out.parts["loss_replay"].item() == pytest.approx(expected, rel=1e-4)
     # the teacher only generated (k calls), it gave no targets
     assert len(context.teacher.calls) == k
     assert context.counter.snapshot()[TEACHER_TARGET] == 0
@@ -162,12 +163,12 @@ def test_generative_distillation_targets_are_the_teachers_outputs():
     x_teacher, t_teacher, target = context.teacher.calls[-1]
     x_t, t, prediction = student.calls[1]
     assert torch.equal(x_t, x_teacher) and torch.equal(t, t_teacher)
-    assert out.parts["loss_replay"] == pytest.approx(F.mse_loss(prediction, target).item(), rel=1e-5)
+    assert out.parts["loss_replay"].item() == pytest.approx(F.mse_loss(prediction, target).item(), rel=1e-5)
     # the inputs are the generated images re-noised: the implied noise is a normal draw
     eps = implied_noise(context.scheduler, result.images, x_t, t)
     assert torch.isfinite(eps).all() and 0.6 < eps.std() < 1.4
     # with the weighting of task 1: L = ½ L_real + ½ λ L_replay
-    expected = 0.5 * out.parts["loss_real"] + 0.5 * out.parts["loss_replay"]
+    expected = 0.5 * out.parts["loss_real"].item() + 0.5 * out.parts["loss_replay"].item()
     assert out.loss.item() == pytest.approx(expected, rel=1e-5)
 
 
@@ -207,7 +208,7 @@ def test_partial_generation_distils_on_the_states_reached_at_tau(window):
     torch.testing.assert_close(x_s, x)
     # input = the reached state at τ, no re-noising; target = the teacher's output there
     assert torch.equal(x_teacher, x_s) and torch.equal(t_teacher, tau)
-    assert out.parts["loss_replay"] == pytest.approx(F.mse_loss(prediction, target).item(), rel=1e-5)
+    assert out.parts["loss_replay"].item() == pytest.approx(F.mse_loss(prediction, target).item(), rel=1e-5)
     counts = context.counter.snapshot()
     assert counts[TEACHER_GENERATION] == k * b and counts[TEACHER_TARGET] == b
 
@@ -251,7 +252,7 @@ def test_gaussian_inputs_are_pure_noise():
     assert abs(z.mean()) < 0.1 and abs(z.std() - 1) < 0.05
     (x_teacher, t_teacher, target), = context.teacher.calls
     assert torch.equal(x_teacher, z) and torch.equal(t_teacher, t)
-    assert out.parts["loss_replay"] == pytest.approx(F.mse_loss(prediction, target).item(), rel=1e-5)
+    assert out.parts["loss_replay"].item() == pytest.approx(F.mse_loss(prediction, target).item(), rel=1e-5)
     # the inputs do not depend on the data: another batch, same seed, same inputs
     other, other_student, _ = make_setup(
         "gaussian_distillation", replay_ratio=ratio, replay_timesteps=[0, 300]
@@ -269,9 +270,9 @@ def test_lwf_distils_on_the_real_noisy_inputs_with_one_student_forward():
     (x_teacher, t_teacher, target), = context.teacher.calls
     assert torch.equal(x_teacher, x_t) and torch.equal(t_teacher, t)
     eps = implied_noise(context.scheduler, batch.images, x_t, t)
-    assert out.parts["loss_real"] == pytest.approx(F.mse_loss(prediction, eps).item(), rel=1e-4)
-    assert out.parts["loss_replay"] == pytest.approx(F.mse_loss(prediction, target).item(), rel=1e-5)
-    assert out.loss.item() == pytest.approx(out.parts["loss_real"] + 2 * out.parts["loss_replay"])
+    assert out.parts["loss_real"].item() == pytest.approx(F.mse_loss(prediction, eps).item(), rel=1e-4)
+    assert out.parts["loss_replay"].item() == pytest.approx(F.mse_loss(prediction, target).item(), rel=1e-5)
+    assert out.loss.item() == pytest.approx(out.parts["loss_real"].item() + 2 * out.parts["loss_replay"].item())
     counts = context.counter.snapshot()
     assert counts == {**counts, STUDENT_TRAIN: b, TEACHER_TARGET: b, TEACHER_GENERATION: 0}
 
@@ -301,7 +302,7 @@ def test_intermediate_distillation_makes_k_pairs_per_generated_image(ratio, star
     assert torch.equal(t_s, torch.cat([c[1] for c in used]))
     assert ((start[0] <= t_s) & (t_s < start[1])).all()
     target = torch.cat([c[2] for c in used])
-    assert out.parts["loss_replay"] == pytest.approx(F.mse_loss(prediction, target).item(), rel=1e-5)
+    assert out.parts["loss_replay"].item() == pytest.approx(F.mse_loss(prediction, target).item(), rel=1e-5)
 
 
 @pytest.mark.parametrize("name", [*GENERATING, "gaussian_distillation"])
@@ -393,7 +394,7 @@ def test_knobs_are_exactly_the_fields_read(name, monkeypatch):
     for task in (0, 1):
         context.task_index = task
         if task == 1 and cls.needs_teacher:
-            context.teacher = frozen_copy(tiny_unet(5))
+            context.teacher = frozen(tiny_unet(5))
         strategy.loss(student, batch).loss.backward()
         strategy.after_optimizer_step(student)
         strategy.end_task(student, task, batch)
@@ -475,7 +476,7 @@ def test_loss_decreases_on_a_task(name, tmp_path, monkeypatch):
     config.train.lr = 1e-3
     engine = Engine(config)
     engine.train_task(0, progress=False)  # also sets EWC's Fisher / SI's importance
-    teacher = frozen_copy(engine.model) if engine.strategy.needs_teacher else None
+    teacher = frozen(copy.deepcopy(engine.model)) if engine.strategy.needs_teacher else None
     batch = engine.stream.train[1].subset(torch.arange(16))
     before = _fixed_loss(engine, teacher, batch)
     config.train.iterations_per_task = 30
@@ -548,15 +549,15 @@ def test_penalty_is_strength_times_importance_weighted_distance(name, monkeypatc
     strategy.after_optimizer_step(student)
     strategy.end_task(student, 0, batch_of(4))
     at_anchor = strategy.loss(student, batch_of(4))
-    assert at_anchor.parts["loss_penalty"] == 0.0
+    assert at_anchor.parts["loss_penalty"].item() == 0.0
     with torch.no_grad():
         for p in student.parameters():
             p.add_(0.01)
     out = strategy.loss(student, batch_of(4))
     expected = sum((w * 0.01**2).sum() for w in strategy.importance.values()).item()
     assert expected > 0
-    assert out.parts["loss_penalty"] == pytest.approx(expected, rel=1e-3)
-    assert out.loss.item() == pytest.approx(out.parts["loss_real"] + 3.0 * expected, rel=1e-4)
+    assert out.parts["loss_penalty"].item() == pytest.approx(expected, rel=1e-3)
+    assert out.loss.item() == pytest.approx(out.parts["loss_real"].item() + 3.0 * expected, rel=1e-4)
     # the state survives a checkpoint loaded with weights_only=True
     buffer = io.BytesIO()
     torch.save(strategy.state_dict(), buffer)

@@ -184,7 +184,8 @@ class DDIMSampler:
         trajectory: list[TrajectoryPoint] = []
         for t in self.timesteps(steps).tolist():
             t_batch = torch.full((n,), t, device=device, dtype=torch.long)
-            eps = model(x, t_batch).sample
+            # The update runs in fp32 whatever the autocast precision: x stays fp32 across steps.
+            eps = model(x, t_batch).sample.float()
             if on_forward is not None:
                 on_forward(n)
             if return_trajectory:
@@ -213,7 +214,7 @@ class DDIMSampler:
         points, targets = partial_timesteps(tau, steps, self.num_train_timesteps)
         x = torch.randn(_shape(model, len(tau)), generator=generator, device=device)
         for t, t_prev in zip(points, targets):
-            eps = model(x, t).sample
+            eps = model(x, t).sample.float()  # fp32 update, as in `sample`
             if on_forward is not None:
                 on_forward(len(tau))
             stepped = ddim_update(self.scheduler, eps, x, t, t_prev, eta=eta, generator=generator)

@@ -31,7 +31,7 @@ def denoising_loss(
         x = images[start : start + batch_size].to(device)
         eps = noise[start : start + batch_size].to(device)
         t = timesteps[start : start + batch_size].to(device)
-        prediction = model(scheduler.add_noise(x, eps, t), t).sample
+        prediction = model(scheduler.add_noise(x, eps, t), t).sample.float()  # fp32 reduction
         total += F.mse_loss(prediction, eps, reduction="sum").item() / eps[0].numel()
     model.train(was_training)
     return total / len(images)

@@ -3,9 +3,11 @@ distribution of its samples (KLD, ARD) and a sample grid, as in the paper's prot
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -69,8 +71,12 @@ class GenerationEvaluator:
         sampler: DDIMSampler,
         counter: ForwardCounter,
         device: torch.device,
+        autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
     ):
+        """autocast: the trial's precision, for sampling only; features and the classifier
+        stay fp32 so metrics compare across precisions."""
         self.config = config
+        self.autocast = autocast
         self.settings: EvaluationConfig = config.evaluation
         self.stream = stream
         self.sampler = sampler
@@ -124,15 +130,16 @@ class GenerationEvaluator:
         )
         was_training = model.training
         model.eval()
-        result = self.sampler.sample(
-            model,
-            self.settings.n_eval_samples,
-            self.settings.eval_steps,
-            eta=0.0,
-            generator=generator,
-            batch_size=self.settings.eval_batch_size,
-            on_forward=self.counter.hook(EVAL_SAMPLING),
-        )
+        with self.autocast():
+            result = self.sampler.sample(
+                model,
+                self.settings.n_eval_samples,
+                self.settings.eval_steps,
+                eta=0.0,
+                generator=generator,
+                batch_size=self.settings.eval_batch_size,
+                on_forward=self.counter.hook(EVAL_SAMPLING),
+            )
         model.train(was_training)
         return result.images.clamp(-1, 1)
 

@@ -44,10 +44,11 @@ class TrainingContext:
 
 @dataclass
 class LossOutput:
-    """The loss to back-propagate and its named parts (for logging)."""
+    """The loss to back-propagate and its named parts (for logging): detached device tensors,
+    read on the host only every `train.loss_read_every` iterations (no sync per iteration)."""
 
     loss: torch.Tensor
-    parts: dict[str, float] = field(default_factory=dict)
+    parts: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class Strategy:
@@ -106,7 +107,7 @@ class Strategy:
     def student(self, model: UNet2DModel, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Student noise prediction (with gradient), counted as student image-forwards."""
         self.context.counter.add(STUDENT_TRAIN, x.shape[0])
-        return model(x, t).sample
+        return model(x, t).sample.float()  # losses are reduced in fp32 under autocast
 
     @torch.no_grad()
     def teacher_prediction(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -115,7 +116,7 @@ class Strategy:
         if teacher is None:
             raise RuntimeError(f"strategy {self.name!r} needs a teacher but none is set")
         self.context.counter.add(TEACHER_TARGET, x.shape[0])
-        return teacher(x, t).sample
+        return teacher(x, t).sample.float()
 
     def denoising_loss(self, model: UNet2DModel, x0: torch.Tensor) -> torch.Tensor:
         """‖ε − ε_θ(x_τ, τ)‖² with τ ~ U{0..999}: the ordinary diffusion loss."""
@@ -131,14 +132,14 @@ class Strategy:
     def combine(self, real: torch.Tensor, replay: torch.Tensor | None) -> LossOutput:
         """L = w_real·L_real + w_replay·λ·L_replay, with the paper's 1/(t+1) weighting if on."""
         if replay is None:
-            return LossOutput(real, {"loss_real": real.item()})
+            return LossOutput(real, {"loss_real": real.detach()})
         t = self.context.task_index
         if self.config.weight_replay_loss:
             w_real, w_replay = 1.0 / (t + 1), 1.0 - 1.0 / (t + 1)
         else:
             w_real, w_replay = 1.0, 1.0
         loss = w_real * real + w_replay * self.config.lambd * replay
-        return LossOutput(loss, {"loss_real": real.item(), "loss_replay": replay.item()})
+        return LossOutput(loss, {"loss_real": real.detach(), "loss_replay": replay.detach()})
 
 
 _REGISTRY: dict[str, type[Strategy]] = {}

@@ -41,10 +41,10 @@ class AnchoredPenalty(Strategy):
     def loss(self, model: UNet2DModel, batch: ImageSet) -> LossOutput:
         real = self.denoising_loss(model, batch.images)
         if self.importance is None:
-            return LossOutput(real, {"loss_real": real.item()})
+            return LossOutput(real, {"loss_real": real.detach()})
         penalty = self.penalty(model)
         loss = real + getattr(self.config, self.strength_knob) * penalty
-        return LossOutput(loss, {"loss_real": real.item(), "loss_penalty": penalty.item()})
+        return LossOutput(loss, {"loss_real": real.detach(), "loss_penalty": penalty.detach()})
 
     def penalty(self, model: torch.nn.Module) -> torch.Tensor:
         """Σ_i Ω_i (θ_i − θ*_i)² (without the strength)."""

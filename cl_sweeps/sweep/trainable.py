@@ -24,11 +24,13 @@ from typing import Any
 import torch
 from ray import tune
 
+from cl_sweeps.config import TrialConfig
 from cl_sweeps.prefix import PrefixStore
-from cl_sweeps.sequence import run_sequence
+from cl_sweeps.sequence import resolve_device, run_sequence
 from cl_sweeps.sweep.layout import SweepLayout
 from cl_sweeps.sweep.space import SEED_PARAM, config_key, trial_config_for
 from cl_sweeps.sweep.tracking import TrackingTarget, TrialRun, read_run_id, write_run_id
+from cl_sweeps.throughput import Throughput
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +89,12 @@ def trial_tags(params: dict[str, Any], trial: Any) -> dict[str, str]:
     }
 
 
+def resolved_throughput(trial: TrialConfig) -> dict[str, str]:
+    """What the trial runs with on this worker (precision after `auto`, CUDA switches), as
+    `throughput.*` params."""
+    return Throughput.resolve(trial.train, resolve_device(trial.device)).params()
+
+
 def train_sequence(config: dict[str, Any], context: SweepContext) -> None:
     """The function trainable: run (or continue) the trial's sequence, reporting every task."""
     torch.set_num_threads(max(1, int(context.cpus_per_trial)))
@@ -98,7 +106,8 @@ def train_sequence(config: dict[str, Any], context: SweepContext) -> None:
     with ExitStack() as stack:
         resume_dir = Path(stack.enter_context(checkpoint.as_directory())) if checkpoint else None
         run = TrialRun.open(
-            context.tracking, trial_id, params, trial_tags(params, trial), read_run_id(resume_dir)
+            context.tracking, trial_id, {**params, **resolved_throughput(trial)},
+            trial_tags(params, trial), read_run_id(resume_dir),
         )
         log_event(directory, "attempt", resume_from=str(resume_dir) if resume_dir else None)
         if resume_dir is None:
