@@ -27,17 +27,20 @@ class ExperienceReplay(Strategy):
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.memory: ImageSet | None = None
+        self.memory_images: torch.Tensor | None = None  # its images on the training device
 
     def loss(self, model: UNet2DModel, batch: ImageSet) -> LossOutput:
         real = self.denoising_loss(model, batch.images)
         n_replay = self.replay_batch_size(len(batch))
         if self.memory is None or n_replay == 0:
             return self.combine(real, None)
+        if self.memory_images is None:  # copied once per task: indexing there needs no host sync
+            self.memory_images = self.memory.images.to(self.context.device)
         pick = torch.randint(
             0, len(self.memory), (n_replay,), generator=self.context.generator,
             device=self.context.device,
-        ).cpu()
-        replay = self.denoising_loss(model, self.memory.images[pick].to(self.context.device))
+        )
+        replay = self.denoising_loss(model, self.memory_images[pick])
         return self.combine(real, replay)
 
     def end_task(self, model: UNet2DModel, task_index: int, current: ImageSet) -> None:
@@ -51,6 +54,7 @@ class ExperienceReplay(Strategy):
             idx = (pool.labels == c).nonzero().flatten()
             keep.append(idx[torch.randperm(len(idx), generator=generator)[:per_class]])
         self.memory = pool.subset(torch.cat(keep))
+        self.memory_images = None
 
     def state_dict(self) -> dict[str, Any]:
         if self.memory is None:
@@ -60,6 +64,7 @@ class ExperienceReplay(Strategy):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state:
             self.memory = ImageSet(state["memory_images"], state["memory_labels"])
+            self.memory_images = None
 
 
 def _concat(a: ImageSet, b: ImageSet) -> ImageSet:

@@ -82,8 +82,9 @@ class TeacherStrategy(Strategy):
     def generation_grid(self) -> torch.Tensor:
         """The teacher's k-step DDIM grid (noisiest first), restricted to the points inside
         `replay_timesteps` = [low, high); if none is, the point nearest to that range is kept, so
-        the grid is never empty."""
-        grid = self.context.sampler.timesteps(self.config.teacher_steps).to(self.context.device)
+        the grid is never empty. On the host, where the scheduler keeps it: selecting from it
+        there costs no device sync."""
+        grid = self.context.sampler.timesteps(self.config.teacher_steps)
         low, high = self.config.replay_timesteps
         kept = grid[(grid >= low) & (grid < high)]
         if len(kept):
