@@ -222,8 +222,43 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     return run_sweep(
         sweep, raw, Path(args.file).read_text(), overrides=args.set, resume=args.resume,
-        address=args.address,
+        address=args.address, verbose=args.verbose,
     )
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """The sweep's trials and Pareto set from its records; --watch reprints until it ends."""
+    import time
+
+    from cl_sweeps.sweep.status import sweep_status
+
+    while True:
+        try:
+            text, done = sweep_status(args.sweep_dir)
+        except FileNotFoundError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        if args.watch is not None:
+            print("\033[2J\033[H" + time.strftime("%H:%M:%S "), end="")
+        print(text, flush=True)
+        if args.watch is None or done:
+            return 0
+        try:
+            time.sleep(args.watch)
+        except KeyboardInterrupt:
+            return 0
+
+
+def _add_status_command(sub: argparse._SubParsersAction) -> None:
+    status = sub.add_parser(
+        "status", help="a sweep's trials (status, task, objectives, elapsed, ETA) and Pareto set"
+    )
+    status.add_argument("sweep_dir", help="the sweep's output_dir (works while it runs)")
+    status.add_argument(
+        "--watch", type=float, nargs="?", const=10.0, metavar="SECONDS",
+        help="refresh every SECONDS (default 10) until every trial has ended",
+    )
+    status.set_defaults(handler=cmd_status)
 
 
 def _add_sweep_command(sub: argparse._SubParsersAction) -> None:
@@ -246,6 +281,11 @@ def _add_sweep_command(sub: argparse._SubParsersAction) -> None:
     sweep.add_argument(
         "--dry-run", action="store_true", help="validate and print the resolved search space"
     )
+    sweep.add_argument(
+        "--verbose", action="store_true",
+        help="Ray's full progress output and every log message (default: one line per trial "
+        "event and a short status table)",
+    )
     sweep.set_defaults(handler=cmd_sweep)
 
 
@@ -262,6 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.set_defaults(handler=cmd_run)
     _add_sweep_command(sub)
+    _add_status_command(sub)
     bench = sub.add_parser(
         "bench", help="seconds per training iteration of each strategy vs the FLOP model"
     )

@@ -280,6 +280,9 @@ def test_paths_become_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert sweep.optuna_storage == f"sqlite:///{tmp_path}/optuna.db"
     assert sweep.mlflow.tracking_uri == f"sqlite:///{tmp_path}/m.db"
     assert sweep.base.evaluation.cache_dir == str(tmp_path / "cache")
+    data.pop("optuna_storage")  # the default: a persistent study in the output_dir
+    sweep = with_absolute_paths(parse_sweep_config(data), tmp_path)
+    assert sweep.optuna_storage == f"sqlite:///{layout.optuna_db}"
 
 
 def test_every_path_field_of_the_trial_config_is_made_absolute() -> None:

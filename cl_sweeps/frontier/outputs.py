@@ -71,10 +71,12 @@ def sweep_end_summary(
     client: Any = None,
     parent_run_id: str | None = None,
     objectives: Sequence[str] = DEFAULT_OBJECTIVES,
+    step: int = 0,
 ) -> str:
     """For `cl-sweeps sweep` when it ends: frontier from the sweep directory's Parquet files,
     outputs written to <output_dir>/frontier/, logged on the parent run if a client is given;
-    returns the text to print. A sweep without trials gives a message; other failures raise."""
+    returns the text to print (`step`: that of the parent run's live sweep/* metrics). A sweep
+    without trials gives a message; other failures raise."""
     from cl_sweeps.frontier.tracking import log_frontier_artifacts, log_sweep_metrics
 
     trials_dir = Path(output_dir) / "trials"
@@ -86,5 +88,7 @@ def sweep_end_summary(
     if client is not None and parent_run_id is not None:
         log_frontier_artifacts(client, parent_run_id, paths.values())
         if frontier.hypervolume is not None:
-            log_sweep_metrics(client, parent_run_id, {HYPERVOLUME_METRIC: frontier.hypervolume})
+            log_sweep_metrics(
+                client, parent_run_id, {HYPERVOLUME_METRIC: frontier.hypervolume}, step
+            )
     return f"{frontier_table_text(frontier)}\n\nfrontier files: {Path(output_dir) / 'frontier'}"

@@ -212,7 +212,9 @@ def log_frontier_artifacts(
         client.log_artifact(parent_run_id, str(path), artifact_path)
 
 
-def log_sweep_metrics(client: Any, parent_run_id: str, metrics: dict[str, float]) -> None:
+def log_sweep_metrics(
+    client: Any, parent_run_id: str, metrics: dict[str, float], step: int = 0
+) -> None:
     """Sweep-level numbers (hypervolume, compute spent) as metrics of the parent run."""
     for key, value in metrics.items():
-        client.log_metric(parent_run_id, key, float(value))
+        client.log_metric(parent_run_id, key, float(value), step=step)

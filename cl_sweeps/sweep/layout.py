@@ -53,6 +53,11 @@ class SweepLayout:
         return self.root / "mlflow.db"
 
     @property
+    def optuna_db(self) -> Path:
+        """The Optuna study's SQLite file, unless the sweep file sets optuna_storage."""
+        return self.root / "optuna.db"
+
+    @property
     def mlflow_artifacts(self) -> Path:
         return self.root / "mlartifacts"
 
@@ -96,7 +101,7 @@ def absolute_sqlite(url: str, base: Path) -> str:
 
 def with_absolute_paths(sweep: SweepConfig, base: Path) -> SweepConfig:
     """A copy of the sweep with output_dir, storage, SQLite URLs and the base trial's path
-    fields absolute (output_dir defaults to runs/<name>)."""
+    fields absolute (output_dir defaults to runs/<name>, optuna_storage to its optuna.db)."""
     output_dir = absolute(sweep.output_dir or f"runs/{sweep.name}", base)
     trial = sweep.base.model_dump()
     for field in TRIAL_PATH_FIELDS:
@@ -116,8 +121,9 @@ def with_absolute_paths(sweep: SweepConfig, base: Path) -> SweepConfig:
             "output_dir": output_dir,
             "base": type(sweep.base).model_validate(trial),
             "storage_path": absolute(sweep.storage_path or str(Path(output_dir) / "ray"), base),
-            "optuna_storage": (
-                absolute_sqlite(sweep.optuna_storage, base) if sweep.optuna_storage else None
+            "optuna_storage": (  # persistent by default, so optuna-dashboard can open it
+                absolute_sqlite(sweep.optuna_storage, base) if sweep.optuna_storage
+                else f"sqlite:///{SweepLayout(Path(output_dir)).optuna_db}"
             ),
             "mlflow": mlflow,
         }

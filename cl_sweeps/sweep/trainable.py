@@ -27,6 +27,7 @@ from ray import tune
 from cl_sweeps.config import TrialConfig
 from cl_sweeps.prefix import PrefixStore
 from cl_sweeps.sequence import resolve_device, run_sequence
+from cl_sweeps.sweep.console import quiet_logs
 from cl_sweeps.sweep.layout import SweepLayout
 from cl_sweeps.sweep.space import SEED_PARAM, config_key, trial_config_for
 from cl_sweeps.sweep.tracking import TrackingTarget, TrialRun, read_run_id, write_run_id
@@ -56,6 +57,7 @@ class SweepContext:
     display_metrics: tuple[str, ...] = ("task",)
     crash_at_task: int | None = None
     prefix_dir: str | None = None  # where task-0 prefixes are shared; None: no sharing
+    verbose: bool = False  # False: trials log warnings and errors only
 
     @property
     def layout(self) -> SweepLayout:
@@ -98,6 +100,8 @@ def resolved_throughput(trial: TrialConfig) -> dict[str, str]:
 def train_sequence(config: dict[str, Any], context: SweepContext) -> None:
     """The function trainable: run (or continue) the trial's sequence, reporting every task."""
     torch.set_num_threads(max(1, int(context.cpus_per_trial)))
+    if not context.verbose:
+        quiet_logs()
     trial_id = tune.get_context().get_trial_id()
     directory = context.layout.trial(trial_id)
     params = dict(config)

@@ -28,6 +28,8 @@ from cl_sweeps.frontier.tracking import log_sweep_metrics
 from cl_sweeps.metrics import is_known_metric
 from cl_sweeps.prefix import PrefixStore
 from cl_sweeps.sweep import records
+from cl_sweeps.sweep.console import QuietConsole, quiet_logs, quiet_ray_output
+from cl_sweeps.sweep.dashboard import SweepDashboard, ended_trials
 from cl_sweeps.sweep.layout import SweepLayout, base_directory, with_absolute_paths
 from cl_sweeps.sweep.moasha import MOASHA, MOASHAScheduler, rung_levels
 from cl_sweeps.sweep.schema import SweepConfig
@@ -172,12 +174,13 @@ def check_optuna_study(sweep: SweepConfig, resume: bool) -> None:
 # --- Ray ------------------------------------------------------------------------------------
 
 
-def init_ray(address: str | None) -> None:
+def init_ray(address: str | None, verbose: bool = True) -> None:
     """RAY_ADDRESS (set inside a Ray job) or --address: that cluster; else a new local Ray
     (never an unrelated cluster that happens to run on this machine)."""
     target = address or os.environ.get("RAY_ADDRESS") or "local"
     log.info("Ray: %s", "starting a local instance" if target == "local" else f"joining {target}")
-    ray.init(address=target, ignore_reinit_error=True, log_to_driver=True)
+    ray.init(address=target, ignore_reinit_error=True, log_to_driver=True,
+             logging_level=logging.INFO if verbose else logging.WARNING)
 
 
 def warn_if_storage_not_shared(sweep: SweepConfig, uri: str) -> None:
@@ -258,12 +261,18 @@ def make_tuner(
         trial_dirname_creator=trial_dirname,
         trial_name_creator=trial_name,
     )
+    console = [] if context.verbose else [QuietConsole(sweep, str(context.layout.root))]
     run_config = tune.RunConfig(
         name=sweep.name,
         storage_path=sweep.storage_path,
         failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-        callbacks=[TrialRecorder(context)],
+        callbacks=[
+            TrialRecorder(context),
+            SweepDashboard(context.tracking, sweep.objectives, context.output_dir),
+            *console,
+        ],
+        verbose=2 if context.verbose else 0,  # quiet: Ray's reporter off, QuietConsole instead
     )
     return tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
 
@@ -293,10 +302,16 @@ def quiet_known_noise() -> None:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
-def mlflow_ui_command(uri: str) -> str:
+def mlflow_ui_command(uri: str, experiment_id: str | None = None) -> str:
+    """How to open the sweep in the MLflow UI. The page link carries workflowType=
+    machine_learning: MLflow 3.x UIs open on their GenAI pages otherwise."""
+    page = "" if experiment_id is None else (
+        f"#/experiments/{experiment_id}?workflowType=machine_learning"
+    )
     if uri.startswith("sqlite:"):
-        return f"mlflow ui --backend-store-uri {uri}"
-    return f"open {redact_uri(uri)} in a browser"
+        command = f"mlflow ui --backend-store-uri {uri}"
+        return f"{command}, then open http://127.0.0.1:5000/{page}" if page else command
+    return f"open {redact_uri(uri).rstrip('/')}/{page} in a browser"
 
 
 def run_sweep(
@@ -307,8 +322,13 @@ def run_sweep(
     overrides: list[str] | None = None,
     resume: bool = False,
     address: str | None = None,
+    verbose: bool = False,
 ) -> int:
-    """Run (or resume) a validated sweep to the end; print and return an exit status."""
+    """Run (or resume) a validated sweep to the end; print and return an exit status. Quiet by
+    default (sweep/console.py); `verbose` shows Ray's full output and every INFO log."""
+    if not verbose:
+        quiet_logs()
+        quiet_ray_output()
     sweep = with_absolute_paths(sweep, base_directory())
     layout = SweepLayout(Path(sweep.output_dir))
     space = SearchSpace(sweep)
@@ -317,8 +337,8 @@ def run_sweep(
     uri, _ = resolve_tracking_uri(sweep, layout)
     trials = num_trials(sweep)
     print(f"sweep {sweep.name!r}: {trials} trials -> {layout.root}", flush=True)
-    print(f"MLflow: {mlflow_ui_command(uri)}", flush=True)
     tracking = start_sweep_run(sweep, layout, state.get("parent_run_id"))
+    print(f"MLflow: {mlflow_ui_command(uri, tracking.experiment_id)}", flush=True)
     records.write_json(layout.state, {**state, "parent_run_id": tracking.parent_run_id,
                                       "experiment_id": tracking.experiment_id})
     context = SweepContext(
@@ -331,9 +351,10 @@ def run_sweep(
         display_metrics=display_metrics(sweep),
         crash_at_task=crash_at_task_from_env(),
         prefix_dir=prefix_directory(sweep),
+        verbose=verbose,
     )
     quiet_known_noise()
-    init_ray(address)
+    init_ray(address, verbose)
     warn_if_storage_not_shared(sweep, uri)
     try:
         results = make_tuner(sweep, space, context, resume).fit()
@@ -391,7 +412,8 @@ def print_frontier(layout: SweepLayout, tracking: TrackingTarget) -> None:
     from cl_sweeps.frontier import sweep_end_summary
 
     try:
-        text = sweep_end_summary(layout.root, tracking.client(), tracking.parent_run_id)
+        step = ended_trials(records.read_trials(layout.trials))  # the dashboard's step
+        text = sweep_end_summary(layout.root, tracking.client(), tracking.parent_run_id, step=step)
     except Exception as error:  # noqa: BLE001 - the sweep's results must survive a plot failure
         print(f"frontier not written ({type(error).__name__}: {error}); run "
               f"`cl-sweeps frontier --sweep-dir {layout.root}`", flush=True)
@@ -420,7 +442,7 @@ def finish(
     finish_sweep_run(tracking, "KILLED" if interrupted else "FINISHED", tags, layout.best)
     print(f"\nresults: {layout.trials} (per trial), {layout.best}", flush=True)
     if is_local_store(uri):
-        print(f"MLflow UI: {mlflow_ui_command(uri)}", flush=True)
+        print(f"MLflow UI: {mlflow_ui_command(uri, tracking.experiment_id)}", flush=True)
     if sweep.optuna_storage:
         print(f"Optuna dashboard: optuna-dashboard {redact_uri(sweep.optuna_storage)}", flush=True)
     failed = counts.get("FAILED", 0)

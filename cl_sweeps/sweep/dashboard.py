@@ -1,0 +1,169 @@
+"""The sweep's live dashboard on its MLflow parent run, so a long sweep can be watched in the UI.
+
+Each time a trial ends, the parent run gets, at step = number of ended trials:
+sweep/trials_completed, sweep/trials_pruned, sweep/trials_failed, sweep/best_<objective> (the
+best seed-mean of finished configurations), sweep/pareto_size, sweep/train_tflops_spent (training
+compute of every trial so far, pruned and failed included, a shared task-0 prefix once) and sweep/hypervolume (of the
+frontier); the frontier PNG/HTML under frontier/ are refreshed at most every
+`artifacts_every_s` seconds, and once more when the sweep ends.
+
+All of it runs on a background thread fed from the trial records, never in Tune's loop: a slow
+tracking server or a plot does not hold up trials, and a failure is a warning, never fatal.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric
+from ray import tune
+
+from cl_sweeps.sweep import records
+from cl_sweeps.sweep.records import TrialRecord
+from cl_sweeps.sweep.schema import Objective
+from cl_sweeps.sweep.summary import aggregate, best, compute_spent, pareto_set, status_counts
+from cl_sweeps.sweep.tracking import TrackingTarget, retry
+
+log = logging.getLogger(__name__)
+
+PREFIX = "sweep/"
+ARTIFACTS_EVERY_S = 60.0
+POLL_S = 5.0
+
+
+def ended_trials(trials: list[TrialRecord]) -> int:
+    """The dashboard's step: trials that completed, were pruned or failed."""
+    return sum(t.status in ("COMPLETED", "PRUNED", "FAILED") for t in trials)
+
+
+def sweep_metrics(trials: list[TrialRecord], objectives: list[Objective]) -> dict[str, float]:
+    """The parent run's sweep/* metrics from the records (hypervolume comes with the frontier)."""
+    counts = status_counts(trials)
+    results = aggregate(trials, objectives)
+    metrics = {
+        f"{PREFIX}trials_{status.lower()}": float(counts.get(status, 0))
+        for status in ("COMPLETED", "PRUNED", "FAILED")
+    }
+    metrics[f"{PREFIX}pareto_size"] = float(len(pareto_set(results, objectives)))
+    metrics[f"{PREFIX}train_tflops_spent"] = compute_spent(trials)["sweep_train_tflops_spent"]
+    for objective in objectives:
+        if results:
+            top = best(results, objective, k=1)[0]
+            metrics[f"{PREFIX}best_{objective.metric}"] = top.mean[objective.metric]
+    return metrics
+
+
+class SweepDashboard(tune.Callback):
+    """Feeds the parent run from the records on a background thread (see the module doc)."""
+
+    def __init__(
+        self,
+        target: TrackingTarget,
+        objectives: list[Objective],
+        output_dir: str,
+        artifacts_every_s: float = ARTIFACTS_EVERY_S,
+    ):
+        self.target = target
+        self.objectives = objectives
+        self.output_dir = output_dir
+        self.artifacts_every_s = artifacts_every_s
+        self._reset()
+
+    def _reset(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._logged_step = -1
+        self._frontier_step = -1
+        self._frontier = None
+        self._last_artifacts = float("-inf")
+
+    def __getstate__(self) -> dict[str, Any]:  # Tune saves its callbacks with the experiment
+        keep = ("target", "objectives", "output_dir", "artifacts_every_s")
+        return {k: self.__dict__[k] for k in keep}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._reset()
+
+    # --- Tune events (driver loop): only wake the thread -------------------------------------
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.wake()
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.wake()
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self.close()
+
+    def wake(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="sweep-dashboard", daemon=True)
+            self._thread.start()
+        self._wake.set()
+
+    def close(self) -> None:
+        """Stop the thread, then a last refresh with the frontier files, whatever the throttle."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=120)
+        self.refresh(final=True)
+
+    # --- the thread ----------------------------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(timeout=POLL_S)
+            self._wake.clear()
+            if not self._stop.is_set():
+                self.refresh()
+
+    def refresh(self, final: bool = False) -> None:
+        """Log the metrics if a trial ended since the last time; the frontier files if they
+        are older than the metrics and the throttle (or `final`) allows."""
+        with self._lock:
+            try:
+                self._refresh(final)
+            except Exception as error:  # noqa: BLE001 - a dashboard never stops a sweep
+                log.warning("sweep dashboard not updated: %s: %s", type(error).__name__, error)
+
+    def _refresh(self, final: bool) -> None:
+        trials = records.read_trials(Path(self.output_dir) / "trials")
+        step = ended_trials(trials)
+        client = self.target.client()
+        run_id = self.target.parent_run_id
+        if step > self._logged_step:
+            metrics = sweep_metrics(trials, self.objectives)
+            self._frontier = self._compute_frontier(trials)
+            if self._frontier is not None and self._frontier.hypervolume is not None:
+                metrics[f"{PREFIX}hypervolume"] = float(self._frontier.hypervolume)
+            now = int(time.time() * 1000)
+            batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+            retry(client.log_batch, run_id, metrics=batch)
+            self._logged_step = step
+        due = final or time.monotonic() - self._last_artifacts >= self.artifacts_every_s
+        if self._frontier is not None and self._frontier_step < self._logged_step and due:
+            self._log_frontier_files(client, run_id)
+            self._frontier_step = self._logged_step
+            self._last_artifacts = time.monotonic()
+
+    def _compute_frontier(self, trials: list[TrialRecord]) -> Any:
+        from cl_sweeps.frontier import compute_frontier, read_sweep_dir
+
+        if not any(t.status == "COMPLETED" for t in trials):
+            return None
+        return compute_frontier(read_sweep_dir(self.output_dir))
+
+    def _log_frontier_files(self, client: Any, run_id: str) -> None:
+        from cl_sweeps.frontier import write_frontier_outputs
+        from cl_sweeps.frontier.outputs import FRONTIER_HTML, FRONTIER_PNG
+
+        paths = write_frontier_outputs(self._frontier, Path(self.output_dir) / "frontier")
+        for path in paths.values():
+            if path.name in (FRONTIER_PNG, FRONTIER_HTML):
+                retry(client.log_artifact, run_id, str(path), "frontier")

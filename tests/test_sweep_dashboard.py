@@ -1,0 +1,135 @@
+"""The parent run's live dashboard, fed from trial records into a real MLflow store (SQLite),
+without Ray: metrics at step = ended trials, frontier files refreshed under a throttle."""
+
+from __future__ import annotations
+
+import pickle
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from mlflow.tracking import MlflowClient
+
+from cl_sweeps.sweep import records
+from cl_sweeps.sweep.dashboard import SweepDashboard, sweep_metrics
+from cl_sweeps.sweep.schema import Objective
+from cl_sweeps.sweep.space import config_key
+from cl_sweeps.sweep.status import sweep_status
+from cl_sweeps.sweep.tracking import TrackingTarget
+
+OBJECTIVES = [Objective(metric="fid_final", mode="min"), Objective(metric="train_tflops", mode="min")]
+
+
+def _trial(root: Path, trial_id: str, params: dict[str, Any], status: str,
+           rows: list[dict[str, float]]) -> None:
+    directory = root / "trials" / trial_id
+    records.write_params(directory, trial_id, config_key(params), 0, {**params, "seed": 0})
+    for row in rows:
+        records.record_task(directory, row)
+    records.write_status(directory, status)
+
+
+def _history(client: MlflowClient, run_id: str, key: str) -> list[tuple[int, float]]:
+    return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+
+
+def _frontier_html(client: MlflowClient, run_id: str, tmp: Path) -> str:
+    return Path(client.download_artifacts(run_id, "frontier/frontier.html", str(tmp))).read_text()
+
+
+def test_dashboard_logs_sweep_metrics_per_ended_trial_and_throttles_files(tmp_path: Path) -> None:
+    root = tmp_path / "sweep"
+    root.mkdir()
+    (root / "sweep.yaml").write_text(yaml.safe_dump(
+        {"name": "dash", "base": {"data": {"dataset": "digits", "num_tasks": 2}}}
+    ))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("dash", (tmp_path / "artifacts").as_uri())
+    parent = client.create_run(experiment).info.run_id
+    dashboard = SweepDashboard(TrackingTarget(uri, experiment, parent, "dash"), OBJECTIVES,
+                               str(root), artifacts_every_s=3600)
+
+    _trial(root, "a", {"strategy.name": "naive"}, "COMPLETED", [
+        {"task": 0, "fid": 10.0, "train_tflops": 0.5},
+        {"task": 1, "fid": 30.0, "fid_final": 30.0, "train_tflops": 1.0},
+    ])
+    dashboard.refresh()
+    first = _frontier_html(client, parent, tmp_path / "d1")
+    _trial(root, "b", {"strategy.name": "generative_replay"}, "PRUNED",
+           [{"task": 0, "fid": 50.0, "train_tflops": 0.7}])
+    _trial(root, "c", {"strategy.name": "generative_distillation"}, "RUNNING",
+           [{"task": 0, "fid": 12.0, "train_tflops": 0.6}])
+    dashboard.refresh()
+    _trial(root, "c", {"strategy.name": "generative_distillation"}, "COMPLETED",
+           [{"task": 1, "fid": 20.0, "fid_final": 20.0, "train_tflops": 2.0}])
+    dashboard.refresh()
+    throttled = _frontier_html(client, parent, tmp_path / "d2")
+    dashboard.close()  # the sweep ended: files refreshed whatever the throttle
+    final = _frontier_html(client, parent, tmp_path / "d3")
+
+    assert _history(client, parent, "sweep/trials_completed") == [(1, 1), (2, 1), (3, 2)]
+    assert _history(client, parent, "sweep/trials_pruned") == [(1, 0), (2, 1), (3, 1)]
+    assert _history(client, parent, "sweep/trials_failed") == [(1, 0), (2, 0), (3, 0)]
+    assert _history(client, parent, "sweep/best_fid_final") == [(1, 30), (2, 30), (3, 20)]
+    assert _history(client, parent, "sweep/best_train_tflops") == [(1, 1), (2, 1), (3, 1)]
+    assert _history(client, parent, "sweep/pareto_size") == [(1, 1), (2, 1), (3, 2)]
+    spent = _history(client, parent, "sweep/train_tflops_spent")
+    assert [s for s, _ in spent] == [1, 2, 3]
+    assert [round(v, 6) for _, v in spent] == [1.0, 2.3, 3.7]  # running and pruned count too
+    hypervolume = _history(client, parent, "sweep/hypervolume")
+    assert [s for s, _ in hypervolume] == [1, 2, 3] and hypervolume[-1][1] > 0
+    assert "generative_distillation" not in first and throttled == first
+    assert "generative_distillation" in final
+    names = {a.path for a in client.list_artifacts(parent, "frontier")}
+    assert names == {"frontier/frontier.png", "frontier/frontier.html"}
+
+
+def test_dashboard_survives_pickling_with_its_thread_running(tmp_path: Path) -> None:
+    target = TrackingTarget(f"sqlite:///{tmp_path / 'm.db'}", "0", "run", "dash")
+    dashboard = SweepDashboard(target, OBJECTIVES, str(tmp_path), artifacts_every_s=1)
+    dashboard.wake()
+    copy = pickle.loads(pickle.dumps(dashboard))
+    dashboard._stop.set()
+    assert copy.output_dir == str(tmp_path) and copy._thread is None
+
+
+def test_sweep_metrics_with_no_finished_configuration() -> None:
+    trial = records.TrialRecord("t", "k", 0, {}, "FAILED", "boom", [{"task": 0, "train_tflops": 2}])
+    metrics = sweep_metrics([trial], OBJECTIVES)
+    assert metrics == {
+        "sweep/trials_completed": 0, "sweep/trials_pruned": 0, "sweep/trials_failed": 1,
+        "sweep/pareto_size": 0, "sweep/train_tflops_spent": 2,
+    }
+
+
+def test_status_table_of_a_running_sweep_from_its_records(tmp_path: Path) -> None:
+    root = tmp_path / "sweep"
+    root.mkdir()
+    (root / "sweep.yaml").write_text(yaml.safe_dump({
+        "name": "watch", "base": {"data": {"dataset": "digits", "num_tasks": 4}},
+        "search": {"strategy.name": ["naive", "cumulative", "generative_replay"]},
+        "search_algorithm": {"name": "grid"}, "max_concurrent_trials": 1,
+    }) + "# applied with --set: max_concurrent_trials=2\n")
+    timing = {"train_seconds": 0.0, "eval_seconds": 0.0}
+
+    def row(task: int, **metrics: float) -> dict[str, float]:
+        timing["train_seconds"] = 8.0 * (task + 1)
+        timing["eval_seconds"] = 2.0 * (task + 1)
+        return {"task": task, "train_tflops": task + 1.0, **timing, **metrics}
+
+    _trial(root, "a", {"strategy.name": "naive"}, "COMPLETED",
+           [row(k, fid=20.0 + k) for k in range(3)] + [row(3, fid=30.0, fid_final=30.0)])
+    _trial(root, "b", {"strategy.name": "cumulative"}, "RUNNING", [row(0, fid=9.0)])
+    text, done = sweep_status(root, now=time.time())
+
+    assert not done
+    assert "2 running" not in text and "1/3 trials ended (1 completed" in text
+    lines = {line.split()[0]: line.split() for line in text.splitlines()
+             if line.startswith(("a ", "b "))}
+    assert lines["a"][1:5] == ["naive", "COMPLETED", "4/4", "30"]
+    assert lines["b"][1:5] == ["cumulative", "RUNNING", "1/4", "9"]  # fid so far
+    assert lines["b"][-1] == "0m30s"  # 3 tasks left at the 10 s per task measured
+    assert "ETA 0m40s" in text  # c (40 s, like a) starts now in the second slot (--set)
+    assert "Pareto set over fid_final (min), train_tflops (min): 1 of 1" in text
