@@ -23,8 +23,8 @@ CPU = torch.device("cpu")
 
 # bf16 keeps 8 mantissa bits: per-op relative error ~0.4 %. Over 50 Adam steps from the same
 # initialisation, with the same data, timesteps and noise, the mean loss of every 10-iteration
-# window stays within this relative distance of fp32's.
-BF16_LOSS_TOLERANCE = 0.10
+# window stays within this relative distance of fp32's (measured: at most 0.14 %).
+BF16_LOSS_TOLERANCE = 0.02
 
 
 def train_curve(precision: str, small_trial, iterations: int = 50) -> tuple[list[float], Throughput]:
@@ -209,3 +209,22 @@ def test_known_gpu_peaks_by_precision():
     assert known_peak_tflops("NVIDIA L4", "bf16") == 121.0
     assert known_peak_tflops("Tesla V100-SXM2-32GB", "bf16") is None
     assert known_peak_tflops("Some CPU", "fp32") is None
+
+
+def test_fp16_gradient_scaler_step_matches_the_unscaled_step():
+    """The fp16 path's scale → unscale → clip → step gives the fp32 step exactly (the scale is a
+    power of two). On CPU only the scaler mechanics can run; fp16 training itself needs CUDA."""
+    fp16 = Throughput(CPU, "fp16", channels_last=False, fused_adam=False, tf32=False,
+                      compile=False)
+    results = []
+    for settings in (Throughput.resolve(TrainConfig(precision="fp32"), CPU), fp16):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(4, 1)
+        optimizer = settings.optimizer(model, lr=0.1)
+        step = OptimizerStep(settings, grad_clip=0.5)
+        loss = model(torch.randn(8, 4)).pow(2).mean() * 100  # gradient norm above the clip
+        step(loss, model, optimizer)
+        results.append([p.detach().clone() for p in model.parameters()])
+        assert step.scaler.is_enabled() == (settings.precision == "fp16")
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
