@@ -100,7 +100,7 @@ def cmd_bench_search(args: argparse.Namespace) -> int:
         print(f"error: --grid-dir: {grid_dir} holds no sweep (no trials/); run the grid first: "
               "cl-sweeps sweep search_spaces/bench_digits.yaml", file=sys.stderr)
         return 2
-    result = run_bench_search(grid_dir, repeats=args.repeats)
+    result = run_bench_search(grid_dir, repeats=args.repeats, extra_dirs=args.extra_dir or [])
     paths = write_outputs(result, Path(args.out) if args.out else grid_dir / "bench_search")
     print(f"{result['configurations']} configurations; grid: hypervolume "
           f"{result['grid_hypervolume']:.4g} for {result['grid_train_tflops']:.4g} training "
@@ -344,6 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench_search.add_argument("--repeats", type=int, default=5,
                               help="sampler seeds per searcher (default 5)")
     bench_search.add_argument("--out", help="default: <grid-dir>/bench_search")
+    bench_search.add_argument(
+        "--extra-dir", action="append", help="a sweep with the same base and seed that ran "
+        "part of the grid (e.g. on more workers); its finished trials fill in the grid's")
     bench_search.set_defaults(handler=cmd_bench_search)
     frontier = sub.add_parser(
         "frontier", help="compute–quality Pareto frontier of a sweep: table, plots, artifacts"

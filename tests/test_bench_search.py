@@ -67,3 +67,19 @@ def test_bench_search_replays_every_searcher(tmp_path: Path, capsys) -> None:
 def test_bench_search_without_a_grid_is_a_clear_error(tmp_path: Path, capsys) -> None:
     assert main(["bench-search", "--grid-dir", str(tmp_path)]) == 2
     assert "holds no sweep" in capsys.readouterr().err
+
+
+def test_part_of_the_grid_from_another_sweep_of_the_same_base(tmp_path: Path) -> None:
+    import shutil
+
+    import pytest
+
+    root = write_grid(tmp_path / "grid")
+    extra = tmp_path / "extra"
+    (extra / "trials").mkdir(parents=True)
+    shutil.copy(root / "sweep.yaml", extra / "sweep.yaml")
+    for directory in sorted((root / "trials").iterdir())[-2:]:  # the two GD trials
+        shutil.move(str(directory), extra / "trials" / directory.name)
+    with pytest.raises(ValueError, match="has no trial for"):
+        load_table(root)
+    assert len(load_table(root, [extra]).rows) == 5

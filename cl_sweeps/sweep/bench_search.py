@@ -25,6 +25,7 @@ import logging
 import math
 import statistics
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,13 +75,23 @@ class Table:
         return float(row["train_tflops"])
 
 
-def load_table(grid_dir: Path) -> Table:
-    """The grid sweep under `grid_dir`: its saved sweep file and its trials' records."""
+def load_table(grid_dir: Path, extra_dirs: Sequence[Path] = ()) -> Table:
+    """The grid sweep under `grid_dir`: its saved sweep file and its trials' records. Finished
+    trials of `extra_dirs` (sweeps with the same base and seed that ran part of the grid, e.g.
+    on more workers) fill in configurations the grid sweep has not finished."""
     layout = SweepLayout(Path(grid_dir))
     sweep = load_sweep_config(layout.sweep_file)
     if len(sweep.seed_list()) != 1:
         raise ValueError(f"{layout.sweep_file}: bench-search needs a sweep with one seed")
-    trials = records.read_trials(layout.trials)
+    trials = [t for t in records.read_trials(layout.trials) if t.status == "COMPLETED"]
+    for extra in extra_dirs:
+        other = SweepLayout(Path(extra))
+        other_sweep = load_sweep_config(other.sweep_file)
+        if (other_sweep.base != sweep.base or other_sweep.seed_list() != sweep.seed_list()):
+            raise ValueError(f"{other.sweep_file}: base or seeds differ from {layout.sweep_file}")
+        known = {t.config_key for t in trials}
+        trials += [t for t in records.read_trials(other.trials)
+                   if t.status == "COMPLETED" and t.config_key not in known]
     rows = {t.config_key: sorted(t.history, key=lambda r: int(r["task"])) for t in trials}
     space = SearchSpace(sweep)
     order = []
@@ -208,9 +219,11 @@ def _tell(study: optuna.Study, trial: optuna.Trial, values: Any, sweep: SweepCon
     study.tell(trial, [by_metric[o.metric] for o in sweep.objectives])
 
 
-def run_bench_search(grid_dir: Path, repeats: int = 5) -> dict[str, Any]:
+def run_bench_search(
+    grid_dir: Path, repeats: int = 5, extra_dirs: Sequence[Path] = ()
+) -> dict[str, Any]:
     """Every method's curves (random/TPE/NSGA-II/MO-ASHA+TPE `repeats` times) and the table."""
-    table = load_table(grid_dir)
+    table = load_table(grid_dir, extra_dirs)
     if {o.metric for o in table.sweep.objectives} != set(OBJECTIVES):
         raise ValueError(f"bench-search needs the objectives {OBJECTIVES}")
     finals = [table.final(k) for k in table.order]
