@@ -18,20 +18,11 @@ TABLE_COLUMNS = ("task", "denoise_loss", "fid", "kld", "train_tflops", "train_se
 
 def format_table(history: list[dict[str, float]], columns: tuple[str, ...] = TABLE_COLUMNS) -> str:
     """A plain-text table of the per-task metrics that are present."""
+    from cl_sweeps.formatting import fmt_number, text_table
+
     present = [c for c in columns if any(c in row for row in history)]
-    rows = [[_fmt(row.get(c)) for c in present] for row in history]
-    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(present)]
-    lines = ["  ".join(c.rjust(w) for c, w in zip(present, widths))]
-    lines += ["  ".join(v.rjust(w) for v, w in zip(r, widths)) for r in rows]
-    return "\n".join(lines)
-
-
-def _fmt(value: float | None) -> str:
-    if value is None:
-        return "-"
-    if float(value).is_integer() and abs(value) < 1e6:
-        return str(int(value))
-    return f"{value:.4g}"
+    rows = [[fmt_number(row.get(c)) for c in present] for row in history]
+    return text_table(present, rows, align="right")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -164,7 +155,7 @@ def _log_on_parent_run(args: argparse.Namespace, source: SweepSource, paths: lis
         if source.client is not None:
             client, run_id = source.client, source.parent_run_id
         else:
-            client, run_id = sweep_dir_tracking(Path(args.sweep_dir), source.sweep_file)
+            client, run_id = sweep_dir_tracking(Path(args.sweep_dir), source.resolved)
         log_frontier_artifacts(client, run_id, paths)
         print(f"logged as artifacts frontier/ of MLflow run {run_id}")
     except Exception as error:  # noqa: BLE001 - any tracking failure only skips the upload
@@ -188,14 +179,14 @@ def cmd_frontier(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from cl_sweeps.frontier import DEFAULT_OBJECTIVES, report_markdown, report_table, write_report
-    from cl_sweeps.frontier.sources import base_param
+    from cl_sweeps.records import base_value
 
     try:
         frontier = _frontier_of(args, DEFAULT_OBJECTIVES)
     except (FileNotFoundError, LookupError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    steps = base_param(frontier.source.sweep_file, "strategy.teacher_steps")
+    steps = base_value(frontier.source.resolved, "strategy.teacher_steps")
     report = report_table(frontier.trials, default_teacher_steps=steps)
     paths = write_report(report, _out_dir(args))
     print(report_markdown(report))
@@ -221,7 +212,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from cl_sweeps.sweep.tuner import run_sweep
 
     return run_sweep(
-        sweep, raw, Path(args.file).read_text(), overrides=args.set, resume=args.resume,
+        sweep, Path(args.file).read_text(), overrides=args.set, resume=args.resume,
         address=args.address, verbose=args.verbose,
     )
 

@@ -16,6 +16,7 @@ from test_frontier_fakes import (
     write_sweep_dir,
 )
 
+from cl_sweeps.formatting import fmt_mean_std
 from cl_sweeps.frontier import (
     compute_frontier,
     frontier_table_text,
@@ -23,10 +24,9 @@ from cl_sweeps.frontier import (
     pareto_mask,
     read_sweep_dir,
 )
-from cl_sweeps.frontier.formatting import fmt_mean_std
 from cl_sweeps.frontier.pareto import frontier_order
-from cl_sweeps.frontier.sources import SweepSource, TrialRecord
 from cl_sweeps.frontier.table import aggregate_configs, mean_std, trials_table
+from cl_sweeps.records import SweepSource, TrialRecord
 
 # ---------------------------------------------------------------- Pareto on hand-made points
 

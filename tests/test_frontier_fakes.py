@@ -1,6 +1,7 @@
-"""A small, hand-made sweep written the way the sweep layer writes one (output contract): trial
-directories with params.json / status.json / metrics.parquet and, optionally, the same trials
-logged to a real MLflow store. Shared by the frontier and report tests; no Ray involved."""
+"""A small, hand-made sweep written through the records module the sweep layer writes with
+(cl_sweeps/records.py): trial directories with params.json / status.json / metrics.parquet, the
+resolved sweep config and, optionally, the same trials logged to a real MLflow store. Shared by
+the frontier and report tests; no Ray involved (tests/test_sweep_frontier.py runs a real sweep)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from cl_sweeps import records
 from cl_sweeps.results import write_task_metrics
+from cl_sweeps.sweep.schema import parse_sweep_config
 
 SWEEP = "fake_sweep"
 NUM_TASKS = 3
@@ -35,7 +36,7 @@ class FakeTrial:
 
     @property
     def config_key(self) -> str:
-        return "cfg-" + "-".join(f"{v}" for _, v in sorted(self.params.items()))
+        return records.config_key(self.params)
 
     def history(self) -> list[dict[str, Any]]:
         """Per-task rows: stream FID falls towards fid_final, compute grows linearly."""
@@ -113,26 +114,25 @@ EXPECTED_FRONT = {  # (strategy, teacher_steps) of the Pareto configurations
 }
 
 
-def sweep_file() -> dict[str, Any]:
-    return {"name": SWEEP, "base": {"data": {"dataset": "digits", "num_tasks": NUM_TASKS}},
-            "seeds": [0, 1, 2]}
+def resolved_sweep() -> dict[str, Any]:
+    """The resolved config of the fake sweep, as the sweep writes it (defaults filled)."""
+    sweep = parse_sweep_config({
+        "name": SWEEP, "base": {"data": {"dataset": "digits", "num_tasks": NUM_TASKS}},
+        "seeds": [0, 1, 2],
+    })
+    return sweep.model_dump(mode="json")
 
 
 def write_sweep_dir(root: Path, trials: list[FakeTrial] | None = None) -> Path:
-    """<root>/trials/<id>/{params.json,status.json,metrics.parquet,metrics.jsonl}, sweep.yaml."""
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "sweep.yaml").write_text(yaml.safe_dump(sweep_file()))
+    """<root>/trials/<id>/{params.json,status.json,metrics.parquet,metrics.jsonl} and the
+    resolved sweep config, written by the records module."""
+    layout = records.SweepLayout(root)
+    records.write_yaml(layout.resolved, resolved_sweep())
     for trial in trials if trials is not None else fake_trials():
-        trial_dir = root / "trials" / trial.trial_id
-        trial_dir.mkdir(parents=True)
-        params = {**trial.params, "seed": trial.seed}
-        (trial_dir / "params.json").write_text(json.dumps({
-            "trial_id": trial.trial_id, "config_key": trial.config_key, "seed": trial.seed,
-            "params": params,
-        }))
-        (trial_dir / "status.json").write_text(
-            json.dumps({"status": trial.status, "error": trial.error})
-        )
+        trial_dir = layout.trial(trial.trial_id)
+        params = {**trial.params, records.SEED_PARAM: trial.seed}
+        records.write_params(trial_dir, trial.trial_id, params, NUM_TASKS)
+        records.write_status(trial_dir, trial.status, trial.error)
         write_task_metrics(trial_dir, trial.history())
     return root
 
@@ -141,7 +141,7 @@ MLFLOW_STATUS = {"COMPLETED": "FINISHED", "FAILED": "FAILED", "PRUNED": "KILLED"
 
 
 def log_to_mlflow(tracking_uri: str, artifact_root: Path, trials: list[FakeTrial] | None = None,
-                  sweep_yaml: Path | None = None) -> tuple[Any, str]:
+                  resolved: Path | None = None) -> tuple[Any, str]:
     """The same trials in a real MLflow store, named as the sweep layer names them."""
     from mlflow.entities import Metric, Param
     from mlflow.tracking import MlflowClient
@@ -152,8 +152,8 @@ def log_to_mlflow(tracking_uri: str, artifact_root: Path, trials: list[FakeTrial
         experiment_id, run_name=SWEEP,
         tags={"cl_sweeps.role": "sweep", "cl_sweeps.sweep": SWEEP},
     ).info.run_id
-    if sweep_yaml is not None:
-        client.log_artifact(parent, str(sweep_yaml))
+    if resolved is not None:
+        client.log_artifact(parent, str(resolved))
     for trial in trials if trials is not None else fake_trials():
         run = client.create_run(experiment_id, run_name=trial.trial_id, tags={
             "mlflow.parentRunId": parent, "cl_sweeps.role": "trial", "cl_sweeps.sweep": SWEEP,

@@ -33,7 +33,7 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, Any, str
     """A sweep directory with its MLflow store at <dir>/mlflow.db (the contract's default)."""
     root = write_sweep_dir(tmp_path_factory.mktemp("mlflow") / SWEEP)
     uri = f"sqlite:///{root / 'mlflow.db'}"
-    client, parent = log_to_mlflow(uri, root / "artifacts", sweep_yaml=root / "sweep.yaml")
+    client, parent = log_to_mlflow(uri, root / "artifacts", resolved=root / "sweep_resolved.yaml")
     return root, uri, client, parent
 
 
@@ -49,7 +49,7 @@ def test_mlflow_and_parquet_give_the_same_table_and_frontier(sweep) -> None:
     from_dir = compute_frontier(read_sweep_dir(root))
     source = read_mlflow(SWEEP, tracking_uri=uri)
     assert source.parent_run_id == parent
-    assert source.sweep_file is not None and source.sweep_file["name"] == SWEEP
+    assert source.resolved is not None and source.resolved["name"] == SWEEP
     from_mlflow = compute_frontier(source)
     assert_tables_equal(from_mlflow.trials, from_dir.trials)
     assert_tables_equal(from_mlflow.configs, from_dir.configs)

@@ -16,7 +16,7 @@ from cl_sweeps.frontier.plots import (
     points_of,
     step_line,
 )
-from cl_sweeps.frontier.sources import SweepSource
+from cl_sweeps.records import SweepSource, TrialRecord
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +87,6 @@ def test_sweep_end_summary_writes_outputs_and_returns_text(tmp_path: Path) -> No
 
 
 def test_labels_name_the_replay_ratio_when_the_sweep_varies_it() -> None:
-    from cl_sweeps.frontier.sources import TrialRecord
 
     records = [
         TrialRecord(f"t{i}", f"c{i}", 0, "COMPLETED",

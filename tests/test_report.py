@@ -11,7 +11,7 @@ from test_frontier_fakes import GD, GR, write_sweep_dir
 
 from cl_sweeps.frontier import compute_frontier, read_sweep_dir, report_markdown, write_report
 from cl_sweeps.frontier.report import reads_teacher_steps, report_table
-from cl_sweeps.frontier.sources import SweepSource, TrialRecord
+from cl_sweeps.records import SweepSource, TrialRecord, base_value
 
 
 def uses_steps(name: str) -> bool:
@@ -78,12 +78,11 @@ def test_teacher_steps_knob_comes_from_the_strategy_registry() -> None:
     assert reads_teacher_steps("some_future_strategy") is True
 
 
-def test_teacher_steps_not_searched_come_from_the_sweep_base() -> None:
-    from cl_sweeps.frontier.sources import base_param
-
-    assert base_param({"base": {"strategy": {"teacher_steps": 10}}}, "strategy.teacher_steps") == 10
-    assert base_param(None, "strategy.teacher_steps") == 2  # the TrialConfig default
-    assert base_param(None, "no.such_field") is None
+def test_teacher_steps_not_searched_come_from_the_resolved_sweep_base(tmp_path: Path) -> None:
+    resolved = read_sweep_dir(write_sweep_dir(tmp_path / "sweep")).resolved
+    assert base_value(resolved, "strategy.teacher_steps") == 2  # the default, filled in
+    assert base_value({"base": {"strategy": {"teacher_steps": 10}}}, "strategy.teacher_steps") == 10
+    assert base_value(resolved, "no.such_field") is None
     records = [
         TrialRecord(f"t{i}", name, 0, "COMPLETED", params={"strategy.name": name},
                     final={"train_tflops": 1.0, "fid_final": 9.0}, tasks_done=1)

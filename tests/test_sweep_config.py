@@ -15,12 +15,12 @@ import pytest
 
 from cl_sweeps.config import ConfigError, TrialConfig
 from cl_sweeps.credentials import redact_uri
-from cl_sweeps.sweep.layout import TRIAL_PATH_FIELDS, SweepLayout, with_absolute_paths
+from cl_sweeps.records import SweepLayout, config_key
+from cl_sweeps.sweep.layout import TRIAL_PATH_FIELDS, with_absolute_paths
 from cl_sweeps.sweep.schema import SweepConfig, load_sweep_config, parse_sweep_config
 from cl_sweeps.sweep.space import (
     SearchSpace,
     conditions,
-    config_key,
     grid,
     num_configurations,
     trial_config_for,

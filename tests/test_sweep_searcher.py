@@ -4,16 +4,16 @@ as COMPLETE with early metrics). The end-of-sweep summary averages seeds, finds 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import optuna
 import pytest
 
-from cl_sweeps.sweep.records import TrialRecord
-from cl_sweeps.sweep.schema import Objective, parse_sweep_config
+from cl_sweeps import records
+from cl_sweeps.sweep.schema import parse_sweep_config
 from cl_sweeps.sweep.searcher import build_searcher
 from cl_sweeps.sweep.space import SearchSpace, num_configurations
-from cl_sweeps.sweep.summary import aggregate, format_summary, pareto_set
 from cl_sweeps.sweep.testing import TINY_TASKS, tiny_sweep
 
 LAST = TINY_TASKS - 1
@@ -117,26 +117,49 @@ def test_a_repeated_configuration_is_not_run_again() -> None:
     assert len(completes) >= 20
 
 
-def record(trial_id: str, key: str, seed: int, fid: float, tflops: float, status="COMPLETED"):
-    history = [{"task": 0, "fid": fid * 2}, {"task": 1, "fid_final": fid, "train_tflops": tflops}]
-    return TrialRecord(trial_id, key, seed, {"strategy.name": key, "seed": seed}, status, None,
-                       history)
+def write_record(root: Path, trial_id: str, key: str, seed: int, fid: float, tflops: float,
+                 status: str = "COMPLETED") -> None:
+    """A two-task trial written as the sweep driver writes it."""
+    directory = records.SweepLayout(root).trial(trial_id)
+    records.write_params(directory, trial_id, {"strategy.name": key, "seed": seed}, 2)
+    for row in ({"task": 0, "fid": fid * 2},
+                {"task": 1, "fid": fid, "fid_final": fid, "train_tflops": tflops}):
+        records.record_task(directory, row)
+    records.write_status(directory, status)
 
 
-def test_summary_averages_seeds_and_keeps_the_pareto_set() -> None:
-    objectives = [Objective(metric="fid_final"), Objective(metric="train_tflops")]
-    records = [
-        record("a1", "A", 1, 10.0, 1.0), record("a2", "A", 2, 12.0, 1.0),   # cheap, worse
-        record("b1", "B", 1, 5.0, 3.0), record("b2", "B", 2, 5.0, 3.0),     # better, dearer
-        record("c1", "C", 1, 20.0, 3.0),                                     # dominated
-        record("d1", "D", 1, 1.0, 0.1, status="PRUNED"),                     # not finished
-    ]
-    results = {r.config_key: r for r in aggregate(records, objectives)}
-    assert set(results) == {"A", "B", "C"}
-    assert results["A"].mean["fid_final"] == pytest.approx(11.0)
-    assert results["A"].stderr["fid_final"] == pytest.approx(1.0)
-    assert [r.config_key for r in pareto_set(list(results.values()), objectives)] == ["B", "A"]
-    text, _ = format_summary("s", records, objectives)
-    assert "Pareto set" in text and "2 of 3 configurations" in text and "1 pruned" in text
-    best_text, best = format_summary("s", records, objectives[:1])
-    assert [r.config_key for r in best] == ["B", "A", "C"] and "Best configurations" in best_text
+def strict_json(path: Path) -> dict:
+    def refuse(constant: str) -> None:
+        raise ValueError(f"{path} holds a bare {constant}")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def test_end_of_sweep_summary_uses_the_sweeps_objectives(tmp_path: Path) -> None:
+    """Seeds averaged, Pareto set over the sweep's own objectives and modes, best_trials.json
+    strict JSON (one seed has no spread: null, not NaN)."""
+    from cl_sweeps.frontier import sweep_end_summary
+
+    for args in (("a1", "naive", 1, 10.0, 1.0), ("a2", "naive", 2, 12.0, 1.0),  # cheap, worse
+                 ("b1", "er", 1, 5.0, 3.0), ("b2", "er", 2, 5.0, 3.0),          # better, dearer
+                 ("c1", "cumulative", 1, 20.0, 3.0),                            # dominated
+                 ("d1", "ewc", 1, 1.0, 0.1, "PRUNED")):                         # not finished
+        write_record(tmp_path, *args)
+    text = sweep_end_summary(tmp_path, objectives=["fid_final", "train_tflops"])
+    assert "2 of 3 configurations" in text and "1 pruned" in text
+    best = strict_json(tmp_path / "best_trials.json")
+    assert best["selection"] == "pareto"
+    assert [c["params"]["strategy.name"] for c in best["configurations"]] == ["er", "naive"]
+    naive = best["configurations"][1]
+    assert naive["mean"]["fid_final"] == pytest.approx(11.0) and naive["n"] == 2
+    assert naive["std"]["fid_final"] == pytest.approx(2 ** 0.5)
+    # maximising compute (a made-up goal) flips which configurations are optimal
+    sweep_end_summary(tmp_path, objectives=["fid_final", "train_tflops"], modes=["min", "max"])
+    best = strict_json(tmp_path / "best_trials.json")
+    assert [c["params"]["strategy.name"] for c in best["configurations"]] == ["er"]
+    assert best["objectives"][1] == {"metric": "train_tflops", "mode": "max"}
+    sweep_end_summary(tmp_path, objectives=["fid_final"])
+    best = strict_json(tmp_path / "best_trials.json")
+    assert best["selection"] == "best" and len(best["configurations"]) == 1
+    er = [c for c in best["configurations"] if c["params"]["strategy.name"] == "er"]
+    assert er and er[0]["std"]["fid_final"] == 0.0

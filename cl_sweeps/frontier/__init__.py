@@ -1,12 +1,12 @@
 """Compute–quality frontiers and paper-style reports of a finished (or running) sweep.
 
-sources.py   trial records from a sweep directory (Parquet/JSON; no server needed)
-tracking.py  the same records from MLflow; logging outputs on the sweep's parent run
+tracking.py  trial records from MLflow (the same TrialRecords as cl_sweeps/records.py reads
+             from a sweep directory); logging outputs on the sweep's parent run
 table.py     records -> trials table (one row per trial) -> configurations (seed mean/std/n)
 pareto.py    non-dominated set over any number of minimised objectives
 build.py     the Frontier (tables + Pareto flag + exclusions) and its text table
 plots.py     PNG (matplotlib), HTML (plotly) and per-task plots
-outputs.py   writing all of it atomically; the summary printed when a sweep ends
+outputs.py   writing all of it atomically; the end-of-sweep summary and best_trials.json
 report.py    strategy × metrics table, mean ± std over seeds, as Markdown and CSV
 """
 
@@ -20,9 +20,9 @@ from cl_sweeps.frontier.build import (
 from cl_sweeps.frontier.outputs import sweep_end_summary, write_frontier_outputs
 from cl_sweeps.frontier.pareto import pareto_mask
 from cl_sweeps.frontier.report import report_markdown, report_table, write_report
-from cl_sweeps.frontier.sources import SweepSource, TrialRecord, read_sweep_dir
 from cl_sweeps.frontier.table import DEFAULT_OBJECTIVES, aggregate_configs, trials_table
 from cl_sweeps.frontier.tracking import log_frontier_artifacts, read_mlflow
+from cl_sweeps.records import SweepSource, TrialRecord, read_sweep_dir
 
 __all__ = [
     "DEFAULT_OBJECTIVES",

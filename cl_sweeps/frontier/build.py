@@ -10,18 +10,17 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from cl_sweeps.frontier.formatting import fmt_mean_std, fmt_number, short_name, text_table
+from cl_sweeps.formatting import fmt_mean_std, fmt_number, short_name, text_table
 from cl_sweeps.frontier.hypervolume import hypervolume, reference_point
 from cl_sweeps.frontier.pareto import pareto_mask
-from cl_sweeps.frontier.sources import SweepSource, read_sweep_dir
 from cl_sweeps.frontier.table import (
     DEFAULT_OBJECTIVES,
     aggregate_configs,
     excluded_counts,
     param_columns,
-    sweep_num_tasks,
     trials_table,
 )
+from cl_sweeps.records import SweepSource, read_sweep_dir
 
 STRATEGY = "strategy.name"
 SHOWN_METRICS = ("fid_final", "kld", "forgetting")  # printed next to the objectives
@@ -38,16 +37,23 @@ class Frontier:
     source: SweepSource | None = field(default=None, repr=False)
     hypervolume: float | None = None  # of the configurations' seed means (None: no config)
     reference: tuple[float, ...] | None = None  # the reference point of `hypervolume`
+    modes: tuple[str, ...] = ()  # "min"/"max" per objective; empty: all minimised
+
+    def mode(self, index: int) -> str:
+        return self.modes[index] if self.modes else "min"
 
     def pareto_configs(self) -> pa.Table:
-        """The non-dominated configurations, cheapest first."""
+        """The non-dominated configurations, best first on the first objective."""
         front = self.configs.filter(self.configs.column("pareto"))
         keys = self._by_objectives(front)
         return front.sort_by(keys) if keys else front
 
     def _by_objectives(self, table: pa.Table) -> list[tuple[str, str]]:
-        names = [f"{name}_mean" for name in self.objectives]
-        return [(name, "ascending") for name in names if name in table.column_names]
+        keys = [
+            (f"{name}_mean", "ascending" if self.mode(i) == "min" else "descending")
+            for i, name in enumerate(self.objectives)
+        ]
+        return [key for key in keys if key[0] in table.column_names]
 
 
 def objectives_for(third_objective: str | None = None) -> tuple[str, ...]:
@@ -56,18 +62,26 @@ def objectives_for(third_objective: str | None = None) -> tuple[str, ...]:
 
 
 def compute_frontier(
-    source: SweepSource, objectives: Sequence[str] = DEFAULT_OBJECTIVES
+    source: SweepSource,
+    objectives: Sequence[str] = DEFAULT_OBJECTIVES,
+    modes: Sequence[str] | None = None,
 ) -> Frontier:
-    """Trials table -> seed aggregates -> Pareto flag over the objectives' seed means."""
+    """Trials table -> seed aggregates -> Pareto flag over the objectives' seed means. `modes`
+    ("min"/"max" per objective, default all "min"): a maximised objective is negated for the
+    Pareto set and the hypervolume (whose reference point is then in negated units)."""
     objectives = tuple(objectives)
-    num_tasks = sweep_num_tasks(source.sweep_file, source.records)
-    trials = trials_table(source.records, objectives, num_tasks)
+    modes = tuple(modes) if modes else ()
+    if modes and (len(modes) != len(objectives) or set(modes) - {"min", "max"}):
+        raise ValueError(f"modes {modes} must be 'min' or 'max', one per objective {objectives}")
+    trials = trials_table(source.records, objectives)
     configs = aggregate_configs(trials)
     volume, reference = None, None
     if configs.num_rows:
-        points = np.column_stack(
-            [configs.column(f"{name}_mean").to_numpy(zero_copy_only=False) for name in objectives]
-        )
+        signs = [-1.0 if modes and modes[i] == "max" else 1.0 for i in range(len(objectives))]
+        points = np.column_stack([
+            sign * configs.column(f"{name}_mean").to_numpy(zero_copy_only=False)
+            for sign, name in zip(signs, objectives)
+        ])
         mask = pareto_mask(points)
         ref = reference_point(points)
         volume, reference = hypervolume(points, ref), tuple(float(v) for v in ref)
@@ -75,7 +89,7 @@ def compute_frontier(
         mask = np.zeros(0, dtype=bool)
     configs = configs.append_column("pareto", pa.array(mask, pa.bool_()))
     return Frontier(
-        trials, configs, objectives, excluded_counts(trials), source, volume, reference
+        trials, configs, objectives, excluded_counts(trials), source, volume, reference, modes
     )
 
 

@@ -3,15 +3,14 @@ the one-call summary the `sweep` command prints when a sweep ends."""
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from cl_sweeps.frontier.build import Frontier, compute_frontier, frontier_table_text
-from cl_sweeps.frontier.sources import read_sweep_dir
 from cl_sweeps.frontier.table import DEFAULT_OBJECTIVES
+from cl_sweeps.records import SweepLayout, read_sweep_dir, to_json, write_json
 from cl_sweeps.results import atomic_write, atomic_write_table
 
 log = logging.getLogger(__name__)
@@ -43,7 +42,8 @@ def summary_dict(frontier: Frontier) -> dict[str, Any]:
 
 def write_frontier_outputs(frontier: Frontier, out_dir: str | Path) -> dict[str, Path]:
     """trials.parquet, frontier.parquet (configs + pareto flag), summary.json, frontier.png,
-    frontier.html (plotly, self-contained: works offline) and frontier_per_task.png."""
+    frontier.html (plotly, self-contained: works offline) and frontier_per_task.png (the plots
+    with two objectives or more)."""
     from cl_sweeps.frontier.plots import frontier_figure, frontier_plotly, per_task_figure
 
     out = Path(out_dir)
@@ -51,8 +51,10 @@ def write_frontier_outputs(frontier: Frontier, out_dir: str | Path) -> dict[str,
     paths = {"trials": out / TRIALS_PARQUET, "frontier": out / FRONTIER_PARQUET}
     atomic_write_table(frontier.trials, paths["trials"])
     atomic_write_table(frontier.configs, paths["frontier"])
-    text = json.dumps(summary_dict(frontier), indent=2) + "\n"
+    text = to_json(summary_dict(frontier))
     paths["summary"] = atomic_write(out / SUMMARY_JSON, lambda p: p.write_text(text))
+    if len(frontier.objectives) < 2:
+        return paths  # the plots draw the first two objectives against each other
     png = frontier_figure(frontier)
     paths["png"] = atomic_write(out / FRONTIER_PNG, lambda p: png.savefig(p, dpi=130))
     per_task = per_task_figure(frontier)
@@ -66,29 +68,63 @@ def write_frontier_outputs(frontier: Frontier, out_dir: str | Path) -> dict[str,
     return paths
 
 
+def best_trials(frontier: Frontier) -> dict[str, Any]:
+    """best_trials.json: the Pareto configurations (for one objective: the best, ties kept),
+    best first, with their params, seeds, trials and the objectives' mean, std over seeds."""
+    front = frontier.pareto_configs().to_pylist()
+    params = [c for c in frontier.configs.column_names if "." in c and "@" not in c]
+    configurations = [
+        {
+            "config_key": row["config_key"],
+            "params": {p: row[p] for p in params if row.get(p) is not None},
+            "n": row["n"],
+            "seeds": row["seeds"],
+            "trial_ids": row["trial_ids"],
+            "mean": {m: row[f"{m}_mean"] for m in frontier.objectives},
+            "std": {m: row[f"{m}_std"] for m in frontier.objectives},
+        }
+        for row in front
+    ]
+    return {
+        "objectives": [
+            {"metric": m, "mode": frontier.mode(i)} for i, m in enumerate(frontier.objectives)
+        ],
+        "selection": "best" if len(frontier.objectives) == 1 else "pareto",
+        "configurations": configurations,
+    }
+
+
 def sweep_end_summary(
     output_dir: str | Path,
     client: Any = None,
     parent_run_id: str | None = None,
     objectives: Sequence[str] = DEFAULT_OBJECTIVES,
+    modes: Sequence[str] | None = None,
+    extra: dict[str, Any] | None = None,
     step: int = 0,
 ) -> str:
-    """For `cl-sweeps sweep` when it ends: frontier from the sweep directory's Parquet files,
-    outputs written to <output_dir>/frontier/, logged on the parent run if a client is given;
-    returns the text to print (`step`: that of the parent run's live sweep/* metrics). A sweep
-    without trials gives a message; other failures raise."""
+    """The end of `cl-sweeps sweep`: the frontier of the sweep directory's records over the
+    sweep's own objectives; its files written to <output_dir>/frontier/ and best_trials.json
+    (plus the `extra` entries the sweep adds, e.g. its compute),
+    logged on the parent run if a client is given; returns the text to print (`step`: that of the parent run's live sweep/*
+    metrics). A sweep without
+    trials gives a message (and an empty best_trials.json); other failures raise."""
     from cl_sweeps.frontier.tracking import log_frontier_artifacts, log_sweep_metrics
 
-    trials_dir = Path(output_dir) / "trials"
-    if not trials_dir.is_dir() or not any(trials_dir.iterdir()):
-        return f"no trials under {trials_dir}; no frontier"
-    source = read_sweep_dir(output_dir)
-    frontier = compute_frontier(source, objectives)
-    paths = write_frontier_outputs(frontier, Path(output_dir) / "frontier")
+    layout = SweepLayout(Path(output_dir))
+    if not layout.trials.is_dir() or not any(layout.trials.iterdir()):
+        empty = [{"metric": m, "mode": (modes or ["min"] * len(objectives))[i]}
+                 for i, m in enumerate(objectives)]
+        write_json(layout.best, {"objectives": empty, "selection": None, "configurations": [],
+                                 **(extra or {})})
+        return f"no trials under {layout.trials}; no frontier"
+    frontier = compute_frontier(read_sweep_dir(layout.root), objectives, modes)
+    write_json(layout.best, {**best_trials(frontier), **(extra or {})})
+    paths = write_frontier_outputs(frontier, layout.frontier)
     if client is not None and parent_run_id is not None:
         log_frontier_artifacts(client, parent_run_id, paths.values())
         if frontier.hypervolume is not None:
             log_sweep_metrics(
                 client, parent_run_id, {HYPERVOLUME_METRIC: frontier.hypervolume}, step
             )
-    return f"{frontier_table_text(frontier)}\n\nfrontier files: {Path(output_dir) / 'frontier'}"
+    return f"{frontier_table_text(frontier)}\n\nfrontier files: {layout.frontier}"

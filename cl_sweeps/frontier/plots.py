@@ -15,8 +15,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
+from cl_sweeps.formatting import LABEL_PARAMS, config_label, fmt_mean_std, fmt_number
 from cl_sweeps.frontier.build import STRATEGY, Frontier
-from cl_sweeps.frontier.formatting import LABEL_PARAMS, config_label, fmt_mean_std, fmt_number
 from cl_sweeps.frontier.pareto import frontier_order
 from cl_sweeps.frontier.table import split_series_column
 

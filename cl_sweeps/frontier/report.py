@@ -17,7 +17,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from cl_sweeps.frontier.formatting import fmt_mean_std, fmt_number, markdown_table, short_name
+from cl_sweeps.formatting import fmt_mean_std, fmt_number, markdown_table, short_name
 from cl_sweeps.frontier.table import mean_std, param_columns
 from cl_sweeps.strategies.catalog import strategy_knobs
 
@@ -63,7 +63,7 @@ def report_table(
     (ddof=1, NaN for one seed) and `<m>_n`; plus the chosen config, its settings, n and the
     number of configurations the row was chosen from. `uses_teacher_steps` defaults to the
     strategy registry's knobs; `default_teacher_steps` is the value of trials whose params do not
-    hold it (the sweep's base: see sources.base_param)."""
+    hold it (the resolved sweep's base: see records.base_value)."""
     uses_teacher_steps = uses_teacher_steps or reads_teacher_steps
     complete = trials.filter(trials.column("complete")).to_pylist()
     groups: dict[tuple[str, Any], dict[str, list[dict[str, Any]]]] = {}

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from cl_sweeps.frontier.sources import TrialRecord
 from cl_sweeps.metrics import METRIC_NAMES
+from cl_sweeps.records import COMPLETED, TrialRecord
 
 DEFAULT_OBJECTIVES = ("train_tflops", "fid_final")
 ID_COLUMNS = (
@@ -42,36 +42,11 @@ def split_series_column(name: str) -> tuple[str, int] | None:
     return (metric, int(task)) if sep and task.isdigit() else None
 
 
-def tasks_of(params: dict[str, Any], default: int | None) -> int | None:
-    """Number of tasks a trial should reach: its own data.tasks/data.num_tasks, else default."""
-    tasks = params.get("data.tasks")
-    if isinstance(tasks, list):
-        return len(tasks)
-    if isinstance(params.get("data.num_tasks"), int):
-        return params["data.num_tasks"]
-    return default
-
-
-def sweep_num_tasks(sweep_file: dict[str, Any] | None, records: Sequence[TrialRecord]) -> int:
-    """The sweep's task count: from the sweep file's base, else the most any trial reported."""
-    base = (sweep_file or {}).get("base")
-    if isinstance(base, dict):
-        data = base.get("data") or {}
-        if isinstance(data.get("tasks"), list):
-            return len(data["tasks"])
-        if isinstance(data.get("num_tasks"), int):
-            return data["num_tasks"]
-        from cl_sweeps.config import DataConfig
-
-        return DataConfig().num_tasks
-    return max((r.tasks_done for r in records), default=0)
-
-
 def exclusion_reason(
     record: TrialRecord, objectives: Sequence[str], num_tasks: int | None
 ) -> str | None:
     """Why a trial is left out of the frontier (one of REASONS), or None if it is included."""
-    if record.status != "COMPLETED":
+    if record.status != COMPLETED:
         status = record.status.lower()
         return status if status in REASONS else "unknown"
     if num_tasks is not None and record.tasks_done < num_tasks:
@@ -114,20 +89,20 @@ def _as_text(value: Any) -> str | None:
 
 
 def trials_table(
-    records: Sequence[TrialRecord],
-    objectives: Sequence[str] = DEFAULT_OBJECTIVES,
-    num_tasks: int | None = None,
+    records: Sequence[TrialRecord], objectives: Sequence[str] = DEFAULT_OBJECTIVES
 ) -> pa.Table:
     """One row per trial (sorted by trial_id): identity and status, then every param as its
-    dotted name, every metric's final value, and per-task series as `<metric>@task<k>`."""
+    dotted name, every metric's final value, and per-task series as `<metric>@task<k>`.
+    A record that does not know its number of tasks is held to the most any trial reached."""
     records = sorted(records, key=lambda r: r.trial_id)
+    most = max((r.tasks_done for r in records), default=0)
     params = sorted({k for r in records for k in r.params})
     metrics = sorted({k for r in records for k in r.final}, key=_metric_sort_key)
     series = sorted(
         {series_column(m, t) for r in records for m, by_task in r.series.items() for t in by_task},
         key=lambda c: (_metric_sort_key(split_series_column(c)[0]), split_series_column(c)[1]),
     )
-    expected = [tasks_of(r.params, num_tasks) for r in records]
+    expected = [most if r.num_tasks is None else r.num_tasks for r in records]
     reasons = [exclusion_reason(r, objectives, n) for r, n in zip(records, expected)]
     columns: dict[str, pa.Array] = {
         "trial_id": pa.array([r.trial_id for r in records], pa.string()),
@@ -138,8 +113,8 @@ def trials_table(
         "num_tasks_done": pa.array([r.tasks_done for r in records], pa.int64()),
         "num_tasks": pa.array(expected, pa.int64()),
         "complete": pa.array(
-            [r.status == "COMPLETED" and (n is None or r.tasks_done >= n)
-             for r, n in zip(records, expected)], pa.bool_(),
+            [r.status == COMPLETED and r.tasks_done >= n for r, n in zip(records, expected)],
+            pa.bool_(),
         ),
         "included": pa.array([reason is None for reason in reasons], pa.bool_()),
         "excluded_reason": pa.array(reasons, pa.string()),

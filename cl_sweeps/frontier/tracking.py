@@ -16,22 +16,31 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from cl_sweeps.frontier.sources import (
+from cl_sweeps.records import (
+    CONFIG_KEY_TAG,
+    ERROR_TAG,
+    NUM_TASKS_TAG,
+    PARENT_TAG,
+    RESOLVED_FILE,
+    ROLE_TAG,
+    SEED_PARAM,
+    SEED_TAG,
     SERIES_METRICS,
-    SWEEP_YAML,
+    STATUS_TAG,
+    STRATEGY_TAG,
+    SWEEP_TAG,
+    TRIAL_ID_TAG,
     UNKNOWN,
+    SweepLayout,
     SweepSource,
     TrialRecord,
-    config_key_of,
-    fill_strategy_name,
-    read_sweep_file,
+    complete_records,
+    config_key,
+    read_yaml_mapping,
 )
 
 log = logging.getLogger(__name__)
 
-ROLE_TAG = "cl_sweeps.role"
-SWEEP_TAG = "cl_sweeps.sweep"
-PARENT_TAG = "mlflow.parentRunId"
 # MLflow's SQL stores keep ±inf as ±max float; map it back so an inf FID stays inf.
 MLFLOW_MAX_FLOAT = 1.7976931348623157e308
 RUN_STATUS_FALLBACK = {
@@ -100,11 +109,11 @@ def record_from_run(client: Any, run: Any) -> TrialRecord:
     """A TrialRecord from a nested trial run: tags, parsed params, final values and histories."""
     tags = run.data.tags
     params = {k: parse_param(v) for k, v in run.data.params.items()}
-    seed_text = _tag(tags, "seed")
-    seed = params.pop("seed", None)
+    seed_text = _tag(tags, SEED_TAG)
+    seed = params.pop(SEED_PARAM, None)
     if seed_text is not None:
         seed = parse_param(seed_text)
-    strategy = _tag(tags, "strategy")
+    strategy = _tag(tags, STRATEGY_TAG)
     if strategy and "strategy.name" not in params:
         params["strategy.name"] = strategy
     final = {k: metric_value(v) for k, v in run.data.metrics.items() if k != "task"}
@@ -113,28 +122,30 @@ def record_from_run(client: Any, run: Any) -> TrialRecord:
         steps = set(_history(client, run.info.run_id, "task"))
     else:
         steps = {step for values in series.values() for step in values}
-    status = _tag(tags, "status") or RUN_STATUS_FALLBACK.get(run.info.status, UNKNOWN)
+    status = _tag(tags, STATUS_TAG) or RUN_STATUS_FALLBACK.get(run.info.status, UNKNOWN)
+    num_tasks = _tag(tags, NUM_TASKS_TAG)
     return TrialRecord(
-        trial_id=_tag(tags, "trial_id") or run.info.run_name or run.info.run_id,
-        config_key=_tag(tags, "config_key") or config_key_of(params),
+        trial_id=_tag(tags, TRIAL_ID_TAG) or run.info.run_name or run.info.run_id,
+        config_key=_tag(tags, CONFIG_KEY_TAG) or config_key(params),
         seed=None if seed is None else int(seed),
         status=status.upper(),
-        error=_tag(tags, "error"),
+        error=_tag(tags, ERROR_TAG),
         params=params,
         final=final,
         series={k: v for k, v in series.items() if v},
         tasks_done=len(steps),
+        num_tasks=int(num_tasks) if num_tasks and num_tasks.isdigit() else None,
     )
 
 
-def download_sweep_file(client: Any, run_id: str) -> dict[str, Any] | None:
-    """The sweep.yaml artifact of the parent run, or None if it cannot be fetched."""
+def download_resolved(client: Any, run_id: str) -> dict[str, Any] | None:
+    """The resolved sweep config artifact of the parent run, or None if it cannot be fetched."""
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            path = client.download_artifacts(run_id, SWEEP_YAML, tmp)
-            return read_sweep_file(Path(path))
-    except Exception as error:  # noqa: BLE001 - optional: only refines the expected task count
-        log.info("no %s artifact on run %s (%s)", SWEEP_YAML, run_id, error)
+            path = client.download_artifacts(run_id, RESOLVED_FILE, tmp)
+            return read_yaml_mapping(Path(path))
+    except Exception as error:  # noqa: BLE001 - optional: records carry their task counts
+        log.info("no %s artifact on run %s (%s)", RESOLVED_FILE, run_id, error)
         return None
 
 
@@ -169,28 +180,28 @@ def read_mlflow(
     for run in runs:  # a trial logged twice (resumed into a new run): the newest run wins
         record = record_from_run(client, run)
         by_trial[record.trial_id] = record
-    sweep_file = download_sweep_file(client, parent_run_id)
+    resolved = download_resolved(client, parent_run_id)
     records = [by_trial[k] for k in sorted(by_trial)]
-    fill_strategy_name(records, sweep_file)
+    complete_records(records, resolved)
     return SweepSource(
-        records, sweep_file, description=f"MLflow experiment {experiment!r} run {parent_run_id}",
+        records, resolved, description=f"MLflow experiment {experiment!r} run {parent_run_id}",
         parent_run_id=parent_run_id, client=client,
     )
 
 
-def sweep_dir_tracking(sweep_dir: Path, sweep_file: dict[str, Any] | None) -> tuple[Any, str]:
+def sweep_dir_tracking(sweep_dir: Path, resolved: dict[str, Any] | None) -> tuple[Any, str]:
     """The client and parent run of a sweep directory's MLflow store; raises if unreachable.
 
     Retries and timeouts are kept short: the directory is read because the server may be down.
     """
-    sweep_file = sweep_file or {}
-    mlflow_cfg = sweep_file.get("mlflow") or {}
-    name = sweep_file.get("name") or sweep_dir.name
+    resolved = resolved or {}
+    mlflow_cfg = resolved.get("mlflow") or {}
+    name = resolved.get("name") or sweep_dir.name
     uri = mlflow_cfg.get("tracking_uri")
     if not uri:
-        db = sweep_dir / "mlflow.db"
+        db = SweepLayout(sweep_dir).mlflow_db
         if not db.is_file():
-            raise LookupError(f"no tracking_uri in {SWEEP_YAML} and no {db}")
+            raise LookupError(f"no tracking_uri in {RESOLVED_FILE} and no {db}")
         uri = f"sqlite:///{db.resolve()}"
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")

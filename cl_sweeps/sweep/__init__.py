@@ -7,7 +7,6 @@ MLflow. The only package that imports ray; importing this package itself imports
 - searcher.py   the Optuna searcher, replicated over seeds (SeedReplicator)
 - trainable.py  one trial = run_sequence with a reporter that calls tune.report
 - tracking.py   MLflow: parent run per sweep, nested run per trial (MlflowClient)
-- records.py    per-trial params/status/metrics files (the frontier reads them)
-- summary.py    seed aggregation, best trials and Pareto set printed at the end
-- tuner.py      Tuner, scheduler, resources, failure handling, resume
+- tuner.py      Tuner, scheduler, resources, failure handling, resume; writes the trial
+                records (cl_sweeps/records.py) and ends with the frontier's summary
 """

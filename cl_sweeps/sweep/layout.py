@@ -1,4 +1,5 @@
-"""Where a sweep writes, and how relative paths become absolute before any trial starts.
+"""Where a sweep writes (its files: `cl_sweeps.records.SweepLayout`), and how relative paths
+become absolute before any trial starts.
 
 A trial runs with its own working directory (Ray changes it), so every path a trial sees is made
 absolute on the driver. Relative paths are resolved against `CL_SWEEPS_HOME` if set, else the
@@ -9,9 +10,9 @@ temporary copy of the upload, so `~/cl-sweeps` is used instead (printed at the s
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
+from cl_sweeps.records import SweepLayout
 from cl_sweeps.sweep.schema import SweepConfig
 
 HOME_ENV = "CL_SWEEPS_HOME"
@@ -24,53 +25,6 @@ TRIAL_PATH_FIELDS = (
     "evaluation.classifier_weights",
 )
 CACHE_ENV = "CL_SWEEPS_CACHE"
-
-
-@dataclass(frozen=True)
-class SweepLayout:
-    """The files of one sweep under its output_dir (see the README's "Sweep output")."""
-
-    root: Path
-
-    @property
-    def sweep_file(self) -> Path:
-        return self.root / "sweep.yaml"
-
-    @property
-    def search_space(self) -> Path:
-        return self.root / "search_space.json"
-
-    @property
-    def state(self) -> Path:
-        return self.root / "sweep_state.json"
-
-    @property
-    def best(self) -> Path:
-        return self.root / "best_trials.json"
-
-    @property
-    def mlflow_db(self) -> Path:
-        return self.root / "mlflow.db"
-
-    @property
-    def optuna_db(self) -> Path:
-        """The Optuna study's SQLite file, unless the sweep file sets optuna_storage."""
-        return self.root / "optuna.db"
-
-    @property
-    def mlflow_artifacts(self) -> Path:
-        return self.root / "mlartifacts"
-
-    @property
-    def ray(self) -> Path:
-        return self.root / "ray"
-
-    @property
-    def trials(self) -> Path:
-        return self.root / "trials"
-
-    def trial(self, trial_id: str) -> Path:
-        return self.trials / trial_id
 
 
 def base_directory() -> Path:

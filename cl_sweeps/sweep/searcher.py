@@ -24,9 +24,9 @@ from typing import Any
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from cl_sweeps.records import FAILED, PRUNED, SEED_PARAM
 from cl_sweeps.sweep.schema import SweepConfig
 from cl_sweeps.sweep.space import (
-    SEED_PARAM,
     SearchSpace,
     expected_tasks,
     make_sampler,
@@ -35,7 +35,6 @@ from cl_sweeps.sweep.space import (
 
 log = logging.getLogger(__name__)
 
-COMPLETED, PRUNED, FAILED = "COMPLETED", "PRUNED", "FAILED"
 MAX_REPEATS = 20
 
 

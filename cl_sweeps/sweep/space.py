@@ -12,13 +12,12 @@ until a search runs, Optuna.
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cl_sweeps.config import ConfigError, TrialConfig, num_tasks_of, parse_trial_config, set_dotted
+from cl_sweeps.records import SEED_PARAM
 from cl_sweeps.strategies.catalog import strategy_knobs
 
 if TYPE_CHECKING:
@@ -26,7 +25,6 @@ if TYPE_CHECKING:
 
     from cl_sweeps.sweep.schema import MappedParam, SweepConfig
 
-SEED_PARAM = "seed"
 MAX_GRID_POINTS = 100_000
 
 
@@ -221,12 +219,6 @@ def suggest(trial: optuna.Trial, key: str, param: Any) -> Any:
             key, float(param.low), float(param.high), step=param.step, log=param.log
         )
     raise TypeError(f"unknown search parameter type {type(param).__name__}")
-
-
-def config_key(params: dict[str, Any]) -> str:
-    """Short hash of a trial's parameters without the seed: seed replicas share it."""
-    payload = {k: v for k, v in params.items() if k != SEED_PARAM}
-    return hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
 
 
 def trial_config_for(

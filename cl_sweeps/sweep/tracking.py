@@ -28,16 +28,14 @@ from mlflow.tracking import MlflowClient
 from cl_sweeps.checkpoint import PIPELINE_FILES
 from cl_sweeps.config import TrialConfig
 from cl_sweeps.credentials import redact_uri, uri_has_secret
-from cl_sweeps.sweep.layout import SweepLayout, absolute_sqlite, base_directory
+from cl_sweeps.records import PARENT_TAG, ROLE_TAG, SWEEP_TAG, SweepLayout
+from cl_sweeps.sweep.layout import absolute_sqlite, base_directory
 from cl_sweeps.sweep.schema import SweepConfig
 from cl_sweeps.sweep.space import num_configurations
 
 log = logging.getLogger(__name__)
 
 TRACKING_ENV = "MLFLOW_TRACKING_URI"
-PARENT_TAG = "mlflow.parentRunId"
-ROLE_TAG = "cl_sweeps.role"
-SWEEP_TAG = "cl_sweeps.sweep"
 # MLflow 3 picks the UI's mode from this experiment tag; without it the GenAI pages open first.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
@@ -178,7 +176,7 @@ def start_sweep_run(
         parent_run_id = run.info.run_id
         params = [Param(k, v) for k, v in _sweep_params(sweep).items()]
         retry(client.log_batch, parent_run_id, params=params)
-        for path in (layout.sweep_file, layout.search_space):
+        for path in (layout.sweep_file, layout.resolved, layout.search_space):
             retry(client.log_artifact, parent_run_id, str(path))
     return TrackingTarget(shareable_uri(uri), experiment_id, parent_run_id, sweep.name)
 

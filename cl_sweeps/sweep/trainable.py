@@ -24,12 +24,13 @@ from typing import Any
 import torch
 from ray import tune
 
-from cl_sweeps.config import TrialConfig
+from cl_sweeps import records
+from cl_sweeps.config import TrialConfig, num_tasks_of
 from cl_sweeps.prefix import PrefixStore
+from cl_sweeps.records import SweepLayout
 from cl_sweeps.sequence import resolve_device, run_sequence
 from cl_sweeps.sweep.console import quiet_logs
-from cl_sweeps.sweep.layout import SweepLayout
-from cl_sweeps.sweep.space import SEED_PARAM, config_key, trial_config_for
+from cl_sweeps.sweep.space import trial_config_for
 from cl_sweeps.sweep.tracking import TrackingTarget, TrialRun, read_run_id, write_run_id
 from cl_sweeps.throughput import Throughput
 
@@ -85,9 +86,10 @@ def sample_grids(directory: Path, task: int) -> list[Path]:
 
 def trial_tags(params: dict[str, Any], trial: Any) -> dict[str, str]:
     return {
-        "config_key": config_key(params),
-        "strategy": trial.strategy.name,
-        "seed": str(params[SEED_PARAM]),
+        records.CONFIG_KEY_TAG: records.config_key(params),
+        records.STRATEGY_TAG: trial.strategy.name,
+        records.SEED_TAG: str(params[records.SEED_PARAM]),
+        records.NUM_TASKS_TAG: str(num_tasks_of(trial)),
     }
 
 

@@ -3,7 +3,7 @@
 `run_sweep` validates nothing itself (the SweepConfig it gets is already valid); it lays out the
 output directory, opens the MLflow parent run, connects to Ray (RAY_ADDRESS or a Ray job's
 cluster, else a fresh local Ray), runs the Tuner (or restores it with --resume), then prints
-the best configurations or the Pareto set.
+the end-of-sweep summary (the frontier over the sweep's objectives).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import logging
 import os
 import time
 import warnings
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -22,20 +23,20 @@ import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
+from cl_sweeps import records
 from cl_sweeps.config import ConfigError, num_tasks_of
 from cl_sweeps.credentials import redact_uri
 from cl_sweeps.frontier.tracking import log_sweep_metrics
 from cl_sweeps.metrics import is_known_metric
 from cl_sweeps.prefix import PrefixStore
-from cl_sweeps.sweep import records
+from cl_sweeps.records import SweepLayout
 from cl_sweeps.sweep.console import QuietConsole, quiet_logs, quiet_ray_output
 from cl_sweeps.sweep.dashboard import SweepDashboard, ended_trials
-from cl_sweeps.sweep.layout import SweepLayout, base_directory, with_absolute_paths
+from cl_sweeps.sweep.layout import base_directory, with_absolute_paths
 from cl_sweeps.sweep.moasha import MOASHA, MOASHAScheduler, rung_levels
 from cl_sweeps.sweep.schema import SweepConfig
 from cl_sweeps.sweep.searcher import build_searcher
-from cl_sweeps.sweep.space import SEED_PARAM, SearchSpace, config_key, expected_tasks, num_trials
-from cl_sweeps.sweep.summary import compute_spent, format_summary, status_counts
+from cl_sweeps.sweep.space import SearchSpace, expected_tasks, num_trials
 from cl_sweeps.sweep.tracking import (
     TrackingTarget,
     finalize_trial_run,
@@ -65,10 +66,9 @@ class TrialRecorder(tune.Callback):
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         params = dict(trial.config)
         directory = self._dir(trial)
-        records.write_params(
-            directory, trial.trial_id, config_key(params), params[SEED_PARAM], params
-        )
-        records.write_status(directory, "RUNNING")
+        tasks = expected_tasks(self.context.base, params, list(self.context.seed_keys))
+        records.write_params(directory, trial.trial_id, params, tasks)
+        records.write_status(directory, records.RUNNING)
 
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
@@ -80,14 +80,14 @@ class TrialRecorder(tune.Callback):
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         tasks = expected_tasks(self.context.base, dict(trial.config), list(self.context.seed_keys))
         done = int((trial.last_result or {}).get("task", -1)) >= tasks - 1
-        self._end(trial, "COMPLETED" if done else "PRUNED", None)
+        self._end(trial, records.COMPLETED if done else records.PRUNED, None)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._end(trial, "FAILED", _error_text(trial))
+        self._end(trial, records.FAILED, _error_text(trial))
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         error = _error_text(trial)
-        records.write_status(self._dir(trial), "RUNNING", f"restarting after: {error}")
+        records.write_status(self._dir(trial), records.RUNNING, f"restarting after: {error}")
 
     def _end(self, trial: Any, status: str, error: str | None) -> None:
         records.write_status(self._dir(trial), status, error)
@@ -109,22 +109,28 @@ def _error_text(trial: Any) -> str:
 # --- output directory and state -------------------------------------------------------------
 
 
-def _canonical_hash(raw: dict[str, Any]) -> str:
-    return hashlib.sha1(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()
+def resolved_config(sweep: SweepConfig) -> dict[str, Any]:
+    """The sweep as it runs (after --set, defaults filled, paths absolute), as plain data."""
+    return sweep.model_dump(mode="json")
+
+
+def _canonical_hash(data: dict[str, Any]) -> str:
+    return hashlib.sha1(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def prepare_output(
     layout: SweepLayout,
     sweep: SweepConfig,
     space: SearchSpace,
-    raw: dict[str, Any],
     file_text: str,
     overrides: list[str],
     resume: bool,
 ) -> dict[str, Any]:
-    """Check the output_dir against --resume, write sweep.yaml and search_space.json; return the
-    saved sweep state (the MLflow parent run id once known)."""
-    digest = _canonical_hash(raw)
+    """Check the output_dir against --resume; write sweep.yaml (as submitted), the resolved
+    sweep config (what every later reader uses) and search_space.json; return the saved sweep
+    state (the MLflow parent run id once known)."""
+    resolved = resolved_config(sweep)
+    digest = _canonical_hash(resolved)
     if resume:
         if not layout.state.is_file():
             raise ConfigError(
@@ -133,9 +139,12 @@ def prepare_output(
             )
         state = json.loads(layout.state.read_text())
         if state.get("config_hash") != digest:
+            saved = records.read_yaml_mapping(layout.resolved) or {}
+            changed = sorted(k for k in {*saved, *resolved} if saved.get(k) != resolved.get(k))
             raise ConfigError(
-                f"--resume: the sweep file (with --set overrides) differs from the one that "
-                f"started the sweep, saved in {layout.sweep_file}; resume with the same file"
+                f"--resume: the sweep (file with --set overrides) differs from the one that "
+                f"started it, saved in {layout.resolved}, in: {', '.join(changed) or '?'}; "
+                "resume with the same file and --set options"
             )
         return state
     if layout.state.is_file() or (layout.trials.is_dir() and any(layout.trials.iterdir())):
@@ -148,6 +157,7 @@ def prepare_output(
     if overrides:
         text += "\n# applied with --set: " + " ".join(overrides) + "\n"
     layout.sweep_file.write_text(text)
+    records.write_yaml(layout.resolved, resolved)
     records.write_json(layout.search_space, space.describe())
     state = {"name": sweep.name, "config_hash": digest, "created": time.time(),
              "parent_run_id": None}
@@ -217,7 +227,7 @@ def make_scheduler(sweep: SweepConfig) -> ASHAScheduler | MOASHAScheduler | None
             [m for m, _ in pairs], [mode for _, mode in pairs], levels,
             sweep.scheduler.reduction_factor,
         )
-        return MOASHAScheduler(core, config_key)
+        return MOASHAScheduler(core, records.config_key)
     metric, mode = sweep.scheduler_metric()
     return ASHAScheduler(
         time_attr="task",
@@ -316,7 +326,6 @@ def mlflow_ui_command(uri: str, experiment_id: str | None = None) -> str:
 
 def run_sweep(
     sweep: SweepConfig,
-    raw: dict[str, Any],
     file_text: str,
     *,
     overrides: list[str] | None = None,
@@ -333,7 +342,7 @@ def run_sweep(
     layout = SweepLayout(Path(sweep.output_dir))
     space = SearchSpace(sweep)
     check_optuna_study(sweep, resume)
-    state = prepare_output(layout, sweep, space, raw, file_text, overrides or [], resume)
+    state = prepare_output(layout, sweep, space, file_text, overrides or [], resume)
     uri, _ = resolve_tracking_uri(sweep, layout)
     trials = num_trials(sweep)
     print(f"sweep {sweep.name!r}: {trials} trials -> {layout.root}", flush=True)
@@ -380,6 +389,20 @@ def prefix_directory(sweep: SweepConfig) -> str | None:
     return str(Path(sweep.storage_path) / f"{sweep.name}-prefixes")
 
 
+def compute_spent(trials: list[records.TrialRecord]) -> dict[str, float]:
+    """Training TFLOPs the trials report (each its full sequence so far, task 0 included) and
+    what the sweep actually spent: a task 0 reused from a shared prefix was computed once."""
+    reported = sum(r.final.get("train_tflops", 0.0) for r in trials)
+    saved = sum(r.final.get("reused_train_tflops", 0.0) for r in trials)
+    reuses = sum(1 for r in trials if r.final.get("reused_train_tflops", 0.0) > 0)
+    return {
+        "sweep_train_tflops_reported": reported,
+        "sweep_train_tflops_spent": reported - saved,
+        "sweep_train_tflops_saved": saved,
+        "prefix_reuses": float(reuses),
+    }
+
+
 def report_compute(
     sweep: SweepConfig, trials: list[records.TrialRecord], tracking: TrackingTarget
 ) -> dict[str, Any]:
@@ -406,38 +429,41 @@ def report_compute(
     return {**spent, "prefixes": prefixes}
 
 
-def print_frontier(layout: SweepLayout, tracking: TrackingTarget) -> None:
-    """The compute-quality frontier of the sweep's trials, written to <output_dir>/frontier and
-    logged on the parent run. A failure here is reported, never fatal: the trials are saved."""
+def print_summary(
+    sweep: SweepConfig, layout: SweepLayout, tracking: TrackingTarget, extra: dict[str, Any]
+) -> None:
+    """The end-of-sweep summary: the frontier of the sweep's records over its own objectives,
+    written to <output_dir>/frontier and best_trials.json (with `extra`, e.g. the compute
+    spent) and logged on the parent run. A failure here is reported, never fatal: the trials
+    are saved."""
     from cl_sweeps.frontier import sweep_end_summary
 
+    objectives = [o.metric for o in sweep.objectives]
+    modes = [o.mode for o in sweep.objectives]
     try:
         step = ended_trials(records.read_trials(layout.trials))  # the dashboard's step
-        text = sweep_end_summary(layout.root, tracking.client(), tracking.parent_run_id, step=step)
+        text = sweep_end_summary(
+            layout.root, tracking.client(), tracking.parent_run_id, objectives, modes, extra,
+            step=step,
+        )
     except Exception as error:  # noqa: BLE001 - the sweep's results must survive a plot failure
-        print(f"frontier not written ({type(error).__name__}: {error}); run "
+        print(f"summary not written ({type(error).__name__}: {error}); run "
               f"`cl-sweeps frontier --sweep-dir {layout.root}`", flush=True)
         return
-    print("\n" + text, flush=True)
+    print(text, flush=True)
 
 
 def finish(
     sweep: SweepConfig, layout: SweepLayout, tracking: TrackingTarget, uri: str, interrupted: bool
 ) -> int:
-    """Print the best configurations / Pareto set, attach them to the parent run, end it
+    """Print the trial counts and the end-of-sweep summary, attach it to the parent run, end it
     (KILLED if the sweep was interrupted: it can be resumed)."""
     trials = records.read_trials(layout.trials)
-    text, chosen = format_summary(sweep.name, trials, sweep.objectives)
-    print("\n" + text, flush=True)
+    counts = Counter(record.status for record in trials)
+    listed = ", ".join(f"{n} {status.lower()}" for status, n in sorted(counts.items()))
+    print(f"\nSweep {sweep.name!r}: {len(trials)} trials ({listed or 'none'})", flush=True)
     compute = report_compute(sweep, trials, tracking)
-    records.write_json(layout.best, {
-        "objectives": [o.model_dump() for o in sweep.objectives],
-        "selection": "best" if len(sweep.objectives) == 1 else "pareto",
-        "configurations": [c.to_dict() for c in chosen],
-        "compute": compute,
-    })
-    print_frontier(layout, tracking)
-    counts = status_counts(trials)
+    print_summary(sweep, layout, tracking, {"compute": compute})
     tags = {f"trials_{k.lower()}": str(v) for k, v in counts.items()}
     finish_sweep_run(tracking, "KILLED" if interrupted else "FINISHED", tags, layout.best)
     print(f"\nresults: {layout.trials} (per trial), {layout.best}", flush=True)
@@ -445,7 +471,7 @@ def finish(
         print(f"MLflow UI: {mlflow_ui_command(uri, tracking.experiment_id)}", flush=True)
     if sweep.optuna_storage:
         print(f"Optuna dashboard: optuna-dashboard {redact_uri(sweep.optuna_storage)}", flush=True)
-    failed = counts.get("FAILED", 0)
+    failed = counts[records.FAILED]
     if failed:
         print(f"warning: {failed} trial(s) failed; see trials/<id>/status.json", flush=True)
     if interrupted:
@@ -454,4 +480,4 @@ def finish(
             f"--set options; a copy of the file is in {layout.sweep_file})", flush=True,
         )
         return 130
-    return 0 if counts.get("COMPLETED", 0) else 1
+    return 0 if counts[records.COMPLETED] else 1

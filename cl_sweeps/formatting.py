@@ -1,4 +1,5 @@
-"""Numbers and tables as text: mean ± std cells, aligned plain text, Markdown."""
+"""Numbers and tables as text: mean ± std cells, aligned plain text, Markdown (the one table
+formatter of the package: per-task tables of `cl-sweeps run`, frontier and report tables)."""
 
 from __future__ import annotations
 
@@ -50,12 +51,17 @@ def config_label(
     return " ".join(parts)
 
 
-def text_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """Left-aligned plain-text columns separated by two spaces."""
+def text_table(
+    headers: Sequence[str], rows: Sequence[Sequence[str]], align: str = "left"
+) -> str:
+    """Plain-text columns separated by two spaces, left- or right-aligned (numbers)."""
     widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
-    return "\n".join(lines)
+
+    def line(cells: Sequence[str]) -> str:
+        padded = (c.ljust(w) if align == "left" else c.rjust(w) for c, w in zip(cells, widths))
+        return "  ".join(padded).rstrip()
+
+    return "\n".join([line(headers), *(line(r) for r in rows)])
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

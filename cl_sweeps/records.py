@@ -1,0 +1,353 @@
+"""The trial records of a sweep: where they live, what one holds, how they are written and read.
+
+The sweep driver writes them (it sees every trial's config, results and end, wherever the trial
+ran, so they are complete on the machine that ran the sweep even on a multi-node cluster);
+frontier, report, status and resume read them. The MLflow reader (frontier/tracking.py) produces
+the same `TrialRecord`s from the runs, using the tag names defined here, so everything
+downstream works on records only and both sources give the same tables by construction.
+
+Layout of a sweep's output_dir (see the README's "Sweep output"):
+
+    sweep.yaml               the file as submitted (--set options noted at its end)
+    sweep_resolved.yaml      the validated sweep after --set, defaults filled, paths absolute:
+                             what ran, and what every later reader uses
+    search_space.json  sweep_state.json  best_trials.json  mlflow.db  optuna.db  mlartifacts/
+    ray/
+    frontier/                tables, plots and summary of the end-of-sweep frontier
+    trials/<trial_id>/       params.json  status.json  metrics.jsonl  metrics.parquet
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cl_sweeps.results import METRICS_JSONL, METRICS_PARQUET, atomic_write, write_task_metrics
+
+log = logging.getLogger(__name__)
+
+PARAMS_FILE = "params.json"
+STATUS_FILE = "status.json"
+SWEEP_FILE = "sweep.yaml"
+RESOLVED_FILE = "sweep_resolved.yaml"
+
+RUNNING, COMPLETED, PRUNED, FAILED = "RUNNING", "COMPLETED", "PRUNED", "FAILED"
+STATUSES = (RUNNING, COMPLETED, PRUNED, FAILED)
+UNKNOWN = "UNKNOWN"  # a record whose status cannot be read
+
+SEED_PARAM = "seed"  # the trial parameter holding the replica's seed
+
+# MLflow names shared by the writer (sweep/tracking.py) and the reader (frontier/tracking.py).
+PARENT_TAG = "mlflow.parentRunId"
+ROLE_TAG = "cl_sweeps.role"  # "sweep" on the parent run, "trial" on nested runs
+SWEEP_TAG = "cl_sweeps.sweep"
+TRIAL_ID_TAG = "trial_id"
+CONFIG_KEY_TAG = "config_key"
+SEED_TAG = "seed"
+STRATEGY_TAG = "strategy"
+NUM_TASKS_TAG = "num_tasks"
+STATUS_TAG = "status"
+ERROR_TAG = "error"
+
+# Metrics whose whole per-task history a record keeps (the others keep only their last value):
+# the ones a frontier or a per-task plot needs, not all of them × T.
+SERIES_METRICS = ("fid", "kld", "ard", "forgetting", "denoise_loss", "train_tflops")
+
+
+@dataclass(frozen=True)
+class SweepLayout:
+    """The files of one sweep under its output_dir."""
+
+    root: Path
+
+    @property
+    def sweep_file(self) -> Path:
+        return self.root / SWEEP_FILE
+
+    @property
+    def resolved(self) -> Path:
+        return self.root / RESOLVED_FILE
+
+    @property
+    def search_space(self) -> Path:
+        return self.root / "search_space.json"
+
+    @property
+    def state(self) -> Path:
+        return self.root / "sweep_state.json"
+
+    @property
+    def best(self) -> Path:
+        return self.root / "best_trials.json"
+
+    @property
+    def mlflow_db(self) -> Path:
+        return self.root / "mlflow.db"
+
+    @property
+    def optuna_db(self) -> Path:
+        """The Optuna study's SQLite file, unless the sweep file sets optuna_storage."""
+        return self.root / "optuna.db"
+
+    @property
+    def mlflow_artifacts(self) -> Path:
+        return self.root / "mlartifacts"
+
+    @property
+    def ray(self) -> Path:
+        return self.root / "ray"
+
+    @property
+    def frontier(self) -> Path:
+        return self.root / "frontier"
+
+    @property
+    def trials(self) -> Path:
+        return self.root / "trials"
+
+    def trial(self, trial_id: str) -> Path:
+        return self.trials / trial_id
+
+
+def config_key(params: dict[str, Any]) -> str:
+    """Short hash of a trial's parameters without the seed: seed replicas share it."""
+    body = {k: v for k, v in params.items() if k != SEED_PARAM}
+    return hashlib.sha1(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+@dataclass
+class TrialRecord:
+    """One trial as reported, whatever the source: identity, params and metric values."""
+
+    trial_id: str
+    config_key: str
+    seed: int | None
+    status: str
+    error: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)  # dotted trial-config keys, no seed
+    final: dict[str, float] = field(default_factory=dict)  # last reported value per metric
+    series: dict[str, dict[int, float]] = field(default_factory=dict)  # metric -> task -> value
+    tasks_done: int = 0
+    num_tasks: int | None = None  # tasks the trial's sequence has (None: not recorded)
+
+
+# --- writing (the sweep driver) ---------------------------------------------------------------
+
+
+def to_json(payload: Any) -> str:
+    """Strict JSON: NaN and ±inf become null (a bare NaN is not JSON); other objects str()."""
+    return json.dumps(_finite(payload), indent=2, default=str, allow_nan=False) + "\n"
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def write_json(path: Path, payload: Any) -> None:
+    """Atomic, strict JSON write (temporary name, then rename)."""
+    text = to_json(payload)
+    atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def write_yaml(path: Path, payload: dict[str, Any]) -> None:
+    text = yaml.safe_dump(payload, sort_keys=False)
+    atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def write_params(directory: Path, trial_id: str, params: dict[str, Any], num_tasks: int) -> None:
+    """params.json: the trial's identity, its sampled parameters (seed included) and its tasks."""
+    write_json(directory / PARAMS_FILE, {
+        "trial_id": trial_id, "config_key": config_key(params), "seed": params.get(SEED_PARAM),
+        "num_tasks": num_tasks, "params": params,
+    })
+
+
+def write_status(directory: Path, status: str, error: str | None = None) -> None:
+    if status not in STATUSES:
+        raise ValueError(f"unknown trial status {status!r}; allowed: {', '.join(STATUSES)}")
+    write_json(directory / STATUS_FILE, {"status": status, "error": error})
+
+
+def read_history(directory: Path) -> list[dict[str, Any]]:
+    """The per-task rows of metrics.jsonl; a line cut by a crash ends the usable history."""
+    path = directory / METRICS_JSONL
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return rows
+
+
+def record_task(directory: Path, row: dict[str, Any]) -> list[dict[str, Any]]:
+    """Add one task's metrics; a task reported again (after a restart) replaces the old row and
+    everything after it, so each task appears once."""
+    task = int(row["task"])
+    history = [r for r in read_history(directory) if int(r["task"]) < task] + [row]
+    write_task_metrics(directory, history)
+    return history
+
+
+# --- reading (frontier, report, status, resume) -----------------------------------------------
+
+
+def records_from_rows(rows: list[dict[str, Any]]) -> tuple[dict[str, float], dict, int]:
+    """Final values, per-task series and the number of tasks done from per-task metric rows."""
+    rows = sorted((r for r in rows if r.get("task") is not None), key=lambda r: int(r["task"]))
+    final: dict[str, float] = {}
+    series: dict[str, dict[int, float]] = {}
+    for row in rows:
+        task = int(row["task"])
+        for name, value in row.items():
+            if name == "task" or value is None or isinstance(value, str | bool | list | dict):
+                continue
+            final[name] = float(value)  # rows are in task order: the last one wins
+            if name in SERIES_METRICS:
+                series.setdefault(name, {})[task] = float(value)
+    return final, series, len({int(r["task"]) for r in rows})
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        if path.exists():
+            log.warning("cannot read %s: %s", path, error)
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _metric_rows(directory: Path) -> list[dict[str, Any]]:
+    """Rows of metrics.parquet, or of metrics.jsonl if the Parquet file is missing or broken."""
+    parquet = directory / METRICS_PARQUET
+    if parquet.is_file():
+        import pyarrow.parquet as pq
+
+        try:
+            return pq.read_table(parquet).to_pylist()
+        except Exception as error:  # noqa: BLE001 - a damaged file must not hide the other trials
+            log.warning("cannot read %s (%s); trying %s", parquet, error, METRICS_JSONL)
+    return read_history(directory)
+
+
+def read_trial(directory: Path) -> TrialRecord:
+    """One trial from trials/<trial_id>/; unreadable files give status UNKNOWN, never raise."""
+    meta = _read_json(directory / PARAMS_FILE) or {}
+    status_data = _read_json(directory / STATUS_FILE) or {}
+    params = dict(meta.get("params") or {})
+    seed = meta.get("seed", params.get(SEED_PARAM))
+    params.pop(SEED_PARAM, None)
+    status = str(status_data.get("status") or UNKNOWN).upper()
+    error = status_data.get("error")
+    if not meta:
+        error = error or f"{PARAMS_FILE} missing or unreadable"
+        status = UNKNOWN
+    final, series, tasks_done = records_from_rows(_metric_rows(directory))
+    num_tasks = meta.get("num_tasks")
+    return TrialRecord(
+        trial_id=str(meta.get("trial_id") or directory.name),
+        config_key=str(meta.get("config_key") or config_key(params)),
+        seed=None if seed is None else int(seed),
+        status=status,
+        error=error,
+        params=params,
+        final=final,
+        series=series,
+        tasks_done=tasks_done,
+        num_tasks=num_tasks if isinstance(num_tasks, int) else None,
+    )
+
+
+def read_trials(trials_dir: Path) -> list[TrialRecord]:
+    """Every recorded trial, in trial-id order."""
+    if not trials_dir.is_dir():
+        return []
+    return [
+        read_trial(d) for d in sorted(trials_dir.iterdir())
+        if d.is_dir() and not d.name.startswith(".")
+    ]
+
+
+def read_yaml_mapping(path: Path) -> dict[str, Any] | None:
+    """A YAML mapping, or None if the file is absent or unreadable."""
+    if not path.is_file():
+        return None
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        log.warning("cannot read %s: %s", path, error)
+        return None
+    return data if isinstance(data, dict) else None
+
+
+@dataclass
+class SweepSource:
+    """What a reader found: the trials, the resolved sweep config (if any) and where MLflow
+    keeps the sweep."""
+
+    records: list[TrialRecord]
+    resolved: dict[str, Any] | None = None
+    description: str = ""
+    parent_run_id: str | None = None
+    client: Any = None  # an MlflowClient when read from MLflow
+
+
+def read_sweep_dir(sweep_dir: str | Path) -> SweepSource:
+    """All trials under <sweep_dir>/trials/ (trial-id order) and the resolved sweep config."""
+    layout = SweepLayout(Path(sweep_dir))
+    if not layout.trials.is_dir():
+        raise FileNotFoundError(
+            f"{layout.trials} does not exist; --sweep-dir must be a sweep's output_dir "
+            f"(the folder holding {SWEEP_FILE} and trials/)"
+        )
+    resolved = read_yaml_mapping(layout.resolved)
+    records = read_trials(layout.trials)
+    complete_records(records, resolved)
+    return SweepSource(records, resolved, description=str(layout.root))
+
+
+def base_value(resolved: dict[str, Any] | None, dotted: str) -> Any:
+    """The value the resolved sweep's base trial has for a dotted key (None if absent)."""
+    node: Any = (resolved or {}).get("base") or {}
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def complete_records(records: list[TrialRecord], resolved: dict[str, Any] | None) -> None:
+    """Fill what a record may lack from the resolved sweep: the strategy of a sweep that does
+    not search it, and the number of tasks of records written without it."""
+    strategy = base_value(resolved, "strategy.name") or "naive"
+    for record in records:
+        record.params.setdefault("strategy.name", strategy)
+        if record.num_tasks is None and resolved is not None:
+            record.num_tasks = trial_num_tasks(resolved, record.params)
+
+
+def trial_num_tasks(resolved: dict[str, Any], params: dict[str, Any]) -> int | None:
+    """The tasks of the trial with these params in this resolved sweep (None if not valid)."""
+    from cl_sweeps.config import ConfigError, num_tasks_of, parse_trial_config, set_dotted
+
+    data = json.loads(json.dumps(resolved.get("base") or {}))
+    for key, value in params.items():
+        set_dotted(data, key, value)
+    try:
+        return num_tasks_of(parse_trial_config(data))
+    except ConfigError:
+        return None
