@@ -8,7 +8,30 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-TASK_PREFIXES = ("denoise_loss_task_", "fid_task_")  # followed by the 0-based task index k
+# The names, as constants for the code that computes them (never string literals there).
+TASK = "task"
+DENOISE_LOSS = "denoise_loss"
+FID = "fid"
+FID_FINAL = "fid_final"
+FID_AVG = "fid_avg"
+FORGETTING = "forgetting"
+KLD = "kld"
+ARD = "ard"
+CLASSIFIER_ACCURACY = "classifier_accuracy"
+TRAIN_TFLOPS = "train_tflops"
+TASK_TRAIN_TFLOPS = "task_train_tflops"
+REUSED_TRAIN_TFLOPS = "reused_train_tflops"
+EVAL_TFLOPS = "eval_tflops"
+TRAIN_SECONDS = "train_seconds"
+REPLAY_GENERATION_SECONDS = "replay_generation_seconds"
+EVAL_SECONDS = "eval_seconds"
+ACCELERATOR_SECONDS = "accelerator_seconds"
+PEAK_MEMORY_MB = "peak_memory_mb"
+DENOISE_LOSS_TASK = "denoise_loss_task_"  # + task index
+FID_TASK = "fid_task_"  # + task index
+FORWARDS = "forwards_"  # + the purpose of the image-forwards (evaluation/compute.py)
+
+TASK_PREFIXES = (DENOISE_LOSS_TASK, FID_TASK)  # followed by the 0-based task index k
 
 
 @dataclass(frozen=True)
@@ -22,16 +45,16 @@ AFTER_EACH_TASK = "after each task (step = task index)"
 AFTER_LAST_TASK = "after the last task"
 
 METRICS: tuple[MetricSpec, ...] = (
-    MetricSpec("task", "0-based index of the task just learned", AFTER_EACH_TASK),
+    MetricSpec(TASK, "0-based index of the task just learned", AFTER_EACH_TASK),
     MetricSpec(
-        "denoise_loss",
+        DENOISE_LOSS,
         "mean noise-prediction MSE on the test images of all seen tasks (fixed noise and "
         "timesteps per image, so values are comparable across tasks and trials)",
         AFTER_EACH_TASK,
     ),
     MetricSpec("denoise_loss_task_<k>", "the same on task k's test images only", AFTER_EACH_TASK),
     MetricSpec(
-        "fid",
+        FID,
         "stream FID: n_eval_samples generated images vs the test images of all seen tasks, in "
         "the feature space of evaluation.fid_features (classifier penultimate or Inception-2048)",
         AFTER_EACH_TASK,
@@ -43,40 +66,40 @@ METRICS: tuple[MetricSpec, ...] = (
         "(the task is forgotten)",
         AFTER_EACH_TASK,
     ),
-    MetricSpec("fid_final", "the stream FID after the last task", AFTER_LAST_TASK),
-    MetricSpec("fid_avg", "mean of fid_task_<k> over all tasks after the last task", AFTER_LAST_TASK),
+    MetricSpec(FID_FINAL, "the stream FID after the last task", AFTER_LAST_TASK),
+    MetricSpec(FID_AVG, "mean of fid_task_<k> over all tasks after the last task", AFTER_LAST_TASK),
     MetricSpec(
-        "forgetting",
+        FORGETTING,
         "mean over tasks k < T-1 of fid_task_<k> after the last task minus fid_task_<k> right "
         "after task k was learned (NaN for a single task)",
         AFTER_LAST_TASK,
     ),
     MetricSpec(
-        "kld",
+        KLD,
         "KL(true class histogram of the seen test data ‖ histogram of the classes the evaluation "
         "classifier predicts for the generated images), +1e-8 smoothing",
         AFTER_EACH_TASK,
     ),
-    MetricSpec("ard", "absolute ratio difference ½ Σ_c abs(ρ_true(c) − ρ_gen(c))", AFTER_EACH_TASK),
+    MetricSpec(ARD, "absolute ratio difference ½ Σ_c abs(ρ_true(c) − ρ_gen(c))", AFTER_EACH_TASK),
     MetricSpec(
-        "classifier_accuracy",
+        CLASSIFIER_ACCURACY,
         "test accuracy of the evaluation classifier (trained once on the full training set)",
         AFTER_EACH_TASK,
     ),
     MetricSpec(
-        "train_tflops",
+        TRAIN_TFLOPS,
         "cumulative training compute in TFLOPs: student forward+backward, teacher generation "
         "and teacher targets (image-forwards × measured FLOPs per image-forward)",
         AFTER_EACH_TASK,
     ),
-    MetricSpec("task_train_tflops", "training TFLOPs of this task alone", AFTER_EACH_TASK),
+    MetricSpec(TASK_TRAIN_TFLOPS, "training TFLOPs of this task alone", AFTER_EACH_TASK),
     MetricSpec(
-        "reused_train_tflops",
+        REUSED_TRAIN_TFLOPS,
         "the part of train_tflops this trial took from a shared task-0 prefix instead of "
         "computing it (0 if it computed its own; see share_prefix)",
         AFTER_EACH_TASK,
     ),
-    MetricSpec("eval_tflops", "cumulative evaluation-sampling TFLOPs", AFTER_EACH_TASK),
+    MetricSpec(EVAL_TFLOPS, "cumulative evaluation-sampling TFLOPs", AFTER_EACH_TASK),
     MetricSpec(
         "forwards_student_train",
         "cumulative UNet image-forwards of the student in training (each with a backward)",
@@ -98,22 +121,22 @@ METRICS: tuple[MetricSpec, ...] = (
         AFTER_EACH_TASK,
     ),
     MetricSpec(
-        "train_seconds", "cumulative wall-clock seconds of training (replay generation included)",
+        TRAIN_SECONDS, "cumulative wall-clock seconds of training (replay generation included)",
         AFTER_EACH_TASK,
     ),
     MetricSpec(
-        "replay_generation_seconds",
+        REPLAY_GENERATION_SECONDS,
         "the part of train_seconds spent generating replay with the teacher",
         AFTER_EACH_TASK,
     ),
-    MetricSpec("eval_seconds", "cumulative wall-clock seconds of evaluation", AFTER_EACH_TASK),
+    MetricSpec(EVAL_SECONDS, "cumulative wall-clock seconds of evaluation", AFTER_EACH_TASK),
     MetricSpec(
-        "accelerator_seconds",
+        ACCELERATOR_SECONDS,
         "(train_seconds + eval_seconds) × accelerators held by the trial (0 on CPU)",
         AFTER_EACH_TASK,
     ),
     MetricSpec(
-        "peak_memory_mb",
+        PEAK_MEMORY_MB,
         "peak accelerator memory allocated (CUDA), or the process's peak resident memory (CPU)",
         AFTER_EACH_TASK,
     ),

@@ -17,6 +17,7 @@ import torch
 from diffusers import UNet2DModel
 from tqdm.auto import tqdm
 
+from cl_sweeps import metrics as M
 from cl_sweeps.checkpoint import (
     load_checkpoint,
     save_checkpoint,
@@ -27,6 +28,7 @@ from cl_sweeps.data import ImageSet, TaskStream, build_task_stream, load_source
 from cl_sweeps.data.augment import augmented
 from cl_sweeps.diffusion import DDIMSampler, build_scheduler, build_unet
 from cl_sweeps.evaluation.compute import (
+    EVAL_SAMPLING,
     TRAIN_PURPOSES,
     ForwardCounter,
     PhaseTimer,
@@ -225,7 +227,7 @@ class Engine:
     def evaluate(self, task_index: int, tflops_before: float) -> dict[str, float]:
         """Denoising loss per seen task, generation metrics, and compute so far."""
         cfg = self.config
-        metrics: dict[str, float] = {"task": task_index}
+        metrics: dict[str, float] = {M.TASK: task_index}
         with self.timer.phase("evaluation"):
             losses = []
             for k in range(task_index + 1):
@@ -235,9 +237,9 @@ class Engine:
                         self.model, self.scheduler, images, seed=cfg.seed * 1000 + k,
                         batch_size=cfg.evaluation.eval_batch_size,
                     )
-                metrics[task_metric("denoise_loss_task_", k)] = value
+                metrics[task_metric(M.DENOISE_LOSS_TASK, k)] = value
                 losses.append(value)
-            metrics["denoise_loss"] = sum(losses) / len(losses)
+            metrics[M.DENOISE_LOSS] = sum(losses) / len(losses)
             metrics.update(self.evaluator(self.model, task_index, self.sample_dir))
         if task_index == len(self.stream) - 1:
             metrics.update(self.final_metrics(metrics))
@@ -252,13 +254,13 @@ class Engine:
         """fid_final, fid_avg and forgetting from the FID matrix of the whole sequence."""
         rows = [*self.history, last]
         matrix = [
-            {k: row[task_metric("fid_task_", k)] for k in range(int(row["task"]) + 1)}
+            {k: row[task_metric(M.FID_TASK, k)] for k in range(int(row[M.TASK]) + 1)}
             for row in rows
         ]
         return {
-            "fid_final": last["fid"],
-            "fid_avg": fid_avg(matrix[-1]),
-            "forgetting": forgetting(matrix),
+            M.FID_FINAL: last[M.FID],
+            M.FID_AVG: fid_avg(matrix[-1]),
+            M.FORGETTING: forgetting(matrix),
         }
 
     def training_tflops(self) -> float:
@@ -272,16 +274,16 @@ class Engine:
         wall = seconds["train"] + seconds["evaluation"]
         train_tflops = self.training_tflops()
         return {
-            "train_tflops": train_tflops,
-            "task_train_tflops": train_tflops - tflops_before,
-            "reused_train_tflops": self.reused_train_tflops,
-            "eval_tflops": spent["eval_sampling"] / 1e12,
-            **{f"forwards_{p}": float(n) for p, n in counts.items()},
-            "train_seconds": seconds["train"],
-            "replay_generation_seconds": seconds["replay_generation"],
-            "eval_seconds": seconds["evaluation"],
-            "accelerator_seconds": wall * self.accelerators_held,
-            "peak_memory_mb": peak_memory_mb(self.device),
+            M.TRAIN_TFLOPS: train_tflops,
+            M.TASK_TRAIN_TFLOPS: train_tflops - tflops_before,
+            M.REUSED_TRAIN_TFLOPS: self.reused_train_tflops,
+            M.EVAL_TFLOPS: spent[EVAL_SAMPLING] / 1e12,
+            **{f"{M.FORWARDS}{p}": float(n) for p, n in counts.items()},
+            M.TRAIN_SECONDS: seconds["train"],
+            M.REPLAY_GENERATION_SECONDS: seconds["replay_generation"],
+            M.EVAL_SECONDS: seconds["evaluation"],
+            M.ACCELERATOR_SECONDS: wall * self.accelerators_held,
+            M.PEAK_MEMORY_MB: peak_memory_mb(self.device),
         }
 
 

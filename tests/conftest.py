@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import torch
+from helpers import SMALL_TRIAL
 
 from cl_sweeps.config import TrialConfig
 
@@ -23,27 +24,6 @@ def _one_thread_and_cache(tmp_path_factory: pytest.TempPathFactory):
     yield
     mp.undo()
     torch.set_num_threads(previous)
-
-
-SMALL_TRIAL: dict[str, Any] = {
-    "seed": 3,
-    "device": "cpu",
-    "data": {
-        "dataset": "digits",
-        "tasks": [[0, 1], [2, 3], [4, 5]],
-        "max_train_per_class": 40,
-        "max_test_per_class": 12,
-    },
-    "strategy": {"name": "naive"},
-    "train": {"iterations_per_task": 4, "batch_size": 16},
-    "evaluation": {
-        "n_eval_samples": 40,
-        "eval_steps": 2,
-        "denoise_eval_per_task": 16,
-        "classifier_epochs": 2,
-        "sample_grid_size": 16,
-    },
-}
 
 
 def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

@@ -7,12 +7,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from helpers import tiny_sweep
+
+from cl_sweeps import records
 from cl_sweeps.cli import main
-from cl_sweeps.sweep import records
+from cl_sweeps.records import SEED_PARAM
 from cl_sweeps.sweep.bench_search import load_table, run_bench_search
 from cl_sweeps.sweep.schema import parse_sweep_config
-from cl_sweeps.sweep.space import SEED_PARAM, SearchSpace, config_key
-from cl_sweeps.sweep.testing import tiny_sweep, write_yaml
+from cl_sweeps.sweep.space import SearchSpace
 
 # (strategy, replay_ratio) -> (fid, train_tflops) after each of the 3 tasks
 RESULTS = {
@@ -28,13 +30,14 @@ def write_grid(root: Path) -> Path:
     sweep = tiny_sweep("bench", root, num_samples=None, search_algorithm="grid", seeds=[0])
     sweep["search"] = {"strategy.name": ["naive", "er", "generative_distillation"],
                        "strategy.replay_ratio": [0.5, 1.0]}
-    write_yaml(root / "sweep.yaml", sweep)
-    space = SearchSpace(parse_sweep_config(sweep))
+    parsed = parse_sweep_config(sweep)
+    records.write_yaml(records.SweepLayout(root).resolved, parsed.model_dump(mode="json"))
+    space = SearchSpace(parsed)
     for index, point in enumerate(space.grid_points()):
         params = {**space.to_fields(point), SEED_PARAM: 0}
         name = params["strategy.name"]
         directory = root / "trials" / f"t{index}"
-        records.write_params(directory, f"t{index}", config_key(params), 0, params)
+        records.write_params(directory, f"t{index}", params, 3)
         for task, (fid, tflops) in enumerate(RESULTS[(name, params.get("strategy.replay_ratio"))]):
             row = {"task": task, "fid": float(fid), "train_tflops": tflops}
             if task == 2:
@@ -77,7 +80,7 @@ def test_part_of_the_grid_from_another_sweep_of_the_same_base(tmp_path: Path) ->
     root = write_grid(tmp_path / "grid")
     extra = tmp_path / "extra"
     (extra / "trials").mkdir(parents=True)
-    shutil.copy(root / "sweep.yaml", extra / "sweep.yaml")
+    shutil.copy(root / "sweep_resolved.yaml", extra / "sweep_resolved.yaml")
     for directory in sorted((root / "trials").iterdir())[-2:]:  # the two GD trials
         shutil.move(str(directory), extra / "trials" / directory.name)
     with pytest.raises(ValueError, match="has no trial for"):

@@ -8,7 +8,7 @@ import sys
 
 import pyarrow.parquet as pq
 import yaml
-from conftest import SMALL_TRIAL
+from helpers import SMALL_TRIAL
 
 
 def _run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:

@@ -8,12 +8,12 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from helpers import tiny_sweep
 from ray.tune.schedulers import TrialScheduler
 
 from cl_sweeps.config import ConfigError
 from cl_sweeps.sweep.moasha import MOASHA, MOASHAScheduler, nondominated_order, rung_levels
 from cl_sweeps.sweep.schema import check_sweep, parse_sweep_config
-from cl_sweeps.sweep.testing import tiny_sweep
 from cl_sweeps.sweep.tuner import make_scheduler
 
 FID, TFLOPS = "fid", "train_tflops"

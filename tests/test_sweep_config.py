@@ -12,6 +12,7 @@ from typing import Any
 
 import optuna
 import pytest
+from helpers import tiny_sweep, write_yaml
 
 from cl_sweeps.config import ConfigError, TrialConfig
 from cl_sweeps.credentials import redact_uri
@@ -25,7 +26,6 @@ from cl_sweeps.sweep.space import (
     num_configurations,
     trial_config_for,
 )
-from cl_sweeps.sweep.testing import tiny_sweep, write_yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SEARCH_SPACES = sorted((REPO / "search_spaces").glob("*.yaml"))

@@ -11,9 +11,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from mlflow.tracking import MlflowClient
-
-from cl_sweeps.sweep.testing import (
+from helpers import (
     background,
     child_env,
     free_port,
@@ -22,6 +20,7 @@ from cl_sweeps.sweep.testing import (
     wait_until,
     write_yaml,
 )
+from mlflow.tracking import MlflowClient
 
 REPO = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).parent / "ray")
@@ -80,7 +79,7 @@ def test_ray_job_submit_runs_the_sweep(tmp_path: Path) -> None:
             ]
             code, log = run(submit, env, tmp_path / "submit.log", timeout_s=600)
             assert code == 0, log[-5000:]
-            assert "succeeded" in log and "Pareto set" in log
+            assert "succeeded" in log and "on the Pareto frontier" in log
     finally:
         shutil.rmtree(temp_dir, ignore_errors=True)
 

@@ -9,9 +9,7 @@ import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
-from mlflow.tracking import MlflowClient
-
-from cl_sweeps.sweep.testing import (
+from helpers import (
     TINY_TASKS,
     child_env,
     mlflow_server,
@@ -19,6 +17,7 @@ from cl_sweeps.sweep.testing import (
     tiny_sweep,
     write_yaml,
 )
+from mlflow.tracking import MlflowClient
 
 CLI = str(Path(sys.executable).parent / "cl-sweeps")
 STEPS = list(range(TINY_TASKS))
@@ -44,7 +43,8 @@ def test_optuna_sweep_logs_every_trial_to_an_mlflow_server(tmp_path: Path) -> No
         parent = parents[0]
         assert parent.info.run_name == "server-sweep" and parent.info.status == "FINISHED"
         parent_files = {a.path for a in client.list_artifacts(parent.info.run_id)}
-        assert {"sweep.yaml", "search_space.json", "best_trials.json"} <= parent_files
+        assert {"sweep.yaml", "sweep_resolved.yaml", "search_space.json", "best_trials.json"} \
+            <= parent_files
 
         for trial in trials:
             run_id, tags, params = trial.info.run_id, trial.data.tags, trial.data.params
@@ -75,5 +75,5 @@ def test_optuna_sweep_logs_every_trial_to_an_mlflow_server(tmp_path: Path) -> No
             assert json.loads((directory / "status.json").read_text())["status"] == "COMPLETED"
             table = pq.read_table(directory / "metrics.parquet")
             assert table.column("task").to_pylist() == STEPS
-    assert "Pareto set over fid_final (min), train_tflops (min)" in log
+    assert "configurations on the Pareto frontier over (fid_final, train_tflops)" in log
     assert not (out / "mlflow.db").exists()  # everything went to the server

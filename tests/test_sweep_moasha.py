@@ -10,10 +10,9 @@ import sys
 from pathlib import Path
 
 import optuna
+from helpers import child_env, run, tiny_sweep, write_yaml
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
-
-from cl_sweeps.sweep.testing import child_env, run, tiny_sweep, write_yaml
 
 CLI = str(Path(sys.executable).parent / "cl-sweeps")
 

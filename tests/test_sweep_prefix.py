@@ -9,9 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import child_env, run, tiny_sweep, write_yaml
 from mlflow.tracking import MlflowClient
-
-from cl_sweeps.sweep.testing import child_env, run, tiny_sweep, write_yaml
 
 CLI = str(Path(sys.executable).parent / "cl-sweeps")
 

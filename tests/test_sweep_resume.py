@@ -14,11 +14,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from mlflow.tracking import MlflowClient
-from optuna.trial import TrialState
-
-from cl_sweeps.metrics import TASK_PREFIXES
-from cl_sweeps.sweep.testing import (
+from helpers import (
     TINY_TASKS,
     background,
     child_env,
@@ -27,6 +23,10 @@ from cl_sweeps.sweep.testing import (
     wait_until,
     write_yaml,
 )
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from cl_sweeps.metrics import TASK_PREFIXES
 
 CLI = str(Path(sys.executable).parent / "cl-sweeps")
 STEPS = list(range(TINY_TASKS))
@@ -127,7 +127,8 @@ def test_crashed_trial_resumes_at_its_task_and_early_stopped_trial_is_pruned(
     assert_each_step_once(uri, runs["1.0"])
     assert runs["0.25"].info.status == "KILLED" and runs["0.25"].data.tags["status"] == "PRUNED"
     assert_each_step_once(uri, runs["0.25"], tasks=2)
-    assert "Best configurations by fid_final (min)" in log and "1 pruned" in log
+    assert "1 of 1 configurations on the Pareto frontier over (fid_final)" in log
+    assert "excluded: 1 pruned" in log
 
 
 def test_sweep_continues_with_resume_after_its_driver_died(tmp_path: Path) -> None:
@@ -175,7 +176,7 @@ def test_sweep_continues_with_resume_after_its_driver_died(tmp_path: Path) -> No
     for run_ in nested:
         assert run_.info.status == "FINISHED" and run_.data.tags["status"] == "COMPLETED"
         assert_each_step_once(uri, run_)
-    assert "Pareto set" in log
+    assert "configurations on the Pareto frontier over" in log
 
     code, log = run([CLI, "sweep", str(path)], env, tmp_path / "again.log", timeout_s=120)
     assert code == 2 and "already holds a sweep" in log

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import optuna
 import pytest
+from helpers import TINY_TASKS, tiny_sweep
 
 from cl_sweeps import records
 from cl_sweeps.sweep.schema import parse_sweep_config
 from cl_sweeps.sweep.searcher import build_searcher
 from cl_sweeps.sweep.space import SearchSpace, num_configurations
-from cl_sweeps.sweep.testing import TINY_TASKS, tiny_sweep
 
 LAST = TINY_TASKS - 1
 

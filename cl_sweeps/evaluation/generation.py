@@ -14,6 +14,7 @@ import torch
 from diffusers import UNet2DModel
 from torch import nn
 
+from cl_sweeps import metrics as M
 from cl_sweeps.config import EvaluationConfig, TrialConfig
 from cl_sweeps.data import TaskStream
 from cl_sweeps.data.sources import SourceData
@@ -151,19 +152,19 @@ class GenerationEvaluator:
         true_hist = class_histogram(seen.labels, self.stream.num_classes)
         gen_hist = class_histogram(predicted, self.stream.num_classes)
         metrics: dict[str, float] = {
-            "fid": compute_fid(seen.images, samples, self.extractor, batch),
-            "kld": kld(true_hist, gen_hist),
-            "ard": ard(true_hist, gen_hist),
-            "classifier_accuracy": self.classifier.test_accuracy,
+            M.FID: compute_fid(seen.images, samples, self.extractor, batch),
+            M.KLD: kld(true_hist, gen_hist),
+            M.ARD: ard(true_hist, gen_hist),
+            M.CLASSIFIER_ACCURACY: self.classifier.test_accuracy,
         }
         per_task = fid_per_task(
             seen.images, seen.labels, samples, predicted,
             self.stream.task_classes[: task_index + 1], self.extractor, batch_size=batch,
         )
         for k, value in per_task.items():
-            metrics[task_metric("fid_task_", k)] = value
+            metrics[task_metric(M.FID_TASK, k)] = value
         self.grid_samples = samples[: self.settings.sample_grid_size]
-        self.write_grid(self.grid_samples, task_index, metrics["fid"], sample_dir)
+        self.write_grid(self.grid_samples, task_index, metrics[M.FID], sample_dir)
         return metrics
 
     def write_grid(

@@ -33,12 +33,12 @@ from typing import Any
 import numpy as np
 import optuna
 
+from cl_sweeps import records
 from cl_sweeps.frontier.hypervolume import hypervolume, reference_point
-from cl_sweeps.sweep import records
-from cl_sweeps.sweep.layout import SweepLayout
+from cl_sweeps.records import SEED_PARAM, SweepLayout, config_key
 from cl_sweeps.sweep.moasha import MOASHA, rung_levels
-from cl_sweeps.sweep.schema import SearchAlgorithmConfig, SweepConfig, load_sweep_config
-from cl_sweeps.sweep.space import SEED_PARAM, SearchSpace, config_key, make_sampler
+from cl_sweeps.sweep.schema import SearchAlgorithmConfig, SweepConfig, parse_sweep_config
+from cl_sweeps.sweep.space import SearchSpace, make_sampler
 
 log = logging.getLogger(__name__)
 
@@ -75,24 +75,37 @@ class Table:
         return float(row["train_tflops"])
 
 
+def resolved_sweep(layout: SweepLayout) -> SweepConfig:
+    """The sweep as it ran (its resolved config)."""
+    resolved = records.read_yaml_mapping(layout.resolved)
+    if resolved is None:
+        raise ValueError(f"{layout.resolved} is missing or unreadable: not a sweep's output_dir")
+    return parse_sweep_config(resolved)
+
+
 def load_table(grid_dir: Path, extra_dirs: Sequence[Path] = ()) -> Table:
-    """The grid sweep under `grid_dir`: its saved sweep file and its trials' records. Finished
-    trials of `extra_dirs` (sweeps with the same base and seed that ran part of the grid, e.g.
-    on more workers) fill in configurations the grid sweep has not finished."""
+    """The grid sweep under `grid_dir`: its resolved sweep config and its trials' records.
+    Finished trials of `extra_dirs` (sweeps with the same base and seed that ran part of the
+    grid, e.g. on more workers) fill in configurations the grid sweep has not finished."""
     layout = SweepLayout(Path(grid_dir))
-    sweep = load_sweep_config(layout.sweep_file)
+    sweep = resolved_sweep(layout)
     if len(sweep.seed_list()) != 1:
-        raise ValueError(f"{layout.sweep_file}: bench-search needs a sweep with one seed")
-    trials = [t for t in records.read_trials(layout.trials) if t.status == "COMPLETED"]
+        raise ValueError(f"{layout.resolved}: bench-search needs a sweep with one seed")
+    found = [(layout, t) for t in records.read_trials(layout.trials)
+             if t.status == records.COMPLETED]
     for extra in extra_dirs:
         other = SweepLayout(Path(extra))
-        other_sweep = load_sweep_config(other.sweep_file)
+        other_sweep = resolved_sweep(other)
         if (other_sweep.base != sweep.base or other_sweep.seed_list() != sweep.seed_list()):
-            raise ValueError(f"{other.sweep_file}: base or seeds differ from {layout.sweep_file}")
-        known = {t.config_key for t in trials}
-        trials += [t for t in records.read_trials(other.trials)
-                   if t.status == "COMPLETED" and t.config_key not in known]
-    rows = {t.config_key: sorted(t.history, key=lambda r: int(r["task"])) for t in trials}
+            raise ValueError(f"{other.resolved}: base or seeds differ from {layout.resolved}")
+        known = {t.config_key for _, t in found}
+        found += [(other, t) for t in records.read_trials(other.trials)
+                  if t.status == records.COMPLETED and t.config_key not in known]
+    rows = {
+        t.config_key: sorted(records.read_history(where.trial(t.trial_id)),
+                             key=lambda r: int(r["task"]))
+        for where, t in found
+    }
     space = SearchSpace(sweep)
     order = []
     for point in space.grid_points():

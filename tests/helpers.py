@@ -1,4 +1,4 @@
-"""Support for the sweep tests (tests/test_sweep_*.py): tiny sweep files and real processes.
+"""Test scaffolding: the small trial config, tiny sweep files and real processes.
 
 Everything here starts real components (cl-sweeps, mlflow server, a Ray head) as child processes
 in their own session, so that a test can always stop exactly what it started, by process group.
@@ -22,26 +22,27 @@ from typing import Any
 
 import yaml
 
-TINY_BASE: dict[str, Any] = {
+# The one small trial of the tests: seconds on one CPU (the engine, CLI and sweep tests use it).
+SMALL_TRIAL: dict[str, Any] = {
+    "seed": 3,
     "device": "cpu",
     "data": {
         "dataset": "digits",
         "tasks": [[0, 1], [2, 3], [4, 5]],
-        "max_train_per_class": 20,
-        "max_test_per_class": 10,
+        "max_train_per_class": 40,
+        "max_test_per_class": 12,
     },
-    "model": {"preset": "tiny"},
-    "train": {"iterations_per_task": 3, "batch_size": 16},
+    "strategy": {"name": "naive"},
+    "train": {"iterations_per_task": 4, "batch_size": 16},
     "evaluation": {
-        "n_eval_samples": 16,
+        "n_eval_samples": 40,
         "eval_steps": 2,
-        "eval_batch_size": 16,
-        "sample_grid_size": 4,
-        "classifier_epochs": 1,
-        "denoise_eval_per_task": 8,
+        "denoise_eval_per_task": 16,
+        "classifier_epochs": 2,
+        "sample_grid_size": 16,
     },
 }
-TINY_TASKS = len(TINY_BASE["data"]["tasks"])
+TINY_TASKS = len(SMALL_TRIAL["data"]["tasks"])
 
 
 def tiny_sweep(name: str, output_dir: Path, **keys: Any) -> dict[str, Any]:
@@ -49,7 +50,7 @@ def tiny_sweep(name: str, output_dir: Path, **keys: Any) -> dict[str, Any]:
     sweep = {
         "name": name,
         "output_dir": str(output_dir),
-        "base": copy.deepcopy(TINY_BASE),
+        "base": copy.deepcopy(SMALL_TRIAL),
         "search": {
             "strategy.name": ["generative_replay", "generative_distillation"],
             "strategy.teacher_steps": {"type": "int", "low": 1, "high": 3},
