@@ -149,7 +149,7 @@ class Engine:
             "strategy": self.strategy.state_dict(),
             "forward_counts": self.counter.snapshot(),
             "phase_seconds": dict(self.timer.seconds),
-            "reused_train_tflops": self.reused_train_tflops,
+            M.REUSED_TRAIN_TFLOPS: self.reused_train_tflops,
         }
 
     def restore(self, directory: Path) -> None:
@@ -163,7 +163,7 @@ class Engine:
         self.strategy.load_state_dict(state["strategy"])
         self.counter.load(state["forward_counts"])
         self.timer.seconds.update(state["phase_seconds"])
-        self.reused_train_tflops = float(state.get("reused_train_tflops", 0.0))
+        self.reused_train_tflops = float(state.get(M.REUSED_TRAIN_TFLOPS, 0.0))
         self.history = checkpoint.history
         self.next_task = checkpoint.task_index + 1
         log.info("resumed from %s: continuing at task %d", directory, self.next_task)
