@@ -6,10 +6,10 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 METRICS_JSONL = "metrics.jsonl"
 METRICS_PARQUET = "metrics.parquet"
@@ -29,11 +29,15 @@ def atomic_write(path: Path, write: Callable[[Path], Any]) -> Path:
 
 def atomic_write_table(table: pa.Table, path: Path) -> None:
     """Write Parquet atomically."""
+    import pyarrow.parquet as pq  # here: validating and reading JSON records never needs it
+
     atomic_write(path, lambda tmp: pq.write_table(table, tmp))
 
 
 def rows_to_table(rows: list[dict[str, Any]]) -> pa.Table:
     """A table whose columns are the union of the rows' keys (missing values are null)."""
+    import pyarrow as pa
+
     columns: dict[str, None] = {}
     for row in rows:
         columns.update(dict.fromkeys(row))

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "cl_sweeps"
-HEAVY = {"torch", "torchvision", "diffusers", "ray", "mlflow", "optuna"}
+HEAVY = {"torch", "torchvision", "diffusers", "ray", "mlflow", "optuna", "pyarrow", "numpy"}
 
 # Lowest first; a module may import its own layer and the layers below (README "How it is
 # built"). The first matching prefix decides.

@@ -30,6 +30,7 @@ from cl_sweeps.frontier.tracking import log_sweep_metrics
 from cl_sweeps.metrics import is_known_metric
 from cl_sweeps.prefix import PrefixStore
 from cl_sweeps.records import SweepLayout
+from cl_sweeps.results import atomic_write
 from cl_sweeps.sweep.console import QuietConsole, quiet_logs, quiet_ray_output
 from cl_sweeps.sweep.dashboard import SweepDashboard, ended_trials
 from cl_sweeps.sweep.layout import base_directory, with_absolute_paths
@@ -156,7 +157,7 @@ def prepare_output(
     text = file_text
     if overrides:
         text += "\n# applied with --set: " + " ".join(overrides) + "\n"
-    layout.sweep_file.write_text(text)
+    atomic_write(layout.sweep_file, lambda tmp: tmp.write_text(text))
     records.write_yaml(layout.resolved, resolved)
     records.write_json(layout.search_space, space.describe())
     state = {"name": sweep.name, "config_hash": digest, "created": time.time(),
