@@ -26,11 +26,17 @@ def format_table(history: list[dict[str, float]], columns: tuple[str, ...] = TAB
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    config = load_trial_config(args.file, args.set)
+    if args.dry_run:
+        import yaml
+
+        print(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), end="")
+        print("valid: 1 run")
+        return 0
     from cl_sweeps.checkpoint import latest_checkpoint, read_history
     from cl_sweeps.results import write_task_metrics
     from cl_sweeps.sequence import run_sequence
 
-    config = load_trial_config(args.file, args.set)
     output_dir = Path(config.output_dir)
     resume_from = latest_checkpoint(output_dir) if args.resume else None
 
@@ -291,6 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--resume", action="store_true", help="continue after the last checkpoint")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument(
+        "--dry-run", action="store_true", help="validate and print the resolved trial config"
+    )
     run.set_defaults(handler=cmd_run)
     _add_sweep_command(sub)
     _add_status_command(sub)

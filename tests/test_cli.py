@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import yaml
@@ -56,3 +57,20 @@ def test_bad_config_fails_before_training_with_field_named_message(tmp_path):
     assert result.returncode == 2
     assert "base.strategy.name" in result.stderr and "'magic'" in result.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_dry_runs_validate_without_heavy_imports() -> None:
+    """`run --dry-run` and `sweep --dry-run` validate in full and load no torch, Ray, MLflow,
+    Optuna, pyarrow or numpy (so they answer at once)."""
+    quickstart = str(Path(__file__).resolve().parents[1] / "search_spaces" / "quickstart.yaml")
+    code = (
+        "import sys\n"
+        "from cl_sweeps.cli import main\n"
+        f"assert main(['run', {quickstart!r}, '--dry-run']) == 0\n"
+        f"assert main(['sweep', {quickstart!r}, '--dry-run']) == 0\n"
+        "heavy = ('torch', 'diffusers', 'ray', 'mlflow', 'optuna', 'pyarrow', 'numpy')\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & set(heavy)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "valid: 1 run" in out.stdout and " trials\n" in out.stdout
+    assert out.stdout.strip().splitlines()[-1] == "[]"
