@@ -138,6 +138,20 @@ class TrialRecord:
     num_tasks: int | None = None  # tasks the trial's sequence has (None: not recorded)
 
 
+def compute_spent(trials: list[TrialRecord]) -> dict[str, float]:
+    """Training TFLOPs the trials report (each its full sequence so far, task 0 included) and
+    what the sweep actually spent: a task 0 reused from a shared prefix was computed once."""
+    reported = sum(r.final.get("train_tflops", 0.0) for r in trials)
+    saved = sum(r.final.get("reused_train_tflops", 0.0) for r in trials)
+    reuses = sum(1 for r in trials if r.final.get("reused_train_tflops", 0.0) > 0)
+    return {
+        "sweep_train_tflops_reported": reported,
+        "sweep_train_tflops_spent": reported - saved,
+        "sweep_train_tflops_saved": saved,
+        "prefix_reuses": float(reuses),
+    }
+
+
 # --- writing (the sweep driver) ---------------------------------------------------------------
 
 

@@ -18,7 +18,7 @@ LAYERS: list[tuple[str, ...]] = [
      "cl_sweeps.strategies.catalog"),
     ("cl_sweeps.config",),
     ("cl_sweeps.data", "cl_sweeps.diffusion", "cl_sweeps.evaluation", "cl_sweeps.checkpoint",
-     "cl_sweeps.strategies"),
+     "cl_sweeps.strategies", "cl_sweeps.throughput"),
     ("cl_sweeps.sequence", "cl_sweeps.prefix", "cl_sweeps.bench"),
     ("cl_sweeps.records",),
     ("cl_sweeps.frontier",),

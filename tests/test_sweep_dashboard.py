@@ -8,23 +8,27 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
 from mlflow.tracking import MlflowClient
 
-from cl_sweeps.sweep import records
+from cl_sweeps import records
 from cl_sweeps.sweep.dashboard import SweepDashboard, sweep_metrics
-from cl_sweeps.sweep.schema import Objective
-from cl_sweeps.sweep.space import config_key
+from cl_sweeps.sweep.schema import Objective, parse_sweep_config
 from cl_sweeps.sweep.status import sweep_status
 from cl_sweeps.sweep.tracking import TrackingTarget
 
 OBJECTIVES = [Objective(metric="fid_final", mode="min"), Objective(metric="train_tflops", mode="min")]
 
 
+def _sweep(root: Path, **sweep: Any) -> None:
+    """The resolved sweep config, as the sweep saves it."""
+    resolved = parse_sweep_config(sweep).model_dump(mode="json")
+    records.write_yaml(records.SweepLayout(root).resolved, resolved)
+
+
 def _trial(root: Path, trial_id: str, params: dict[str, Any], status: str,
-           rows: list[dict[str, float]]) -> None:
+           rows: list[dict[str, float]], tasks: int = 2) -> None:
     directory = root / "trials" / trial_id
-    records.write_params(directory, trial_id, config_key(params), 0, {**params, "seed": 0})
+    records.write_params(directory, trial_id, {**params, "seed": 0}, tasks)
     for row in rows:
         records.record_task(directory, row)
     records.write_status(directory, status)
@@ -40,10 +44,7 @@ def _frontier_html(client: MlflowClient, run_id: str, tmp: Path) -> str:
 
 def test_dashboard_logs_sweep_metrics_per_ended_trial_and_throttles_files(tmp_path: Path) -> None:
     root = tmp_path / "sweep"
-    root.mkdir()
-    (root / "sweep.yaml").write_text(yaml.safe_dump(
-        {"name": "dash", "base": {"data": {"dataset": "digits", "num_tasks": 2}}}
-    ))
+    _sweep(root, name="dash", base={"data": {"dataset": "digits", "num_tasks": 2}})
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)
     experiment = client.create_experiment("dash", (tmp_path / "artifacts").as_uri())
@@ -96,7 +97,8 @@ def test_dashboard_survives_pickling_with_its_thread_running(tmp_path: Path) -> 
 
 
 def test_sweep_metrics_with_no_finished_configuration() -> None:
-    trial = records.TrialRecord("t", "k", 0, {}, "FAILED", "boom", [{"task": 0, "train_tflops": 2}])
+    trial = records.TrialRecord("t", "k", 0, "FAILED", "boom", final={"train_tflops": 2.0},
+                                tasks_done=1)
     metrics = sweep_metrics([trial], OBJECTIVES)
     assert metrics == {
         "sweep/trials_completed": 0, "sweep/trials_pruned": 0, "sweep/trials_failed": 1,
@@ -106,12 +108,11 @@ def test_sweep_metrics_with_no_finished_configuration() -> None:
 
 def test_status_table_of_a_running_sweep_from_its_records(tmp_path: Path) -> None:
     root = tmp_path / "sweep"
-    root.mkdir()
-    (root / "sweep.yaml").write_text(yaml.safe_dump({
-        "name": "watch", "base": {"data": {"dataset": "digits", "num_tasks": 4}},
-        "search": {"strategy.name": ["naive", "cumulative", "generative_replay"]},
-        "search_algorithm": {"name": "grid"}, "max_concurrent_trials": 1,
-    }) + "# applied with --set: max_concurrent_trials=2\n")
+    _sweep(  # as resolved after --set max_concurrent_trials=2
+        root, name="watch", base={"data": {"dataset": "digits", "num_tasks": 4}},
+        search={"strategy.name": ["naive", "cumulative", "generative_replay"]},
+        search_algorithm={"name": "grid"}, max_concurrent_trials=2,
+    )
     timing = {"train_seconds": 0.0, "eval_seconds": 0.0}
 
     def row(task: int, **metrics: float) -> dict[str, float]:
@@ -120,8 +121,8 @@ def test_status_table_of_a_running_sweep_from_its_records(tmp_path: Path) -> Non
         return {"task": task, "train_tflops": task + 1.0, **timing, **metrics}
 
     _trial(root, "a", {"strategy.name": "naive"}, "COMPLETED",
-           [row(k, fid=20.0 + k) for k in range(3)] + [row(3, fid=30.0, fid_final=30.0)])
-    _trial(root, "b", {"strategy.name": "cumulative"}, "RUNNING", [row(0, fid=9.0)])
+           [row(k, fid=20.0 + k) for k in range(3)] + [row(3, fid=30.0, fid_final=30.0)], 4)
+    _trial(root, "b", {"strategy.name": "cumulative"}, "RUNNING", [row(0, fid=9.0)], 4)
     text, done = sweep_status(root, now=time.time())
 
     assert not done
@@ -132,4 +133,4 @@ def test_status_table_of_a_running_sweep_from_its_records(tmp_path: Path) -> Non
     assert lines["b"][1:5] == ["cumulative", "RUNNING", "1/4", "9"]  # fid so far
     assert lines["b"][-1] == "0m30s"  # 3 tasks left at the 10 s per task measured
     assert "ETA 0m40s" in text  # c (40 s, like a) starts now in the second slot (--set)
-    assert "Pareto set over fid_final (min), train_tflops (min): 1 of 1" in text
+    assert "1 of 1 configurations on the Pareto frontier over (fid_final, train_tflops)" in text

@@ -17,10 +17,9 @@ from typing import Any
 import optuna
 from ray import tune
 
-from cl_sweeps.sweep import records
-from cl_sweeps.sweep.layout import SweepLayout
+from cl_sweeps import records
+from cl_sweeps.records import SEED_PARAM, SweepLayout
 from cl_sweeps.sweep.schema import SweepConfig
-from cl_sweeps.sweep.space import SEED_PARAM
 from cl_sweeps.sweep.status import format_rows, sweep_eta, trial_rows
 
 QUIET_LOGGERS = ("cl_sweeps", "mlflow", "ray", "ray.tune", "ray.train", "alembic", "filelock")
@@ -72,7 +71,7 @@ class QuietConsole(tune.Callback):
     def _objectives(self, record: records.TrialRecord | None) -> str:
         if record is None:
             return ""
-        values = [(o.metric, record.final(o.metric)) for o in self.sweep.objectives]
+        values = [(o.metric, record.final.get(o.metric)) for o in self.sweep.objectives]
         return " ".join(f"{k}={v:.4g}" for k, v in values if v is not None)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -85,9 +84,9 @@ class QuietConsole(tune.Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         record = self._record(trial)
-        status = record.status if record is not None else "COMPLETED"
-        tasks = len(record.history) if record is not None else "?"
-        word = "finished" if status == "COMPLETED" else "pruned  "
+        status = record.status if record is not None else records.COMPLETED
+        tasks = record.tasks_done if record is not None else "?"
+        word = "finished" if status == records.COMPLETED else "pruned  "
         self._say(f"{word} {trial.trial_id}  after {tasks} tasks  {self._objectives(record)}")
         self._changed = True
 

@@ -22,10 +22,9 @@ from typing import Any
 from mlflow.entities import Metric
 from ray import tune
 
-from cl_sweeps.sweep import records
-from cl_sweeps.sweep.records import TrialRecord
+from cl_sweeps import records
+from cl_sweeps.records import SweepSource, TrialRecord
 from cl_sweeps.sweep.schema import Objective
-from cl_sweeps.sweep.summary import aggregate, best, compute_spent, pareto_set, status_counts
 from cl_sweeps.sweep.tracking import TrackingTarget, retry
 
 log = logging.getLogger(__name__)
@@ -37,23 +36,38 @@ POLL_S = 5.0
 
 def ended_trials(trials: list[TrialRecord]) -> int:
     """The dashboard's step: trials that completed, were pruned or failed."""
-    return sum(t.status in ("COMPLETED", "PRUNED", "FAILED") for t in trials)
+    return sum(t.status in ENDED for t in trials)
 
 
-def sweep_metrics(trials: list[TrialRecord], objectives: list[Objective]) -> dict[str, float]:
+ENDED = (records.COMPLETED, records.PRUNED, records.FAILED)
+
+
+def frontier_of(source: SweepSource, objectives: list[Objective]) -> Any:
+    """The frontier over the sweep's objectives (the one Pareto computation and aggregation)."""
+    from cl_sweeps.frontier import compute_frontier
+
+    return compute_frontier(
+        source, [o.metric for o in objectives], [o.mode for o in objectives]
+    )
+
+
+def sweep_metrics(
+    trials: list[TrialRecord], objectives: list[Objective], frontier: Any = None
+) -> dict[str, float]:
     """The parent run's sweep/* metrics from the records (hypervolume comes with the frontier)."""
-    counts = status_counts(trials)
-    results = aggregate(trials, objectives)
+    frontier = frontier if frontier is not None else frontier_of(SweepSource(trials), objectives)
     metrics = {
-        f"{PREFIX}trials_{status.lower()}": float(counts.get(status, 0))
-        for status in ("COMPLETED", "PRUNED", "FAILED")
+        f"{PREFIX}trials_{status.lower()}": float(sum(t.status == status for t in trials))
+        for status in ENDED
     }
-    metrics[f"{PREFIX}pareto_size"] = float(len(pareto_set(results, objectives)))
-    metrics[f"{PREFIX}train_tflops_spent"] = compute_spent(trials)["sweep_train_tflops_spent"]
-    for objective in objectives:
-        if results:
-            top = best(results, objective, k=1)[0]
-            metrics[f"{PREFIX}best_{objective.metric}"] = top.mean[objective.metric]
+    metrics[f"{PREFIX}pareto_size"] = float(sum(frontier.configs.column("pareto").to_pylist()))
+    spent = records.compute_spent(trials)["sweep_train_tflops_spent"]
+    metrics[f"{PREFIX}train_tflops_spent"] = spent
+    if frontier.configs.num_rows:
+        for objective in objectives:
+            means = frontier.configs.column(f"{objective.metric}_mean").to_pylist()
+            best = min(means) if objective.mode == "min" else max(means)
+            metrics[f"{PREFIX}best_{objective.metric}"] = best
     return metrics
 
 
@@ -133,13 +147,16 @@ class SweepDashboard(tune.Callback):
                 log.warning("sweep dashboard not updated: %s: %s", type(error).__name__, error)
 
     def _refresh(self, final: bool) -> None:
-        trials = records.read_trials(Path(self.output_dir) / "trials")
+        source = records.read_sweep_dir(self.output_dir)
+        trials = source.records
         step = ended_trials(trials)
         client = self.target.client()
         run_id = self.target.parent_run_id
         if step > self._logged_step:
-            metrics = sweep_metrics(trials, self.objectives)
-            self._frontier = self._compute_frontier(trials)
+            frontier = frontier_of(source, self.objectives)
+            metrics = sweep_metrics(trials, self.objectives, frontier)
+            finished = any(t.status == records.COMPLETED for t in trials)
+            self._frontier = frontier if finished else None
             if self._frontier is not None and self._frontier.hypervolume is not None:
                 metrics[f"{PREFIX}hypervolume"] = float(self._frontier.hypervolume)
             now = int(time.time() * 1000)
@@ -151,13 +168,6 @@ class SweepDashboard(tune.Callback):
             self._log_frontier_files(client, run_id)
             self._frontier_step = self._logged_step
             self._last_artifacts = time.monotonic()
-
-    def _compute_frontier(self, trials: list[TrialRecord]) -> Any:
-        from cl_sweeps.frontier import compute_frontier, read_sweep_dir
-
-        if not any(t.status == "COMPLETED" for t in trials):
-            return None
-        return compute_frontier(read_sweep_dir(self.output_dir))
 
     def _log_frontier_files(self, client: Any, run_id: str) -> None:
         from cl_sweeps.frontier import write_frontier_outputs

@@ -10,45 +10,32 @@ from the per-task times measured so far.
 from __future__ import annotations
 
 import heapq
-import json
 import math
-import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from cl_sweeps import records
+from cl_sweeps.formatting import text_table
+from cl_sweeps.records import SweepLayout, TrialRecord
 from cl_sweeps.results import METRICS_JSONL
-from cl_sweeps.sweep import records
-from cl_sweeps.sweep.layout import SweepLayout
-from cl_sweeps.sweep.records import TrialRecord
-from cl_sweeps.sweep.schema import SweepConfig, load_sweep_raw, parse_sweep_config
+from cl_sweeps.sweep.schema import SweepConfig, parse_sweep_config
 from cl_sweeps.sweep.space import expected_tasks, num_trials
-from cl_sweeps.sweep.summary import format_summary
 
-OVERRIDES_MARK = "# applied with --set: "
-TERMINAL = ("COMPLETED", "PRUNED", "FAILED")
+TERMINAL = (records.COMPLETED, records.PRUNED, records.FAILED)
 
 
 def load_saved_sweep(layout: SweepLayout) -> SweepConfig:
-    """The sweep as it was started: the saved sweep.yaml with its --set overrides applied."""
-    if not layout.sweep_file.is_file():
-        raise FileNotFoundError(f"{layout.root} holds no sweep (no {layout.sweep_file.name})")
-    text = layout.sweep_file.read_text()
-    overrides = [
-        item for line in text.splitlines() if line.startswith(OVERRIDES_MARK)
-        for item in shlex.split(line.removeprefix(OVERRIDES_MARK))
-    ]
-    name = json.loads(layout.state.read_text())["name"] if layout.state.is_file() else None
-    raw = load_sweep_raw(layout.sweep_file, overrides)
-    return parse_sweep_config(raw, name or layout.root.name)
+    """The sweep as it runs: its resolved config (--set applied, defaults filled)."""
+    resolved = records.read_yaml_mapping(layout.resolved)
+    if resolved is None:
+        raise FileNotFoundError(f"{layout.root} holds no sweep (no {layout.resolved.name})")
+    return parse_sweep_config(resolved)
 
 
 def task_seconds(record: TrialRecord) -> float:
     """Measured seconds of the finished tasks (training and evaluation, cumulative)."""
-    if not record.history:
-        return 0.0
-    last = record.history[-1]
-    return float(last.get("train_seconds", 0.0)) + float(last.get("eval_seconds", 0.0))
+    return record.final.get("train_seconds", 0.0) + record.final.get("eval_seconds", 0.0)
 
 
 @dataclass
@@ -67,23 +54,23 @@ class TrialRow:
 
 def objective_so_far(record: TrialRecord, metric: str) -> float | None:
     """The objective after the last task, or, before it, its per-task form (fid for fid_final)."""
-    value = record.final(metric)
-    return value if value is not None else record.final(metric.removesuffix("_final"))
+    value = record.final.get(metric)
+    return value if value is not None else record.final.get(metric.removesuffix("_final"))
 
 
 def trial_rows(
     sweep: SweepConfig, layout: SweepLayout, trials: list[TrialRecord], now: float
 ) -> list[TrialRow]:
     base = sweep.base.model_dump(mode="json")
-    per_task = [task_seconds(r) / len(r.history) for r in trials if r.history]
+    per_task = [task_seconds(r) / r.tasks_done for r in trials if r.tasks_done]
     typical = sum(per_task) / len(per_task) if per_task else None
     rows = []
     for record in trials:
-        num_tasks = expected_tasks(base, record.params, list(sweep.seed_keys))
-        done = len(record.history)
+        num_tasks = record.num_tasks or expected_tasks(base, record.params, list(sweep.seed_keys))
+        done = record.tasks_done
         elapsed = task_seconds(record)
         eta: float | None = None
-        if record.status == "RUNNING":
+        if record.status == records.RUNNING:
             since = max(0.0, now - last_write(layout.trial(record.trial_id)))
             elapsed += since  # the task in progress
             per = task_seconds(record) / done if done else typical
@@ -148,10 +135,7 @@ def format_rows(sweep: SweepConfig, rows: list[TrialRow]) -> str:
          _duration(r.elapsed), "-" if r.status in TERMINAL else _duration(r.eta)]
         for r in rows
     ]
-    widths = [max([len(h)] + [len(c[i]) for c in cells]) for i, h in enumerate(header)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip()]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
-    return "\n".join(lines)
+    return text_table(header, cells)
 
 
 def sweep_status(output_dir: str | Path, now: float | None = None) -> tuple[str, bool]:
@@ -171,6 +155,16 @@ def sweep_status(output_dir: str | Path, now: float | None = None) -> tuple[str,
     if not done:
         head += f"; ETA {_duration(sweep_eta(sweep, rows))}"
     parts = [head, format_rows(sweep, rows) if rows else "no trial has started yet"]
-    summary, _ = format_summary(sweep.name, trials, sweep.objectives)
-    parts.append("\n".join(summary.splitlines()[1:]))  # the Pareto set (or best) so far
+    parts.append(frontier_so_far(sweep, layout))
     return "\n\n".join(parts), done
+
+
+def frontier_so_far(sweep: SweepConfig, layout: SweepLayout) -> str:
+    """The Pareto set of the finished configurations, over the sweep's own objectives."""
+    from cl_sweeps.frontier import compute_frontier, frontier_table_text
+
+    frontier = compute_frontier(
+        records.read_sweep_dir(layout.root), [o.metric for o in sweep.objectives],
+        [o.mode for o in sweep.objectives],
+    )
+    return frontier_table_text(frontier)

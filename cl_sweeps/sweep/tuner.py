@@ -390,26 +390,12 @@ def prefix_directory(sweep: SweepConfig) -> str | None:
     return str(Path(sweep.storage_path) / f"{sweep.name}-prefixes")
 
 
-def compute_spent(trials: list[records.TrialRecord]) -> dict[str, float]:
-    """Training TFLOPs the trials report (each its full sequence so far, task 0 included) and
-    what the sweep actually spent: a task 0 reused from a shared prefix was computed once."""
-    reported = sum(r.final.get("train_tflops", 0.0) for r in trials)
-    saved = sum(r.final.get("reused_train_tflops", 0.0) for r in trials)
-    reuses = sum(1 for r in trials if r.final.get("reused_train_tflops", 0.0) > 0)
-    return {
-        "sweep_train_tflops_reported": reported,
-        "sweep_train_tflops_spent": reported - saved,
-        "sweep_train_tflops_saved": saved,
-        "prefix_reuses": float(reuses),
-    }
-
-
 def report_compute(
     sweep: SweepConfig, trials: list[records.TrialRecord], tracking: TrackingTarget
 ) -> dict[str, Any]:
     """What the sweep spent on training versus what its trials report (task-0 prefixes count
     once), with the prefixes it shared; printed and logged on the parent run."""
-    spent = compute_spent(trials)
+    spent = records.compute_spent(trials)
     directory = prefix_directory(sweep)
     prefixes = PrefixStore(directory).manifests() if directory else []
     print(
