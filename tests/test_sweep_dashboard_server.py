@@ -1,0 +1,165 @@
+"""The quickstart sweep (its grid, shrunk to seconds per trial) against a real `mlflow server`,
+read back through the server's REST API as the UI reads it: the experiment kind, the parent
+run's live sweep/* metrics, frontier files that appear while the sweep runs and are refreshed,
+legible sample grids, complete pipeline models; `cl-sweeps status` while it runs and after; the
+quiet console."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from cl_sweeps.evaluation.grids import MIN_GRID_PIXELS
+from cl_sweeps.sweep import records
+from cl_sweeps.sweep.testing import background, child_env, mlflow_server
+
+ROOT = Path(__file__).resolve().parents[1]
+CLI = str(Path(sys.executable).parent / "cl-sweeps")
+STRATEGIES = ("naive", "cumulative", "generative_replay", "generative_distillation")
+TRIALS, TASKS = 6, 5
+SHRINK = [  # the quickstart's grid and 5 tasks, with seconds of training per trial
+    "base.train.iterations_per_task=3", "base.data.max_train_per_class=20",
+    "base.data.max_test_per_class=10", "base.evaluation.n_eval_samples=16",
+    "base.evaluation.eval_steps=2", "base.evaluation.eval_batch_size=16",
+    "base.evaluation.classifier_epochs=1", "base.evaluation.denoise_eval_per_task=8",
+]
+
+
+def rest(uri: str, endpoint: str, **query: Any) -> dict[str, Any]:
+    url = f"{uri}/api/2.0/mlflow/{endpoint}?{urllib.parse.urlencode(query)}"
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def rest_post(uri: str, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+    request = urllib.request.Request(
+        f"{uri}/api/2.0/mlflow/{endpoint}", data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def artifact(uri: str, run_id: str, path: str) -> bytes:
+    query = urllib.parse.urlencode({"run_id": run_id, "path": path})
+    with urllib.request.urlopen(f"{uri}/get-artifact?{query}", timeout=30) as response:
+        return response.read()
+
+
+def listing(uri: str, run_id: str, path: str = "") -> set[str]:
+    files = rest(uri, "artifacts/list", run_id=run_id, path=path).get("files", [])
+    return {f["path"] for f in files}
+
+
+def history(uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
+    metrics = rest(uri, "metrics/get-history", run_id=run_id, metric_key=key).get("metrics", [])
+    return sorted((int(m["step"]), float(m["value"])) for m in metrics)
+
+
+def status_text(env: dict[str, str], out: Path) -> str:
+    result = subprocess.run([CLI, "status", str(out)], env=env, capture_output=True, text=True,
+                            timeout=300, check=False)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_quickstart_sweep_as_seen_through_the_mlflow_rest_api(tmp_path: Path) -> None:
+    env = child_env(tmp_path / "cache")
+    out = tmp_path / "out"
+    with mlflow_server(tmp_path / "mlflow", env) as uri:
+        command = [CLI, "sweep", str(ROOT / "search_spaces" / "quickstart.yaml"),
+                   "--set", f"output_dir={out}", "--set", f"mlflow.tracking_uri={uri}"]
+        for item in SHRINK:
+            command += ["--set", item]
+        running_status = None
+        frontier_seen_while_running = None
+        with background(command, env, tmp_path / "sweep.log") as sweep:
+            deadline = time.monotonic() + 1800
+            while sweep.poll() is None and time.monotonic() < deadline:
+                trials = records.read_trials(out / "trials")
+                busy = [t for t in trials if t.status == "RUNNING" and t.history]
+                if running_status is None and busy:
+                    running_status = status_text(env, out)
+                if frontier_seen_while_running is None and (len(trials) < TRIALS or busy):
+                    parent = _parent(uri)
+                    if parent and "frontier/frontier.html" in listing(uri, parent, "frontier"):
+                        frontier_seen_while_running = artifact(
+                            uri, parent, "frontier/frontier.html"
+                        ).decode()
+                time.sleep(1)
+            assert sweep.wait(timeout=60) == 0, (tmp_path / "sweep.log").read_text()[-5000:]
+        log = (tmp_path / "sweep.log").read_text()
+        finished_status = status_text(env, out)
+
+        experiment = rest(uri, "experiments/get-by-name", experiment_name="quickstart")
+        tags = {t["key"]: t["value"] for t in experiment["experiment"].get("tags", [])}
+        assert tags["mlflow.experimentKind"] == "custom_model_development"
+
+        parent = _parent(uri)
+        steps = [s for s, _ in history(uri, parent, "sweep/trials_completed")]
+        assert steps == sorted(set(steps)) and steps[-1] == TRIALS and len(steps) >= 2, steps
+        assert history(uri, parent, "sweep/trials_completed")[-1][1] == TRIALS
+        for key in ("sweep/trials_pruned", "sweep/trials_failed", "sweep/pareto_size",
+                    "sweep/best_fid_final", "sweep/best_train_tflops",
+                    "sweep/train_tflops_spent", "sweep/hypervolume"):
+            points = history(uri, parent, key)
+            assert [s for s, _ in points] == sorted(s for s, _ in points), (key, points)
+            assert points and points[-1][0] == TRIALS, (key, points)
+        spent = [v for _, v in history(uri, parent, "sweep/train_tflops_spent")]
+        assert spent == sorted(spent) and spent[0] < spent[-1]
+
+        assert {"frontier/frontier.png", "frontier/frontier.html"} <= listing(uri, parent,
+                                                                              "frontier")
+        final_html = artifact(uri, parent, "frontier/frontier.html").decode()
+        assert all(name in final_html for name in STRATEGIES)
+        assert frontier_seen_while_running is not None  # logged before the sweep ended ...
+        assert frontier_seen_while_running != final_html  # ... and refreshed since
+
+        runs = rest_post(uri, "runs/search", {
+            "experiment_ids": [experiment["experiment"]["experiment_id"]],
+            "filter": "tags.`cl_sweeps.role` = 'trial'", "max_results": 100,
+        })["runs"]
+        assert len(runs) == TRIALS
+        for run in runs:
+            run_id = run["info"]["run_id"]
+            grid = Image.open(io.BytesIO(artifact(uri, run_id, f"samples/task_{TASKS - 1}.png")))
+            assert grid.width >= MIN_GRID_PIXELS
+            assert {"model/model_index.json", "model/unet", "model/scheduler"} <= listing(
+                uri, run_id, "model"
+            )
+
+    assert running_status is not None, "the sweep ended before a trial was seen running"
+    assert re.search(r"RUNNING\s+[1-4]/5", running_status), running_status
+    assert "ETA" in running_status
+    assert f"{TRIALS}/{TRIALS} trials ended ({TRIALS} completed" in finished_status
+    assert "Pareto set over fid_final (min), train_tflops (min)" in finished_status
+    assert "RUNNING" not in finished_status.split("\n\n")[1]
+
+    assert len(re.findall(r"^\d\d:\d\d:\d\d started ", log, re.MULTILINE)) == TRIALS
+    assert len(re.findall(r"^\d\d:\d\d:\d\d finished ", log, re.MULTILINE)) == TRIALS
+    assert "started with configuration" not in log and "Trial status:" not in log
+    print(f"console: {len(log.splitlines())} lines")
+    assert len(log.splitlines()) < 250, log
+
+
+def _parent(uri: str) -> str | None:
+    try:
+        experiment = rest(uri, "experiments/get-by-name", experiment_name="quickstart")
+    except urllib.error.HTTPError:  # not created yet
+        return None
+    found = rest_post(uri, "runs/search", {
+        "experiment_ids": [experiment["experiment"]["experiment_id"]],
+        "filter": "tags.`cl_sweeps.role` = 'sweep'",
+    }).get("runs", [])
+    return found[0]["info"]["run_id"] if found else None
