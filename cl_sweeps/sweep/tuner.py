@@ -119,6 +119,16 @@ def _canonical_hash(data: dict[str, Any]) -> str:
     return hashlib.sha1(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def refuse_existing_sweep(layout: SweepLayout) -> None:
+    """A fresh sweep never writes into another sweep's output_dir (checked first, so this is
+    the message a repeated start gets, before its Optuna study is looked at)."""
+    if layout.state.is_file() or (layout.trials.is_dir() and any(layout.trials.iterdir())):
+        raise ConfigError(
+            f"output_dir: {layout.root} already holds a sweep; continue it with --resume, or "
+            "choose another `name`/`output_dir` (or delete the directory)"
+        )
+
+
 def prepare_output(
     layout: SweepLayout,
     sweep: SweepConfig,
@@ -148,11 +158,7 @@ def prepare_output(
                 "resume with the same file and --set options"
             )
         return state
-    if layout.state.is_file() or (layout.trials.is_dir() and any(layout.trials.iterdir())):
-        raise ConfigError(
-            f"output_dir: {layout.root} already holds a sweep; continue it with --resume, or "
-            "choose another `name`/`output_dir` (or delete the directory)"
-        )
+    refuse_existing_sweep(layout)
     layout.root.mkdir(parents=True, exist_ok=True)
     text = file_text
     if overrides:
@@ -342,6 +348,8 @@ def run_sweep(
     sweep = with_absolute_paths(sweep, base_directory())
     layout = SweepLayout(Path(sweep.output_dir))
     space = SearchSpace(sweep)
+    if not resume:
+        refuse_existing_sweep(layout)
     check_optuna_study(sweep, resume)
     state = prepare_output(layout, sweep, space, file_text, overrides or [], resume)
     uri, _ = resolve_tracking_uri(sweep, layout)
