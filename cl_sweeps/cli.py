@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cl_sweeps.config import ConfigError, load_trial_config
+from cl_sweeps.errors import UsageError
 
 if TYPE_CHECKING:
     from cl_sweeps.frontier import Frontier, SweepSource
@@ -258,6 +259,23 @@ def _add_status_command(sub: argparse._SubParsersAction) -> None:
     status.set_defaults(handler=cmd_status)
 
 
+def cmd_sync(args: argparse.Namespace) -> int:
+    """Send what a sweep's spools hold and MLflow does not have yet (each step once)."""
+    from cl_sweeps.sweep.tracking import sync_sweep
+
+    root = Path(args.sweep_dir)
+    if not (root / "sweep_state.json").is_file():
+        print(f"error: {root} is not a sweep's output_dir (no sweep_state.json)", file=sys.stderr)
+        return 2
+    sent, left, error = sync_sweep(root, args.timeout)
+    if left:
+        print(f"error: {left} MLflow operations not sent within {args.timeout:g}s "
+              f"({error}); {sent} sent; run it again when the server answers", file=sys.stderr)
+        return 1
+    print(f"MLflow is up to date: {sent} operations sent")
+    return 0
+
+
 def _add_sweep_command(sub: argparse._SubParsersAction) -> None:
     sweep = sub.add_parser(
         "sweep", help="Ray Tune sweep of whole sequences, searched by Optuna, logged to MLflow"
@@ -284,6 +302,13 @@ def _add_sweep_command(sub: argparse._SubParsersAction) -> None:
         "event and a short status table)",
     )
     sweep.set_defaults(handler=cmd_sweep)
+    sync = sub.add_parser(
+        "sync", help="send to MLflow what a sweep recorded while the server was unreachable"
+    )
+    sync.add_argument("sweep_dir", help="the sweep's output_dir")
+    sync.add_argument("--timeout", type=float, default=300.0,
+                      help="give up after this many seconds (default 300)")
+    sync.set_defaults(handler=cmd_sync)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -372,6 +397,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.handler(args)
     except ConfigError as error:
         print(f"error: invalid configuration\n{error}", file=sys.stderr)
+        return 2
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
         return 2
 
 

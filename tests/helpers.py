@@ -153,20 +153,22 @@ def http_ok(url: str) -> bool:
 
 
 @contextmanager
-def mlflow_server(root: Path, env: dict[str, str]) -> Iterator[str]:
-    """A real `mlflow server` on 127.0.0.1 with a SQLite backend; yields its URI."""
-    port = free_port()
+def mlflow_server(root: Path, env: dict[str, str], port: int | None = None) -> Iterator[str]:
+    """A real `mlflow server` on 127.0.0.1 with a SQLite backend; yields its URI. Started
+    again with the same root and port, it serves the same runs (an outage, for tests)."""
+    port = port or free_port()
     command = [
         str(Path(sys.executable).parent / "mlflow"), "server",
         "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
         "--artifacts-destination", str(root / "server-artifacts"),
         "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
     ]
-    with background(command, env, root / "mlflow-server.log") as process:
+    log = root / f"mlflow-server-{time.monotonic_ns()}.log"
+    with background(command, env, log) as process:
         uri = f"http://127.0.0.1:{port}"
         wait_until(
             lambda: process.poll() is not None or http_ok(f"{uri}/health"), 120, "mlflow server"
         )
         if process.poll() is not None:
-            raise RuntimeError((root / "mlflow-server.log").read_text()[-3000:])
+            raise RuntimeError(log.read_text()[-3000:])
         yield uri

@@ -18,7 +18,8 @@ from cl_sweeps.sweep.tracking import (
     EXPERIMENT_KIND,
     EXPERIMENT_KIND_TAG,
     MODEL_ARTIFACT,
-    TrialRun,
+    TrackingTarget,
+    TrialTracker,
     _experiment_id,
 )
 
@@ -64,10 +65,14 @@ def test_logged_model_is_a_ddim_pipeline_that_samples_like_the_run(
     config = small_trial(strategy={"name": "naive"})
     run = run_sequence(config)
     checkpoint = Path(config.output_dir) / "checkpoints" / "task_2"
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
     experiment = client.create_experiment("models", (tmp_path / "artifacts").as_uri())
     run_id = client.create_run(experiment).info.run_id
-    TrialRun(client, run_id).log_model(checkpoint)
+    tracker = TrialTracker(TrackingTarget(uri, experiment, "-", "models"), tmp_path / "t", "t")
+    tracker.spool.ensure(run_id=run_id)  # the trial's run, as if its open_trial had been sent
+    tracker.log_model(checkpoint)
+    assert tracker.close(timeout_s=120) == 0
     logged = Path(client.download_artifacts(run_id, MODEL_ARTIFACT, str(tmp_path / "dl")))
     assert {"model_index.json", "unet", "scheduler"} <= {p.name for p in logged.iterdir()}
 

@@ -7,8 +7,9 @@ compute of every trial so far, pruned and failed included, a shared task-0 prefi
 frontier); the frontier PNG/HTML under frontier/ are refreshed at most every
 `artifacts_every_s` seconds, and once more when the sweep ends.
 
-All of it runs on a background thread fed from the trial records, never in Tune's loop: a slow
-tracking server or a plot does not hold up trials, and a failure is a warning, never fatal.
+All of it runs on a background thread fed from the trial records, never in Tune's loop, and goes
+to MLflow through the sweep's spool (tracking.py): a slow or absent tracking server or a plot
+does not hold up trials, each step is logged once, and a failure is a warning, never fatal.
 """
 
 from __future__ import annotations
@@ -19,19 +20,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Metric
 from ray import tune
 
 from cl_sweeps import records
-from cl_sweeps.records import SweepSource, TrialRecord
+from cl_sweeps.records import SweepLayout, SweepSource, TrialRecord
 from cl_sweeps.sweep.schema import Objective
-from cl_sweeps.sweep.tracking import TrackingTarget, retry
+from cl_sweeps.sweep.tracking import SweepTracker, TrackingTarget
 
 log = logging.getLogger(__name__)
 
 PREFIX = "sweep/"
 ARTIFACTS_EVERY_S = 60.0
 POLL_S = 5.0
+STEP_MARKER = f"{PREFIX}trials_completed"  # logged last at each step: the step is complete
 
 
 def ended_trials(trials: list[TrialRecord]) -> int:
@@ -150,8 +151,7 @@ class SweepDashboard(tune.Callback):
         source = records.read_sweep_dir(self.output_dir)
         trials = source.records
         step = ended_trials(trials)
-        client = self.target.client()
-        run_id = self.target.parent_run_id
+        tracker = SweepTracker.for_sweep(self.target, SweepLayout(Path(self.output_dir)))
         if step > self._logged_step:
             frontier = frontier_of(source, self.objectives)
             metrics = sweep_metrics(trials, self.objectives, frontier)
@@ -159,21 +159,19 @@ class SweepDashboard(tune.Callback):
             self._frontier = frontier if finished else None
             if self._frontier is not None and self._frontier.hypervolume is not None:
                 metrics[f"{PREFIX}hypervolume"] = float(self._frontier.hypervolume)
-            now = int(time.time() * 1000)
-            batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
-            retry(client.log_batch, run_id, metrics=batch)
+            tracker.log_metrics(step, metrics, marker=STEP_MARKER)  # spooled, sent beside
             self._logged_step = step
         due = final or time.monotonic() - self._last_artifacts >= self.artifacts_every_s
         if self._frontier is not None and self._frontier_step < self._logged_step and due:
-            self._log_frontier_files(client, run_id)
+            self._log_frontier_files(tracker)
             self._frontier_step = self._logged_step
             self._last_artifacts = time.monotonic()
 
-    def _log_frontier_files(self, client: Any, run_id: str) -> None:
+    def _log_frontier_files(self, tracker: SweepTracker) -> None:
         from cl_sweeps.frontier import write_frontier_outputs
         from cl_sweeps.frontier.outputs import FRONTIER_HTML, FRONTIER_PNG
 
         paths = write_frontier_outputs(self._frontier, Path(self.output_dir) / "frontier")
         for path in paths.values():
             if path.name in (FRONTIER_PNG, FRONTIER_HTML):
-                retry(client.log_artifact, run_id, str(path), "frontier")
+                tracker.log_artifact(path, "frontier")

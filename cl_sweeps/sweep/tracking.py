@@ -1,9 +1,15 @@
-"""MLflow tracking: one parent run per sweep, one nested run per trial, through MlflowClient.
+"""MLflow tracking: one parent run per sweep, one nested run per trial, fed from spools.
 
-The parent run is created on the driver. Each trial creates (or finds again, by its trial_id
-tag) its own nested run and keeps the run id in its checkpoints, so a trial restarted after a
-failure, or after the driver itself died, continues the same run; a task's metrics are logged at
-step = task index only if that step is not there yet, so every step is held once.
+The parent run is created on the driver when the sweep starts (the server must answer then).
+Everything after that goes through a spool (spool.py): the trial, or the driver, appends an
+operation to a file next to its records and goes on; a background sender applies it when the
+server answers. Training therefore never waits for the tracking server. Every operation is
+idempotent: a trial's run is found again by its trial_id tag before one is created, so a trial
+restarted after a failure, or after the driver itself died, continues the same run; a step's
+metrics are logged only if that step is not in MLflow yet (checked against the server just before
+sending), so every step is held once however often a spool is sent. What is still unsent when a
+trial or the sweep ends (after a bounded wait) is sent by `cl-sweeps sync <sweep-dir>`, which
+`--resume` also does first.
 
 Credentials come only from the environment (MLFLOW_TRACKING_USERNAME/PASSWORD, or a URI in
 MLFLOW_TRACKING_URI); a URI is only ever logged or stored redacted.
@@ -11,27 +17,29 @@ MLFLOW_TRACKING_URI); a URI is only ever logged or stored redacted.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import yaml
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.tracking import MlflowClient
 
 from cl_sweeps.checkpoint import PIPELINE_FILES
 from cl_sweeps.config import TrialConfig
 from cl_sweeps.credentials import redact_uri, uri_has_secret
+from cl_sweeps.errors import UsageError
 from cl_sweeps.records import PARENT_TAG, ROLE_TAG, SWEEP_TAG, SweepLayout
 from cl_sweeps.sweep.layout import absolute_sqlite, base_directory
 from cl_sweeps.sweep.schema import SweepConfig
 from cl_sweeps.sweep.space import num_configurations
+from cl_sweeps.sweep.spool import Sender, Spool
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +47,10 @@ TRACKING_ENV = "MLFLOW_TRACKING_URI"
 # MLflow 3 picks the UI's mode from this experiment tag; without it the GenAI pages open first.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
-RUN_FILE = "mlflow_run.json"  # in each checkpoint directory: the trial's run id
+SPOOL_FILE = "mlflow_spool.jsonl"  # in the sweep's output_dir and in each trial's folder
+DRAIN_ENV = "CL_SWEEPS_TRACKING_DRAIN_S"
+TRIAL_DRAIN_S = 30.0  # how long a finished trial waits for its spool to be sent
+SWEEP_DRAIN_S = 60.0  # how long the finished sweep waits for every spool
 MODEL_ARTIFACT = "model"
 SAMPLES_ARTIFACT = "samples"
 TERMINAL = {"COMPLETED": "FINISHED", "PRUNED": "KILLED", "FAILED": "FAILED"}
@@ -154,31 +165,60 @@ def _sweep_params(sweep: SweepConfig) -> dict[str, str]:
     return {k: str(v)[:_PARAM_LIMIT] for k, v in values.items()}
 
 
+class TrackingUnavailable(UsageError):
+    """The tracking server did not answer when the sweep started (a one-line error, exit 2)."""
+
+
+def quick_http_failures() -> None:
+    """Let an MLflow HTTP call fail within seconds instead of retrying for minutes inside
+    urllib3: the spool's sender is the retry loop. Settings already in the environment win."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+
+
+def drain_seconds(default: float) -> float:
+    value = os.environ.get(DRAIN_ENV)
+    return float(value) if value not in (None, "") else default
+
+
 def start_sweep_run(
     sweep: SweepConfig, layout: SweepLayout, parent_run_id: str | None = None
 ) -> TrackingTarget:
-    """Create the sweep's parent run (or reopen it on --resume) with the sweep file and the
-    resolved search space as artifacts."""
+    """Create the sweep's parent run (or reopen it on --resume); its artifacts (the sweep file
+    and the resolved search space) go through the sweep's spool. Raises TrackingUnavailable
+    if the server does not answer."""
+    quick_http_failures()
     uri, source = resolve_tracking_uri(sweep, layout)
     log.info("MLflow tracking URI: %s (from %s)", redact_uri(uri), source)
     client = MlflowClient(tracking_uri=uri)
     artifacts = layout.mlflow_artifacts.as_uri() if is_local_store(uri) else None
-    experiment_id = _experiment_id(client, sweep.mlflow.experiment or sweep.name, artifacts)
-    if parent_run_id is not None:
-        retry(client.update_run, parent_run_id, status="RUNNING")
-        retry(client.set_tag, parent_run_id, "status", "RUNNING")
-    else:
-        tags = {ROLE_TAG: "sweep", SWEEP_TAG: sweep.name, "status": "RUNNING",
-                "output_dir": str(layout.root)}
-        if sweep.optuna_storage:
-            tags["optuna_storage"] = redact_uri(sweep.optuna_storage)
-        run = retry(client.create_run, experiment_id, run_name=sweep.name, tags=tags)
-        parent_run_id = run.info.run_id
-        params = [Param(k, v) for k, v in _sweep_params(sweep).items()]
-        retry(client.log_batch, parent_run_id, params=params)
+    try:
+        experiment_id = _experiment_id(client, sweep.mlflow.experiment or sweep.name, artifacts)
+        if parent_run_id is not None:
+            retry(client.update_run, parent_run_id, status="RUNNING")
+            retry(client.set_tag, parent_run_id, "status", "RUNNING")
+            new = False
+        else:
+            tags = {ROLE_TAG: "sweep", SWEEP_TAG: sweep.name, "status": "RUNNING",
+                    "output_dir": str(layout.root)}
+            if sweep.optuna_storage:
+                tags["optuna_storage"] = redact_uri(sweep.optuna_storage)
+            run = retry(client.create_run, experiment_id, run_name=sweep.name, tags=tags)
+            parent_run_id = run.info.run_id
+            params = [Param(k, v) for k, v in _sweep_params(sweep).items()]
+            retry(client.log_batch, parent_run_id, params=params)
+            new = True
+    except MlflowException as error:
+        first = str(error).splitlines()[0][:300] if str(error) else type(error).__name__
+        raise TrackingUnavailable(
+            f"MLflow tracking server {redact_uri(uri)} (from {source}) did not answer: {first}"
+        ) from None
+    target = TrackingTarget(shareable_uri(uri), experiment_id, parent_run_id, sweep.name)
+    if new:
+        spool = sweep_spool(layout, target)
         for path in (layout.sweep_file, layout.resolved, layout.search_space):
-            retry(client.log_artifact, parent_run_id, str(path))
-    return TrackingTarget(shareable_uri(uri), experiment_id, parent_run_id, sweep.name)
+            spool.append({"op": "artifact", "path": str(path)})
+    return target
 
 
 def shareable_uri(uri: str) -> str | None:
@@ -187,22 +227,9 @@ def shareable_uri(uri: str) -> str | None:
     return None if uri_has_secret(uri) else uri
 
 
-def finish_sweep_run(
-    target: TrackingTarget, status: str, tags: dict[str, str], best_file: Path | None
-) -> None:
-    """End the parent run: FINISHED, FAILED or KILLED, with the best/Pareto trials attached."""
-    client = target.client()
-    if best_file is not None and best_file.is_file():
-        retry(client.log_artifact, target.parent_run_id, str(best_file))
-    for key, value in {**tags, "status": status}.items():
-        retry(client.set_tag, target.parent_run_id, key, str(value)[:_TAG_LIMIT])
-    retry(client.set_terminated, target.parent_run_id, status=status)
-
-
 def find_trial_run(client: MlflowClient, target: TrackingTarget, trial_id: str) -> str | None:
     """The nested run of a trial of this sweep, if it exists."""
-    runs = retry(
-        client.search_runs,
+    runs = client.search_runs(
         [target.experiment_id],
         filter_string=(
             f"tags.trial_id = '{trial_id}' AND tags.`{PARENT_TAG}` = '{target.parent_run_id}'"
@@ -212,102 +239,305 @@ def find_trial_run(client: MlflowClient, target: TrackingTarget, trial_id: str) 
     return runs[0].info.run_id if runs else None
 
 
-def read_run_id(checkpoint_dir: Path | None) -> str | None:
-    if checkpoint_dir is None or not (checkpoint_dir / RUN_FILE).is_file():
-        return None
-    return json.loads((checkpoint_dir / RUN_FILE).read_text()).get("run_id")
+# --- operations: what a spool holds, and how each is applied (idempotently) -------------------
 
 
-def write_run_id(checkpoint_dir: Path, run_id: str) -> None:
-    (checkpoint_dir / RUN_FILE).write_text(json.dumps({"run_id": run_id}))
+def is_permanent(error: BaseException) -> bool:
+    """An invalid request, which retrying cannot fix (the operation is skipped and counted)."""
+    return getattr(error, "error_code", None) in _PERMANENT_ERRORS
 
 
-class TrialRun:
-    """A trial's nested run: params and tags once, metrics per task once, artifacts."""
+class _Clients:
+    """One MlflowClient per URI (a spool's URI, or MLFLOW_TRACKING_URI if it holds none)."""
 
-    def __init__(self, client: MlflowClient, run_id: str):
-        self.client = client
-        self.run_id = run_id
-        history = retry(client.get_metric_history, run_id, "task")
-        self.logged_steps = {m.step for m in history}
+    def __init__(self) -> None:
+        self._clients: dict[str, MlflowClient] = {}
 
-    @classmethod
-    def open(
-        cls,
-        target: TrackingTarget,
-        trial_id: str,
-        params: dict[str, Any],
-        tags: dict[str, str],
-        known_run_id: str | None = None,
-    ) -> TrialRun:
-        """Continue the trial's run (id from the checkpoint, else found by its trial_id tag),
-        or create it under the sweep's parent run."""
-        client = target.client()
-        run_id = known_run_id or find_trial_run(client, target, trial_id)
+    def __call__(self, uri: str | None) -> MlflowClient:
+        uri = uri or os.environ.get(TRACKING_ENV)
+        if not uri:
+            raise RuntimeError(
+                f"{TRACKING_ENV} is not set, and the sweep's tracking URI carries credentials, "
+                "so it was not stored with the spool; set it in the environment"
+            )
+        if uri not in self._clients:
+            self._clients[uri] = MlflowClient(tracking_uri=uri)
+        return self._clients[uri]
+
+
+def _target_of(op: dict[str, Any], uri: str | None) -> TrackingTarget:
+    return TrackingTarget(uri, op["experiment_id"], op["parent_run_id"], op["sweep_name"])
+
+
+def _open_trial(client: MlflowClient, op: dict[str, Any], known: str | None) -> str:
+    """Continue the trial's run (known, or found by its trial_id tag), or create it."""
+    target = _target_of(op, None)
+    run_id = known or find_trial_run(client, target, op["trial_id"])
+    if run_id is None:
+        tags = {
+            PARENT_TAG: target.parent_run_id, ROLE_TAG: "trial", SWEEP_TAG: target.sweep_name,
+            "trial_id": op["trial_id"], "status": "RUNNING", "restarts": "0", **op["tags"],
+        }
+        run = client.create_run(target.experiment_id, run_name=op["trial_id"], tags=tags)
+        params = [Param(k, str(v)[:_PARAM_LIMIT]) for k, v in op["params"].items()]
+        client.log_batch(run.info.run_id, params=params)
+        return run.info.run_id
+    run = client.get_run(run_id)
+    restarts = int(run.data.tags.get("restarts", "0")) + 1
+    client.update_run(run_id, status="RUNNING")
+    client.log_batch(run_id, tags=[RunTag("status", "RUNNING"), RunTag("restarts", str(restarts))])
+    return run_id
+
+
+def _log_step(client: MlflowClient, run_id: str, op: dict[str, Any]) -> None:
+    """The step's metrics, unless the step is in MLflow already: its marker metric is logged
+    last in the same batch, so the marker's presence means the whole step is there."""
+    step, marker = int(op["step"]), op["marker"]
+    if any(m.step == step for m in client.get_metric_history(run_id, marker)):
+        return
+    now = int(op.get("time", time.time()) * 1000)
+    metrics = op["metrics"]
+    batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if k != marker]
+    batch.append(Metric(marker, float(metrics.get(marker, step)), now, step))
+    client.log_batch(run_id, metrics=batch)
+
+
+def _set_status(client: MlflowClient, run_id: str, op: dict[str, Any]) -> None:
+    tags = [RunTag("status", op["status"])]
+    if op.get("error"):
+        tags.append(RunTag("error", str(op["error"])[-_TAG_LIMIT:]))
+    tags += [RunTag(k, str(v)[:_TAG_LIMIT]) for k, v in op.get("tags", {}).items()]
+    client.log_batch(run_id, tags=tags)
+    terminal = op.get("terminal")
+    if terminal:
+        client.set_terminated(run_id, status=terminal)
+    else:
+        client.update_run(run_id, status="RUNNING")
+
+
+def apply_operation(clients: _Clients, state: dict[str, Any], op: dict[str, Any]) -> None:
+    """Apply one spooled operation to MLflow; may record the run id in `state`."""
+    client = clients(state.get("uri"))
+    kind = op["op"]
+    if kind == "open_trial":
+        state["run_id"] = _open_trial(client, op, state.get("run_id"))
+        return
+    run_id = state.get("run_id")
+    if run_id is None and "trial_id" in op:  # spooled by the driver for a trial run elsewhere
+        run_id = find_trial_run(client, _target_of(op, None), op["trial_id"])
         if run_id is None:
-            all_tags = {
-                PARENT_TAG: target.parent_run_id, ROLE_TAG: "trial", SWEEP_TAG: target.sweep_name,
-                "trial_id": trial_id, "status": "RUNNING", "restarts": "0", **tags,
-            }
-            run = retry(client.create_run, target.experiment_id, run_name=trial_id, tags=all_tags)
-            run_id = run.info.run_id
-            logged = [Param(k, str(v)[:_PARAM_LIMIT]) for k, v in params.items()]
-            retry(client.log_batch, run_id, params=logged)
-        else:
-            run = retry(client.get_run, run_id)
-            restarts = int(run.data.tags.get("restarts", "0")) + 1
-            retry(client.update_run, run_id, status="RUNNING")
-            retry(client.log_batch, run_id, tags=[
-                RunTag("status", "RUNNING"), RunTag("restarts", str(restarts))
-            ])
-        return cls(client, run_id)
+            log.warning("no MLflow run for trial %s yet; %s not applied", op["trial_id"], kind)
+            return
+    if run_id is None:
+        raise MlflowException(f"spooled {kind} before its run exists", INVALID_PARAMETER_VALUE)
+    if kind == "metrics":
+        _log_step(client, run_id, op)
+    elif kind == "metric":  # one value, logged unless that value is at that step already
+        history = client.get_metric_history(run_id, op["key"])
+        if not any(m.step == op["step"] and m.value == op["value"] for m in history):
+            client.log_metric(run_id, op["key"], op["value"], int(op["time"] * 1000), op["step"])
+    elif kind == "artifact":
+        if Path(op["path"]).exists():
+            client.log_artifact(run_id, op["path"], op.get("dest"))
+    elif kind == "artifacts_once":
+        if Path(op["path"]).is_dir() and not client.list_artifacts(run_id, op["dest"]):
+            client.log_artifacts(run_id, op["path"], op["dest"])
+    elif kind == "text":
+        client.log_text(run_id, op["text"], op["file"])
+    elif kind == "status":
+        _set_status(client, run_id, op)
+    else:
+        raise MlflowException(f"unknown spooled operation {kind!r}", INVALID_PARAMETER_VALUE)
+
+
+def make_sender(name: str) -> Sender:
+    clients = _Clients()
+    return Sender(lambda state, op: apply_operation(clients, state, op), is_permanent, name)
+
+
+# --- a trial's run ------------------------------------------------------------------------
+
+
+def trial_spool(directory: Path, target: TrackingTarget) -> Spool:
+    return Spool(directory / SPOOL_FILE).ensure(uri=target.uri)
+
+
+class TrialTracker:
+    """A trial's nested run, fed through its spool in trials/<id>/: nothing here waits for
+    the tracking server, except `close`, for at most its timeout."""
+
+    def __init__(self, target: TrackingTarget, directory: Path, trial_id: str):
+        quick_http_failures()
+        self.target = target
+        self.trial_id = trial_id
+        self.spool = trial_spool(directory, target)
+        self.sender = make_sender(f"mlflow-{trial_id}")
+        self.sender.add(self.spool)
+        self.sender.start()
+
+    def _append(self, op: dict[str, Any]) -> None:
+        self.spool.append(op)
+        self.sender.notify()
+
+    def open(self, params: dict[str, Any], tags: dict[str, str]) -> None:
+        """Continue the trial's run, or create it under the sweep's parent run."""
+        self._append({
+            "op": "open_trial", "trial_id": self.trial_id, "params": params, "tags": tags,
+            "experiment_id": self.target.experiment_id,
+            "parent_run_id": self.target.parent_run_id, "sweep_name": self.target.sweep_name,
+        })
 
     def log_config(self, config: TrialConfig) -> None:
         """The trial's full resolved config, as trial_config.yaml."""
         text = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
-        retry(self.client.log_text, self.run_id, text, "trial_config.yaml")
+        self._append({"op": "text", "text": text, "file": "trial_config.yaml"})
 
-    def log_task(self, task: int, metrics: dict[str, float], images: list[Path]) -> bool:
-        """Every metric at step = task, once (False if this step was logged before a restart);
-        sample grids as image artifacts."""
+    def log_task(self, task: int, metrics: dict[str, float], images: list[Path]) -> None:
+        """Every metric at step = task (once), sample grids as image artifacts."""
         for image in images:
-            retry(self.client.log_artifact, self.run_id, str(image), SAMPLES_ARTIFACT)
-        if task in self.logged_steps:
-            return False
-        now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, task) for k, v in metrics.items() if k != "task"]
-        batch.append(Metric("task", float(task), now, task))  # last: marks the step complete
-        retry(self.client.log_batch, self.run_id, metrics=batch)
-        self.logged_steps.add(task)
-        return True
+            self._append({"op": "artifact", "path": str(image), "dest": SAMPLES_ARTIFACT})
+        self._append({"op": "metrics", "step": task, "marker": "task", "time": time.time(),
+                      "metrics": {k: float(v) for k, v in metrics.items()}})
 
     def log_model(self, checkpoint_dir: Path) -> None:
         """The final model (once), as a DDIMPipeline directory: model_index.json, unet/ and
         scheduler/ with the run's noise schedule; `DDIMPipeline.from_pretrained` loads it."""
-        if retry(self.client.list_artifacts, self.run_id, MODEL_ARTIFACT):
-            return
         for name in PIPELINE_FILES:
             path = checkpoint_dir / name
             if path.is_dir():
-                retry(self.client.log_artifacts, self.run_id, str(path), f"{MODEL_ARTIFACT}/{name}")
+                self._append({"op": "artifacts_once", "path": str(path),
+                              "dest": f"{MODEL_ARTIFACT}/{name}"})
             else:
-                retry(self.client.log_artifact, self.run_id, str(path), MODEL_ARTIFACT)
+                self._append({"op": "artifact", "path": str(path), "dest": MODEL_ARTIFACT})
 
     def finish(self) -> None:
-        retry(self.client.set_tag, self.run_id, "status", "COMPLETED")
-        retry(self.client.set_terminated, self.run_id, status="FINISHED")
+        self._append({"op": "status", "status": "COMPLETED", "terminal": "FINISHED"})
+
+    def close(self, timeout_s: float | None = None) -> int:
+        """Wait (bounded) for the spool to be sent; return how many operations are left."""
+        left = self.sender.drain(drain_seconds(TRIAL_DRAIN_S) if timeout_s is None else timeout_s)
+        self.sender.stop()
+        if left:
+            log.warning("trial %s: %d MLflow operations left in its spool (%s), for the "
+                        "sweep's driver or `cl-sweeps sync`",
+                        self.trial_id, left, self.sender.last_error)
+        return left
 
 
-def finalize_trial_run(
-    target: TrackingTarget, trial_id: str, status: str, error: str | None = None
-) -> None:
-    """Set a trial run's final status from the driver (a stopped or failed trial cannot)."""
-    client = target.client()
-    run_id = find_trial_run(client, target, trial_id)
-    if run_id is None:
-        return
-    tags = [RunTag("status", status)]
-    if error:
-        tags.append(RunTag("error", error[-_TAG_LIMIT:]))
-    retry(client.log_batch, run_id, tags=tags)
-    retry(client.set_terminated, run_id, status=TERMINAL[status])
+# --- the sweep's parent run, on the driver -------------------------------------------------
+
+
+def sweep_spool(layout: SweepLayout, target: TrackingTarget) -> Spool:
+    return Spool(layout.root / SPOOL_FILE).ensure(uri=target.uri, run_id=target.parent_run_id)
+
+
+class SweepTracker:
+    """The parent run's operations, and the trial spools the driver sends too: a trial that
+    ended before its spool was sent leaves the rest to the driver (on a shared file system)."""
+
+    _open: ClassVar[dict[str, SweepTracker]] = {}  # per output_dir, in the driver process
+
+    @classmethod
+    def for_sweep(cls, target: TrackingTarget, layout: SweepLayout) -> SweepTracker:
+        """The driver's tracker of this sweep (one sender per process, also for Tune callbacks
+        restored by --resume)."""
+        key = str(layout.root)
+        tracker = cls._open.get(key)
+        if tracker is None or tracker.target != target or tracker.closed:
+            tracker = cls._open[key] = cls(target, layout)
+        return tracker
+
+    def __init__(self, target: TrackingTarget, layout: SweepLayout):
+        quick_http_failures()
+        self.closed = False
+        self.target = target
+        self.layout = layout
+        self.spool = sweep_spool(layout, target)
+        self.sender = make_sender("mlflow-sweep")
+        self.sender.add(self.spool)
+        self.sender.start()
+
+    def adopt_pending_trials(self) -> int:
+        """Send what earlier trials left unsent (on --resume); returns how many spools."""
+        spools = [Spool(p) for p in sorted(self.layout.trials.glob(f"*/{SPOOL_FILE}"))]
+        pending = [s for s in spools if s.pending()]
+        for spool in pending:
+            self.sender.add(spool)
+        return len(pending)
+
+    def log_artifact(self, path: Path, dest: str | None = None) -> None:
+        self.spool.append({"op": "artifact", "path": str(path), "dest": dest})
+        self.sender.notify()
+
+    def log_metrics(self, step: int, metrics: dict[str, float], marker: str) -> None:
+        """Metrics on the parent run at `step`, once (marker: the metric that marks the step)."""
+        self.spool.append({"op": "metrics", "step": step, "marker": marker, "time": time.time(),
+                           "metrics": {k: float(v) for k, v in metrics.items()}})
+        self.sender.notify()
+
+    def as_client(self) -> SpoolingClient:
+        """A stand-in for MlflowClient (log_artifact, log_metric) that spools instead, for code
+        that logs on the parent run given a client (the frontier)."""
+        return SpoolingClient(self)
+
+    def end_trial(self, trial_id: str, status: str, error: str | None = None) -> None:
+        """Set a trial run's final status (a stopped or failed trial cannot), via its spool."""
+        spool = trial_spool(self.layout.trial(trial_id), self.target)
+        spool.append({
+            "op": "status", "status": status, "terminal": TERMINAL[status], "error": error,
+            "trial_id": trial_id, "experiment_id": self.target.experiment_id,
+            "parent_run_id": self.target.parent_run_id, "sweep_name": self.target.sweep_name,
+        })
+        self.sender.add(spool)
+
+    def finish(self, status: str, tags: dict[str, str], best_file: Path | None) -> None:
+        """End the parent run: FINISHED, FAILED or KILLED, with the best/Pareto trials."""
+        if best_file is not None and best_file.is_file():
+            self.log_artifact(best_file)
+        self.spool.append({"op": "status", "status": status, "terminal": status, "tags": tags})
+        self.sender.notify()
+
+    def close(self, timeout_s: float | None = None) -> int:
+        """Wait (bounded) for every spool the driver knows; return how many are left."""
+        left = self.sender.drain(drain_seconds(SWEEP_DRAIN_S) if timeout_s is None else timeout_s)
+        self.sender.stop()
+        self.closed = True
+        return left
+
+
+class SpoolingClient:
+    """The parent-run calls of MlflowClient that the frontier makes, appended to the sweep's
+    spool (the run id must be the parent run's)."""
+
+    def __init__(self, tracker: SweepTracker):
+        self.tracker = tracker
+
+    def _check(self, run_id: str) -> None:
+        if run_id != self.tracker.target.parent_run_id:
+            raise ValueError(f"run {run_id} is not the sweep's parent run")
+
+    def log_artifact(self, run_id: str, local_path: str, artifact_path: str | None = None) -> None:
+        self._check(run_id)
+        self.tracker.log_artifact(Path(local_path), artifact_path)
+
+    def log_metric(self, run_id: str, key: str, value: float, step: int | None = None) -> None:
+        self._check(run_id)
+        self.tracker.spool.append({"op": "metric", "key": key, "value": float(value),
+                                   "step": step or 0, "time": time.time()})
+        self.tracker.sender.notify()
+
+
+def sync_sweep(root: Path, timeout_s: float) -> tuple[int, int, str | None]:
+    """Send every spool of a sweep directory: the trials' first, then the parent run's.
+    Returns (operations sent, operations left, the last error if any are left)."""
+    quick_http_failures()
+    spools = [Spool(p) for p in sorted((root / "trials").glob(f"*/{SPOOL_FILE}"))]
+    spools.append(Spool(root / SPOOL_FILE))
+    before = sum(s.pending() for s in spools)
+    sender = make_sender("mlflow-sync")
+    deadline = time.monotonic() + timeout_s
+    for spool in spools:
+        sender.add(spool)
+        sender.drain(max(0.0, deadline - time.monotonic()))
+    left = sender.pending()
+    return before - left, left, sender.last_error if left else None

@@ -1,12 +1,13 @@
 """One Ray Tune trial: a whole continual sequence (run_sequence) with one sampled configuration.
 
-After every task the reporter logs the task's metrics and sample grid to the trial's MLflow run
-and reports the metrics and the task's checkpoint to Tune. A trial restarted after a failure
+After every task the reporter spools the task's metrics and sample grid for the trial's MLflow run
+(sent in the background: training never waits for the tracking server) and reports the metrics
+and the task's checkpoint to Tune. A trial restarted after a failure
 (FailureConfig) or after the driver died (`--resume`) gets its last checkpoint back from
 `tune.get_checkpoint()` and continues at the next task; tasks already learned are not retrained.
 
 Fault injection (tests only): with CL_SWEEPS_CRASH_AT_TASK=k in the driver's environment, every
-trial raises once in task k, after logging that task to MLflow and before reporting it to Tune
+trial raises once in task k, after spooling that task for MLflow and before reporting it to Tune
 (the worst moment), remembering that it did with a marker file in its folder.
 """
 
@@ -31,7 +32,7 @@ from cl_sweeps.records import SweepLayout
 from cl_sweeps.sequence import resolve_device, run_sequence
 from cl_sweeps.sweep.console import quiet_logs
 from cl_sweeps.sweep.space import trial_config_for
-from cl_sweeps.sweep.tracking import TrackingTarget, TrialRun, read_run_id, write_run_id
+from cl_sweeps.sweep.tracking import TrackingTarget, TrialTracker
 from cl_sweeps.throughput import Throughput
 
 log = logging.getLogger(__name__)
@@ -109,32 +110,36 @@ def train_sequence(config: dict[str, Any], context: SweepContext) -> None:
     params = dict(config)
     trial = trial_config_for(context.base, params, list(context.seed_keys), directory)
     checkpoint = tune.get_checkpoint()
-    with ExitStack() as stack:
-        resume_dir = Path(stack.enter_context(checkpoint.as_directory())) if checkpoint else None
-        run = TrialRun.open(
-            context.tracking, trial_id, {**params, **resolved_throughput(trial)},
-            trial_tags(params, trial), read_run_id(resume_dir),
-        )
-        log_event(directory, "attempt", resume_from=str(resume_dir) if resume_dir else None)
-        if resume_dir is None:
-            run.log_config(trial)
-        last = [resume_dir]
+    run = TrialTracker(context.tracking, directory, trial_id)
+    try:
+        with ExitStack() as stack:
+            resume_dir = (
+                Path(stack.enter_context(checkpoint.as_directory())) if checkpoint else None
+            )
+            run.open({**params, **resolved_throughput(trial)}, trial_tags(params, trial))
+            log_event(directory, "attempt", resume_from=str(resume_dir) if resume_dir else None)
+            if resume_dir is None:
+                run.log_config(trial)
+            last = [resume_dir]
 
-        def reporter(task: int, metrics: dict[str, float], checkpoint_dir: Path) -> None:
-            log_event(directory, "task_trained", task=task)
-            run.log_task(task, metrics, sample_grids(directory, task))
-            write_run_id(checkpoint_dir, run.run_id)
-            maybe_crash(context, directory, task)
-            ordered = {k: metrics[k] for k in context.display_metrics if k in metrics}
-            ordered.update(metrics)  # Ray's table shows the first few: task and the objectives
-            tune.report(ordered, checkpoint=tune.Checkpoint.from_directory(checkpoint_dir))
-            last[0] = checkpoint_dir
+            def reporter(task: int, metrics: dict[str, float], checkpoint_dir: Path) -> None:
+                log_event(directory, "task_trained", task=task)
+                run.log_task(task, metrics, sample_grids(directory, task))
+                maybe_crash(context, directory, task)
+                ordered = {k: metrics[k] for k in context.display_metrics if k in metrics}
+                ordered.update(metrics)  # Ray's table shows the first few: task and objectives
+                tune.report(ordered, checkpoint=tune.Checkpoint.from_directory(checkpoint_dir))
+                last[0] = checkpoint_dir
 
-        prefixes = PrefixStore(context.prefix_dir) if context.prefix_dir else None
-        run_sequence(trial, reporter, resume_from=resume_dir, progress=False, prefixes=prefixes)
-        if last[0] is not None:
-            run.log_model(last[0])
-    run.finish()
+            prefixes = PrefixStore(context.prefix_dir) if context.prefix_dir else None
+            run_sequence(
+                trial, reporter, resume_from=resume_dir, progress=False, prefixes=prefixes
+            )
+            if last[0] is not None:
+                run.log_model(last[0])
+        run.finish()
+    finally:
+        run.close()
 
 
 def maybe_crash(context: SweepContext, directory: Path, task: int) -> None:

@@ -39,9 +39,7 @@ from cl_sweeps.sweep.schema import SweepConfig
 from cl_sweeps.sweep.searcher import build_searcher
 from cl_sweeps.sweep.space import SearchSpace, expected_tasks, num_trials
 from cl_sweeps.sweep.tracking import (
-    TrackingTarget,
-    finalize_trial_run,
-    finish_sweep_run,
+    SweepTracker,
     is_local_store,
     resolve_tracking_uri,
     start_sweep_run,
@@ -56,7 +54,7 @@ log = logging.getLogger(__name__)
 
 class TrialRecorder(tune.Callback):
     """Writes trials/<id>/params.json, status.json and metrics.{jsonl,parquet} as Tune reports,
-    and sets the final status of a trial's MLflow run (a stopped trial cannot)."""
+    and spools the final status of a trial's MLflow run (a stopped trial cannot set it)."""
 
     def __init__(self, context: SweepContext):
         self.context = context
@@ -92,10 +90,8 @@ class TrialRecorder(tune.Callback):
 
     def _end(self, trial: Any, status: str, error: str | None) -> None:
         records.write_status(self._dir(trial), status, error)
-        try:
-            finalize_trial_run(self.context.tracking, trial.trial_id, status, error)
-        except Exception as failure:  # noqa: BLE001  (tracking trouble must not stop a sweep)
-            log.warning("could not set the MLflow status of trial %s: %s", trial.trial_id, failure)
+        tracker = SweepTracker.for_sweep(self.context.tracking, self.context.layout)
+        tracker.end_trial(trial.trial_id, status, error)
 
 
 def _error_text(trial: Any) -> str:
@@ -359,6 +355,9 @@ def run_sweep(
     print(f"MLflow: {mlflow_ui_command(uri, tracking.experiment_id)}", flush=True)
     records.write_json(layout.state, {**state, "parent_run_id": tracking.parent_run_id,
                                       "experiment_id": tracking.experiment_id})
+    tracker = SweepTracker.for_sweep(tracking, layout)
+    if resume and tracker.adopt_pending_trials():
+        print("MLflow: sending what the interrupted sweep had not sent yet", flush=True)
     context = SweepContext(
         name=sweep.name,
         output_dir=str(layout.root),
@@ -378,11 +377,12 @@ def run_sweep(
         results = make_tuner(sweep, space, context, resume).fit()
     except BaseException as error:
         status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
-        finish_sweep_run(tracking, status, {}, None)
+        tracker.finish(status, {}, None)
+        close_tracking(tracker, layout)
         raise
     ended = results.num_terminated + results.num_errors
     interrupted = ended < len(results) or len(results) < trials
-    return finish(sweep, layout, tracking, uri, interrupted)
+    return finish(sweep, layout, tracker, uri, interrupted)
 
 
 def prefix_directory(sweep: SweepConfig) -> str | None:
@@ -399,7 +399,7 @@ def prefix_directory(sweep: SweepConfig) -> str | None:
 
 
 def report_compute(
-    sweep: SweepConfig, trials: list[records.TrialRecord], tracking: TrackingTarget
+    sweep: SweepConfig, trials: list[records.TrialRecord], tracker: SweepTracker
 ) -> dict[str, Any]:
     """What the sweep spent on training versus what its trials report (task-0 prefixes count
     once), with the prefixes it shared; printed and logged on the parent run."""
@@ -417,19 +417,25 @@ def report_compute(
         print(f"  prefix {manifest['key']}: seed {manifest['seed']}, "
               f"{manifest['train_tflops']:.4g} TFLOPs, computed by {manifest['strategy']}",
               flush=True)
-    try:
-        log_sweep_metrics(tracking.client(), tracking.parent_run_id, spent)
-    except Exception as error:  # noqa: BLE001 - tracking trouble must not lose the summary
-        log.warning("could not log the sweep's compute on its MLflow run: %s", error)
+    log_sweep_metrics(tracker.as_client(), tracker.target.parent_run_id, spent)
     return {**spent, "prefixes": prefixes}
 
 
+def close_tracking(tracker: SweepTracker, layout: SweepLayout) -> None:
+    """Wait (bounded) for MLflow to receive everything; say so if some of it must wait."""
+    left = tracker.close()
+    if left:
+        print(f"MLflow: {left} operations not sent yet (tracking server unreachable: "
+              f"{tracker.sender.last_error}); they are kept on disk; send them with  "
+              f"cl-sweeps sync {layout.root}", flush=True)
+
+
 def print_summary(
-    sweep: SweepConfig, layout: SweepLayout, tracking: TrackingTarget, extra: dict[str, Any]
+    sweep: SweepConfig, layout: SweepLayout, tracker: SweepTracker, extra: dict[str, Any]
 ) -> None:
     """The end-of-sweep summary: the frontier of the sweep's records over its own objectives,
     written to <output_dir>/frontier and best_trials.json (with `extra`, e.g. the compute
-    spent) and logged on the parent run. A failure here is reported, never fatal: the trials
+    spent) and spooled for the parent run. A failure here is reported, never fatal: the trials
     are saved."""
     from cl_sweeps.frontier import sweep_end_summary
 
@@ -438,7 +444,7 @@ def print_summary(
     try:
         step = ended_trials(records.read_trials(layout.trials))  # the dashboard's step
         text = sweep_end_summary(
-            layout.root, tracking.client(), tracking.parent_run_id, objectives, modes, extra,
+            layout.root, tracker.as_client(), tracker.target.parent_run_id, objectives, modes, extra,
             step=step,
         )
     except Exception as error:  # noqa: BLE001 - the sweep's results must survive a plot failure
@@ -449,7 +455,7 @@ def print_summary(
 
 
 def finish(
-    sweep: SweepConfig, layout: SweepLayout, tracking: TrackingTarget, uri: str, interrupted: bool
+    sweep: SweepConfig, layout: SweepLayout, tracker: SweepTracker, uri: str, interrupted: bool
 ) -> int:
     """Print the trial counts and the end-of-sweep summary, attach it to the parent run, end it
     (KILLED if the sweep was interrupted: it can be resumed)."""
@@ -457,13 +463,14 @@ def finish(
     counts = Counter(record.status for record in trials)
     listed = ", ".join(f"{n} {status.lower()}" for status, n in sorted(counts.items()))
     print(f"\nSweep {sweep.name!r}: {len(trials)} trials ({listed or 'none'})", flush=True)
-    compute = report_compute(sweep, trials, tracking)
-    print_summary(sweep, layout, tracking, {"compute": compute})
+    compute = report_compute(sweep, trials, tracker)
+    print_summary(sweep, layout, tracker, {"compute": compute})
     tags = {f"trials_{k.lower()}": str(v) for k, v in counts.items()}
-    finish_sweep_run(tracking, "KILLED" if interrupted else "FINISHED", tags, layout.best)
+    tracker.finish("KILLED" if interrupted else "FINISHED", tags, layout.best)
+    close_tracking(tracker, layout)
     print(f"\nresults: {layout.trials} (per trial), {layout.best}", flush=True)
     if is_local_store(uri):
-        print(f"MLflow UI: {mlflow_ui_command(uri, tracking.experiment_id)}", flush=True)
+        print(f"MLflow UI: {mlflow_ui_command(uri, tracker.target.experiment_id)}", flush=True)
     if sweep.optuna_storage:
         print(f"Optuna dashboard: optuna-dashboard {redact_uri(sweep.optuna_storage)}", flush=True)
     failed = counts[records.FAILED]
