@@ -39,6 +39,7 @@ from cl_sweeps.evaluation.denoising import denoising_loss
 from cl_sweeps.evaluation.fid import fid_avg, forgetting
 from cl_sweeps.evaluation.generation import GenerationEvaluator
 from cl_sweeps.metrics import task_metric
+from cl_sweeps.numerics import check_loss
 from cl_sweeps.prefix import PrefixStore, prefix_key, shared_task_zero
 from cl_sweeps.strategies import Strategy, TrainingContext, build_strategy, unused_knobs
 from cl_sweeps.throughput import LossReader, OptimizerStep, PersistentTeacher, Throughput
@@ -212,15 +213,18 @@ class Engine:
                     output = self.strategy.loss(self.model, next(batches))
                 self.optimizer_step(output.loss, self.model, self.optimizer)
                 self.strategy.after_optimizer_step(self.model)
-                self.loss_read(task_index, losses.add(output.loss, output.parts), bar)
-            self.loss_read(task_index, losses.read(), bar)
+                self.loss_read(task_index, losses.add(output.loss, output.parts), bar, losses)
+            self.loss_read(task_index, losses.read(), bar, losses)
 
-    def loss_read(self, task_index: int, losses: dict[str, float] | None, bar: tqdm) -> None:
+    def loss_read(
+        self, task_index: int, losses: dict[str, float] | None, bar: tqdm, reader: LossReader
+    ) -> None:
         """Every `train.loss_read_every` iterations and at the end of a task: the mean loss and
         its parts since the last read, read from the device in one transfer, the loop's only
         host sync. Checks on the loss values belong here."""
         if losses is None:
             return
+        check_loss(losses["loss"], task_index, reader.iterations - 1, reader.every)
         bar.set_postfix(loss=f"{losses['loss']:.4f}", refresh=False)
         log.debug("task %d: %s", task_index, losses)
 

@@ -24,9 +24,15 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from cl_sweeps.numerics import check_features
+
 logger = logging.getLogger(__name__)
 
 FEATURE_KINDS = ("classifier", "inception")
+# torchmetrics' accumulated statistics, checked before its matrix square root sees them
+FID_STATES = (
+    "real_features_sum", "real_features_cov_sum", "fake_features_sum", "fake_features_cov_sum"
+)
 INCEPTION_WEIGHTS_OPTION = "evaluation.inception_weights"
 # Bound on a stalled connection while torch.hub downloads the Inception weights (seconds). It is
 # the process-wide socket default, set only for the duration of that download.
@@ -186,6 +192,9 @@ def compute_fid(real: Tensor, fake: Tensor, extractor: nn.Module, batch_size: in
         for i in range(0, len(images), batch_size):
             batch = images[i : i + batch_size].to(device)
             metric.update((batch + 1) / 2, real=is_real)
+    check_features(
+        {name: getattr(metric, name) for name in FID_STATES}, "FID statistics"
+    )
     return float(metric.compute())
 
 

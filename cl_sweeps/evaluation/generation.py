@@ -25,6 +25,7 @@ from cl_sweeps.evaluation.distribution import ard, class_histogram, kld
 from cl_sweeps.evaluation.fid import build_feature_extractor, compute_fid, fid_per_task
 from cl_sweeps.evaluation.grids import grid_caption, grid_image
 from cl_sweeps.metrics import task_metric
+from cl_sweeps.numerics import check_samples
 from cl_sweeps.results import atomic_write
 
 log = logging.getLogger(__name__)
@@ -142,6 +143,7 @@ class GenerationEvaluator:
                 on_forward=self.counter.hook(EVAL_SAMPLING),
             )
         model.train(was_training)
+        check_samples(result.images, task_index)  # before clamping, which would hide inf
         return result.images.clamp(-1, 1)
 
     def __call__(self, model: UNet2DModel, task_index: int, sample_dir: Path) -> dict[str, float]:

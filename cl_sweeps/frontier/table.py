@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from cl_sweeps.metrics import METRIC_NAMES
-from cl_sweeps.records import COMPLETED, TrialRecord
+from cl_sweeps.records import COMPLETED, FAILED, TrialRecord
 
 DEFAULT_OBJECTIVES = ("train_tflops", "fid_final")
 ID_COLUMNS = (
@@ -28,7 +28,10 @@ ID_COLUMNS = (
 )
 SERIES_SEP = "@task"
 # Order in which exclusion reasons are checked and reported.
-REASONS = ("failed", "pruned", "running", "unknown", "incomplete", "missing", "nan", "inf")
+REASONS = (
+    "non-finite loss", "non-finite samples", "non-finite features", "failed", "pruned",
+    "running", "unknown", "incomplete", "missing", "nan", "inf",
+)
 
 
 def series_column(metric: str, task: int) -> str:
@@ -47,6 +50,9 @@ def exclusion_reason(
 ) -> str | None:
     """Why a trial is left out of the frontier (one of REASONS), or None if it is included."""
     if record.status != COMPLETED:
+        for reason in REASONS[:3]:  # a diverged trial: its error starts with the reason
+            if record.status == FAILED and (record.error or "").startswith(reason):
+                return reason
         status = record.status.lower()
         return status if status in REASONS else "unknown"
     if num_tasks is not None and record.tasks_done < num_tasks:

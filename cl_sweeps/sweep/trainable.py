@@ -6,6 +6,10 @@ and the task's checkpoint to Tune. A trial restarted after a failure
 (FailureConfig) or after the driver died (`--resume`) gets its last checkpoint back from
 `tune.get_checkpoint()` and continues at the next task; tasks already learned are not retrained.
 
+A trial that diverges (non-finite loss, samples or FID features: numerics.NonFiniteError) would
+diverge again from the same checkpoint, so it is not trained again: the reason is kept in
+trials/<id>/divergence.json and every restart Ray Tune makes (max_failures) fails at once with it.
+
 Fault injection (tests only): with CL_SWEEPS_CRASH_AT_TASK=k in the driver's environment, every
 trial raises once in task k, after spooling that task for MLflow and before reporting it to Tune
 (the worst moment), remembering that it did with a marker file in its folder.
@@ -22,11 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import ray
 import torch
 from ray import tune
 
 from cl_sweeps import records
 from cl_sweeps.config import TrialConfig, num_tasks_of
+from cl_sweeps.numerics import NonFiniteError
 from cl_sweeps.prefix import PrefixStore
 from cl_sweeps.records import SweepLayout
 from cl_sweeps.sequence import resolve_device, run_sequence
@@ -40,6 +46,7 @@ log = logging.getLogger(__name__)
 CRASH_ENV = "CL_SWEEPS_CRASH_AT_TASK"
 CRASH_MARKER = ".crash_injected"
 EVENTS_FILE = "events.jsonl"
+DIVERGENCE_FILE = "divergence.json"  # why the trial failed for good (a non-finite value)
 
 
 class InjectedFault(RuntimeError):
@@ -100,6 +107,12 @@ def resolved_throughput(trial: TrialConfig) -> dict[str, str]:
     return Throughput.resolve(trial.train, resolve_device(trial.device)).params()
 
 
+def divergence(directory: Path) -> str | None:
+    """The reason a trial diverged, if it did (see the module docstring)."""
+    path = directory / DIVERGENCE_FILE
+    return json.loads(path.read_text())["error"] if path.is_file() else None
+
+
 def train_sequence(config: dict[str, Any], context: SweepContext) -> None:
     """The function trainable: run (or continue) the trial's sequence, reporting every task."""
     torch.set_num_threads(max(1, int(context.cpus_per_trial)))
@@ -107,6 +120,9 @@ def train_sequence(config: dict[str, Any], context: SweepContext) -> None:
         quiet_logs()
     trial_id = tune.get_context().get_trial_id()
     directory = context.layout.trial(trial_id)
+    reason = divergence(directory)
+    if reason is not None:  # deterministic: a restart would only diverge again
+        raise NonFiniteError(f"{reason} (not retried: it would diverge again)")
     params = dict(config)
     trial = trial_config_for(context.base, params, list(context.seed_keys), directory)
     checkpoint = tune.get_checkpoint()
@@ -117,7 +133,8 @@ def train_sequence(config: dict[str, Any], context: SweepContext) -> None:
                 Path(stack.enter_context(checkpoint.as_directory())) if checkpoint else None
             )
             run.open({**params, **resolved_throughput(trial)}, trial_tags(params, trial))
-            log_event(directory, "attempt", resume_from=str(resume_dir) if resume_dir else None)
+            log_event(directory, "attempt", resume_from=str(resume_dir) if resume_dir else None,
+                      node=ray.get_runtime_context().get_node_id())
             if resume_dir is None:
                 run.log_config(trial)
             last = [resume_dir]
@@ -132,9 +149,14 @@ def train_sequence(config: dict[str, Any], context: SweepContext) -> None:
                 last[0] = checkpoint_dir
 
             prefixes = PrefixStore(context.prefix_dir) if context.prefix_dir else None
-            run_sequence(
-                trial, reporter, resume_from=resume_dir, progress=False, prefixes=prefixes
-            )
+            try:
+                run_sequence(
+                    trial, reporter, resume_from=resume_dir, progress=False, prefixes=prefixes
+                )
+            except NonFiniteError as error:
+                log_event(directory, "diverged", error=str(error))
+                records.write_json(directory / DIVERGENCE_FILE, {"error": str(error)})
+                raise
             if last[0] is not None:
                 run.log_model(last[0])
         run.finish()

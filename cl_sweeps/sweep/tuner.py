@@ -44,7 +44,12 @@ from cl_sweeps.sweep.tracking import (
     resolve_tracking_uri,
     start_sweep_run,
 )
-from cl_sweeps.sweep.trainable import SweepContext, crash_at_task_from_env, train_sequence
+from cl_sweeps.sweep.trainable import (
+    SweepContext,
+    crash_at_task_from_env,
+    divergence,
+    train_sequence,
+)
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +87,7 @@ class TrialRecorder(tune.Callback):
         self._end(trial, records.COMPLETED if done else records.PRUNED, None)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._end(trial, records.FAILED, _error_text(trial))
+        self._end(trial, records.FAILED, divergence(self._dir(trial)) or _error_text(trial))
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         error = _error_text(trial)
