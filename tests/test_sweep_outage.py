@@ -85,7 +85,8 @@ def assert_every_step_once(uri: str, name: str, tasks: int) -> None:
 
 def test_training_keeps_its_pace_while_the_tracking_server_is_down(tmp_path: Path) -> None:
     tasks = 5
-    env = child_env(tmp_path / "cache")  # default waits for the spools at trial and sweep end
+    # a slow restart of the server (a loaded machine) must not outlast the bounded wait at the end
+    env = child_env(tmp_path / "cache", CL_SWEEPS_TRACKING_DRAIN_S="300")
     port, root, out = free_port(), tmp_path / "mlflow", tmp_path / "out"
     uri = f"http://127.0.0.1:{port}"
     path = write_yaml(tmp_path / "sweep.yaml", one_trial_sweep("outage", out, uri, tasks, 40))
