@@ -13,10 +13,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from mlflow.tracking import MlflowClient
-from ray.cluster_utils import Cluster
-
-from cl_sweeps.sweep.testing import (
+from helpers import (
     TINY_TASKS,
     background,
     child_env,
@@ -24,6 +21,8 @@ from cl_sweeps.sweep.testing import (
     wait_until,
     write_yaml,
 )
+from mlflow.tracking import MlflowClient
+from ray.cluster_utils import Cluster
 
 CLI = str(Path(sys.executable).parent / "cl-sweeps")
 STEPS = list(range(TINY_TASKS))
