@@ -206,24 +206,23 @@ class Engine:
             disable=not progress,
             leave=False,
         )
-        losses = LossReader(cfg.train.loss_read_every)
+        losses = self.loss_reader = LossReader(cfg.train.loss_read_every)
         with self.timer.phase("train"):
             for _ in bar:
                 with self.throughput.autocast():
                     output = self.strategy.loss(self.model, next(batches))
                 self.optimizer_step(output.loss, self.model, self.optimizer)
                 self.strategy.after_optimizer_step(self.model)
-                self.loss_read(task_index, losses.add(output.loss, output.parts), bar, losses)
-            self.loss_read(task_index, losses.read(), bar, losses)
+                self.loss_read(task_index, losses.add(output.loss, output.parts), bar)
+            self.loss_read(task_index, losses.read(), bar)
 
-    def loss_read(
-        self, task_index: int, losses: dict[str, float] | None, bar: tqdm, reader: LossReader
-    ) -> None:
+    def loss_read(self, task_index: int, losses: dict[str, float] | None, bar: tqdm) -> None:
         """Every `train.loss_read_every` iterations and at the end of a task: the mean loss and
         its parts since the last read, read from the device in one transfer, the loop's only
         host sync. Checks on the loss values belong here."""
         if losses is None:
             return
+        reader = self.loss_reader
         check_loss(losses["loss"], task_index, reader.iterations - 1, reader.every)
         bar.set_postfix(loss=f"{losses['loss']:.4f}", refresh=False)
         log.debug("task %d: %s", task_index, losses)

@@ -11,10 +11,11 @@ from typing import Any
 from mlflow.tracking import MlflowClient
 
 from cl_sweeps import records
+from cl_sweeps.records import SweepLayout
 from cl_sweeps.sweep.dashboard import SweepDashboard, sweep_metrics
 from cl_sweeps.sweep.schema import Objective, parse_sweep_config
 from cl_sweeps.sweep.status import sweep_status
-from cl_sweeps.sweep.tracking import TrackingTarget
+from cl_sweeps.sweep.tracking import SweepTracker, TrackingTarget
 
 OBJECTIVES = [Objective(metric="fid_final", mode="min"), Objective(metric="train_tflops", mode="min")]
 
@@ -42,6 +43,12 @@ def _frontier_html(client: MlflowClient, run_id: str, tmp: Path) -> str:
     return Path(client.download_artifacts(run_id, "frontier/frontier.html", str(tmp))).read_text()
 
 
+def _sent(dashboard: SweepDashboard) -> None:
+    """The dashboard spools; wait until its operations are in MLflow."""
+    tracker = SweepTracker.for_sweep(dashboard.target, SweepLayout(Path(dashboard.output_dir)))
+    assert tracker.sender.drain(60) == 0
+
+
 def test_dashboard_logs_sweep_metrics_per_ended_trial_and_throttles_files(tmp_path: Path) -> None:
     root = tmp_path / "sweep"
     _sweep(root, name="dash", base={"data": {"dataset": "digits", "num_tasks": 2}})
@@ -57,6 +64,7 @@ def test_dashboard_logs_sweep_metrics_per_ended_trial_and_throttles_files(tmp_pa
         {"task": 1, "fid": 30.0, "fid_final": 30.0, "train_tflops": 1.0},
     ])
     dashboard.refresh()
+    _sent(dashboard)
     first = _frontier_html(client, parent, tmp_path / "d1")
     _trial(root, "b", {"strategy.name": "generative_replay"}, "PRUNED",
            [{"task": 0, "fid": 50.0, "train_tflops": 0.7}])
@@ -66,8 +74,10 @@ def test_dashboard_logs_sweep_metrics_per_ended_trial_and_throttles_files(tmp_pa
     _trial(root, "c", {"strategy.name": "generative_distillation"}, "COMPLETED",
            [{"task": 1, "fid": 20.0, "fid_final": 20.0, "train_tflops": 2.0}])
     dashboard.refresh()
+    _sent(dashboard)
     throttled = _frontier_html(client, parent, tmp_path / "d2")
     dashboard.close()  # the sweep ended: files refreshed whatever the throttle
+    _sent(dashboard)
     final = _frontier_html(client, parent, tmp_path / "d3")
 
     assert _history(client, parent, "sweep/trials_completed") == [(1, 1), (2, 1), (3, 2)]
