@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cl_sweeps.config import ConfigError, load_trial_config
-from cl_sweeps.errors import UsageError
+from cl_sweeps.config import ConfigError, TrialConfig, load_trial_config
+from cl_sweeps.errors import UsageError, ensure_writable
 
 if TYPE_CHECKING:
     from cl_sweeps.frontier import Frontier, SweepSource
@@ -29,14 +29,12 @@ def format_table(history: list[dict[str, float]], columns: tuple[str, ...] = TAB
 def cmd_run(args: argparse.Namespace) -> int:
     config = load_trial_config(args.file, args.set)
     if args.dry_run:
-        import yaml
-
-        print(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), end="")
-        print("valid: 1 run")
-        return 0
+        return print_resolved_trial(config)
     from cl_sweeps.checkpoint import latest_checkpoint, read_history
     from cl_sweeps.results import write_task_metrics
     from cl_sweeps.sequence import run_sequence
+
+    ensure_writable(config.output_dir, "output_dir")
 
     output_dir = Path(config.output_dir)
     resume_from = latest_checkpoint(output_dir) if args.resume else None
@@ -54,6 +52,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     print()
     print(format_table(result.history))
     print(f"\nmetrics: {output_dir / 'metrics.jsonl'} and {output_dir / 'metrics.parquet'}")
+    return 0
+
+
+def print_resolved_trial(config: TrialConfig) -> int:
+    """`run --dry-run`: the validated trial with every default filled in, and its tasks (no
+    model is built and no data is read)."""
+    import yaml
+
+    from cl_sweeps.config import NUM_CLASSES, resolve_task_classes
+
+    tasks = resolve_task_classes(config.data, NUM_CLASSES[config.data.dataset])
+    print(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), end="")
+    print(f"# tasks ({len(tasks)}): {tasks}")
+    print("valid: 1 run")
     return 0
 
 
@@ -323,7 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true", help="continue after the last checkpoint")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.add_argument(
-        "--dry-run", action="store_true", help="validate and print the resolved trial config"
+        "--dry-run", action="store_true",
+        help="validate and print the resolved trial and its tasks; build and read nothing",
     )
     run.set_defaults(handler=cmd_run)
     _add_sweep_command(sub)

@@ -10,19 +10,26 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictInt,
     ValidationError,
     field_validator,
     model_validator,
 )
 
+from cl_sweeps.credentials import redact_uri, uri_has_secret
+from cl_sweeps.documents import DocumentError, load_document, parse_value, shorten
+
 DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10")
+NUM_CLASSES = dict.fromkeys(DATASETS, 10)  # checked here, before any data is loaded
+# Seeds feed torch, numpy (< 2**32) and Optuna's samplers; seed*1000 + offsets stays in range.
+SEED_MAX = 2**32 - 1
+Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]
 MODEL_PRESETS = ("tiny", "paper", "paper_cifar")
 NUM_TRAIN_TIMESTEPS = 1000
 
@@ -39,7 +46,12 @@ class ConfigError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    """Unknown keys refused; no coercion between types (a bool is not a number, 0/1 are not
+    flags, "3" is not 3; an int is accepted where a float is); no inf or NaN."""
+
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, strict=True, allow_inf_nan=False
+    )
 
 
 class DataConfig(_Strict):
@@ -55,7 +67,7 @@ class DataConfig(_Strict):
     )
     num_tasks: int = Field(default=5, gt=0)
     class_order: list[int] | None = None
-    class_order_seed: int | None = Field(
+    class_order_seed: Seed | None = Field(
         default=None, description="If set, the class order is a permutation seeded by this."
     )
     tasks: list[list[int]] | None = Field(
@@ -94,6 +106,30 @@ class DataConfig(_Strict):
             raise ValueError(f"class_order {order} repeats a class; list each class once")
         return order
 
+    @model_validator(mode="after")
+    def _classes_fit_the_dataset(self) -> DataConfig:
+        """Class ids and task counts against the dataset's classes, before Ray or any data."""
+        count = NUM_CLASSES[self.dataset]
+        allowed = f"allowed: 0..{count - 1} ({self.dataset} has {count} classes)"
+        problems = []
+        for index, classes in enumerate(self.tasks or []):
+            outside = [c for c in classes if not 0 <= c < count]
+            if outside:
+                problems.append(f"tasks[{index}] has class ids {outside[:5]}; {allowed}")
+        if self.class_order is not None and sorted(self.class_order) != list(range(count)):
+            problems.append(
+                f"class_order {self.class_order[:12]} is not a permutation of 0..{count - 1}"
+            )
+        if self.tasks is None and count % self.num_tasks:
+            divisors = [n for n in range(1, count + 1) if count % n == 0]
+            problems.append(
+                f"num_tasks={self.num_tasks} does not divide the {count} classes of "
+                f"{self.dataset}; allowed: {divisors}, or explicit `tasks`"
+            )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
     def resolved_image_size(self) -> int:
         if self.image_size is not None:
             return self.image_size
@@ -131,8 +167,9 @@ class StrategyConfig(_Strict):
     weight_replay_loss: bool = Field(
         default=True, description="Weight real 1/(t+1) and replay 1-1/(t+1) as in the paper."
     )
-    replay_timesteps: tuple[int, int] = Field(
+    replay_timesteps: tuple[StrictInt, StrictInt] = Field(
         default=(0, NUM_TRAIN_TIMESTEPS),
+        strict=False,  # a YAML list is the tuple; its items stay strict
         description="Replay/distillation timesteps τ are drawn from [low, high) (default: all); "
         "the reference's replay_start_timestep=s is [s, 1000).",
     )
@@ -250,7 +287,7 @@ class EvaluationConfig(_Strict):
         description="Local torchvision ResNet-18 state dict (e.g. ImageNet weights, as the "
         "paper's classifier) to start resnet18 from; null: from scratch.",
     )
-    classifier_seed: int = 0
+    classifier_seed: Seed = 0
     cache_dir: str | None = Field(
         default=None,
         description="Where trained classifiers are cached; default $CL_SWEEPS_CACHE or "
@@ -265,7 +302,7 @@ class EvaluationConfig(_Strict):
 class TrialConfig(_Strict):
     """One full continual sequence: data, model, strategy, budget, evaluation and where to write."""
 
-    seed: int = 0
+    seed: Seed = 0
     device: str = Field(default="auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'.")
     output_dir: str = "runs/trial"
     data: DataConfig = Field(default_factory=DataConfig)
@@ -313,8 +350,17 @@ def format_validation_error(error: ValidationError, prefix: str = "") -> str:
         reason = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             reason = "unknown key; check the spelling against the documented fields"
-        lines.append(f"{field or '<root>'}: {reason} (got {value!r})")
+        lines.append(f"{field or '<root>'}: {reason} (got {shown_value(value)})")
     return "\n".join(lines)
+
+
+def shown_value(value: Any) -> str:
+    """A value as an error message quotes it: short, a mapping elided, URIs redacted."""
+    if isinstance(value, dict):
+        return "{...}"
+    if isinstance(value, str) and uri_has_secret(value):
+        return repr(redact_uri(value))
+    return shorten(value)
 
 
 def parse_trial_config(data: dict[str, Any], prefix: str = "") -> TrialConfig:
@@ -327,7 +373,10 @@ def parse_trial_config(data: dict[str, Any], prefix: str = "") -> TrialConfig:
 
 def parse_override_value(text: str) -> Any:
     """`--set key=value` values are YAML scalars/lists: 3, 0.5, true, null, [1, 2], names."""
-    return yaml.safe_load(text)
+    try:
+        return parse_value(text, "--set value")
+    except DocumentError as error:
+        raise ConfigError(str(error)) from None
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -349,15 +398,11 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping safely; a missing file or a non-mapping is a ConfigError."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} does not exist")
-    with path.open() as handle:
-        data = yaml.safe_load(handle) or {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
-    return data
+    """Read one YAML mapping safely (documents.py: what is refused and why); ConfigError."""
+    try:
+        return load_document(path)
+    except DocumentError as error:
+        raise ConfigError(str(error)) from None
 
 
 def load_trial_config(path: str | Path, overrides: list[str] | None = None) -> TrialConfig:
@@ -382,3 +427,37 @@ def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
 def num_tasks_of(config: TrialConfig) -> int:
     """How many tasks the trial's sequence has (explicit data.tasks, else data.num_tasks)."""
     return len(config.data.tasks) if config.data.tasks is not None else config.data.num_tasks
+
+
+def resolve_task_classes(config: DataConfig, num_classes: int) -> list[list[int]]:
+    """The classes of every task: explicit `tasks`, or `class_order` (or a seeded permutation,
+    or 0..C-1) cut into `num_tasks` equal parts."""
+    if config.tasks is not None:
+        for index, classes in enumerate(config.tasks):
+            for c in classes:
+                if not 0 <= c < num_classes:
+                    raise ConfigError(
+                        f"data.tasks[{index}]: class {c} does not exist in {config.dataset!r}; "
+                        f"allowed: 0..{num_classes - 1}"
+                    )
+        return [list(classes) for classes in config.tasks]
+    if config.class_order is not None:
+        order = list(config.class_order)
+        if sorted(order) != list(range(num_classes)):
+            raise ConfigError(
+                f"data.class_order={order} must be a permutation of 0..{num_classes - 1}"
+            )
+    elif config.class_order_seed is not None:
+        import torch  # only here: the rest of this module is torch-free
+
+        generator = torch.Generator().manual_seed(config.class_order_seed)
+        order = torch.randperm(num_classes, generator=generator).tolist()
+    else:
+        order = list(range(num_classes))
+    if len(order) % config.num_tasks:
+        raise ConfigError(
+            f"data.num_tasks={config.num_tasks} does not divide the {len(order)} classes; "
+            "allowed: a divisor of the class count, or explicit data.tasks"
+        )
+    per_task = len(order) // config.num_tasks
+    return [order[i : i + per_task] for i in range(0, len(order), per_task)]

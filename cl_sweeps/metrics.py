@@ -156,11 +156,20 @@ def is_known_metric(name: str) -> bool:
     """True for a declared metric or a per-task metric with a declared prefix."""
     if name in METRIC_NAMES:
         return True
-    return any(name.startswith(p) and name[len(p):].isdigit() for p in TASK_PREFIXES)
+    return task_of_metric(name) is not None
+
+
+def task_of_metric(name: str) -> int | None:
+    """k of a per-task metric such as fid_task_k (ASCII digits only), else None."""
+    for prefix in TASK_PREFIXES:
+        digits = name[len(prefix):]
+        if name.startswith(prefix) and digits.isascii() and digits.isdigit() and len(digits) < 6:
+            return int(digits)
+    return None
 
 
 def is_per_task_metric(name: str) -> bool:
     """True for a metric reported after every task (what ASHA can compare trials on)."""
-    if any(name.startswith(p) and name[len(p):].isdigit() for p in TASK_PREFIXES):
+    if task_of_metric(name) is not None:
         return True
     return any(spec.name == name and spec.when == AFTER_EACH_TASK for spec in METRICS)

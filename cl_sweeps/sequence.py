@@ -27,6 +27,7 @@ from cl_sweeps.config import TrialConfig
 from cl_sweeps.data import ImageSet, TaskStream, build_task_stream, load_source
 from cl_sweeps.data.augment import augmented
 from cl_sweeps.diffusion import DDIMSampler, build_scheduler, build_unet
+from cl_sweeps.errors import UsageError
 from cl_sweeps.evaluation.compute import (
     EVAL_SAMPLING,
     TRAIN_PURPOSES,
@@ -61,7 +62,7 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device={name!r} but CUDA is not available; use 'cpu' or 'auto'")
+        raise UsageError(f"device={name!r} but CUDA is not available; use 'cpu' or 'auto'")
     return torch.device(name)
 
 

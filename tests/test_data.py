@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from cl_sweeps.config import ConfigError, DataConfig, TrialConfig
+from cl_sweeps.config import ConfigError, DataConfig, TrialConfig, parse_trial_config
 from cl_sweeps.data import build_task_stream, load_source, resolve_task_classes
-from cl_sweeps.data.sources import digits_split
+from cl_sweeps.data.sources import DataError, digits_split
 
 
 def test_digits_split_is_fixed_disjoint_and_complete():
@@ -104,13 +104,15 @@ def test_missing_torchvision_files_name_the_option(tmp_path):
     config = TrialConfig.model_validate(
         {"data": {"dataset": "fashion_mnist", "data_root": str(tmp_path)}}
     ).data
-    with pytest.raises(FileNotFoundError, match="data.download=true"):
+    with pytest.raises(DataError, match="FashionMNIST/raw/train-images-idx3-ubyte: missing"):
         load_source(config)
 
 
-def test_class_outside_dataset_is_rejected():
+def test_class_outside_dataset_is_rejected_before_any_data():
     with pytest.raises(ConfigError, match=r"class 12 does not exist.*0\.\.9"):
-        resolve_task_classes(DataConfig(tasks=[[0, 12]]), 10)
+        resolve_task_classes(DataConfig.model_construct(tasks=[[0, 12]], num_tasks=5), 10)
+    with pytest.raises(ConfigError, match=r"^data: tasks\[0\] has class ids \[12\]; allowed: 0\.\.9"):
+        parse_trial_config({"data": {"tasks": [[0, 12]]}})
 
 
 @pytest.mark.parametrize(

@@ -117,7 +117,8 @@ EXPECTED_FRONT = {  # (strategy, teacher_steps) of the Pareto configurations
 def resolved_sweep() -> dict[str, Any]:
     """The resolved config of the fake sweep, as the sweep writes it (defaults filled)."""
     sweep = parse_sweep_config({
-        "name": SWEEP, "base": {"data": {"dataset": "digits", "num_tasks": NUM_TASKS}},
+        "name": SWEEP, "base": {"data": {"dataset": "digits",
+                                          "tasks": [[2 * k, 2 * k + 1] for k in range(NUM_TASKS)]}},
         "seeds": [0, 1, 2],
     })
     return sweep.model_dump(mode="json")

@@ -119,7 +119,7 @@ def test_sweep_metrics_with_no_finished_configuration() -> None:
 def test_status_table_of_a_running_sweep_from_its_records(tmp_path: Path) -> None:
     root = tmp_path / "sweep"
     _sweep(  # as resolved after --set max_concurrent_trials=2
-        root, name="watch", base={"data": {"dataset": "digits", "num_tasks": 4}},
+        root, name="watch", base={"data": {"dataset": "digits", "tasks": [[0, 1], [2, 3], [4, 5], [6, 7]]}},
         search={"strategy.name": ["naive", "cumulative", "generative_replay"]},
         search_algorithm={"name": "grid"}, max_concurrent_trials=2,
     )

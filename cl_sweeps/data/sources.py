@@ -7,6 +7,7 @@ the configured size, as in the paper.
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from cl_sweeps.config import DataConfig
+from cl_sweeps.errors import UsageError
 
 DIGITS_TEST_FRACTION = 0.2
 DIGITS_SPLIT_SEED = 0  # fixed: the train/test split never changes between trials
@@ -85,23 +87,80 @@ def _load_digits(size: int) -> tuple[ImageSet, ImageSet]:
     return train, test
 
 
+class DataError(UsageError):
+    """A dataset file is missing, corrupt or inconsistent; the message names the file."""
+
+
+IDX_MAGIC = {"images": 2051, "labels": 2049}  # MNIST's IDX headers: ubyte, 3 or 1 dimensions
+
+
+def _check_idx_files(cls: type, root: Path, train: bool) -> tuple[Path, Path]:
+    """The split's IDX images and labels files of an MNIST-like dataset, present and with the
+    right header (torchvision would stop at a bare assertion)."""
+    folder = root / cls.__name__ / "raw"
+    split = "train" if train else "t10k"
+    files = (folder / f"{split}-images-idx3-ubyte", folder / f"{split}-labels-idx1-ubyte")
+    for path, kind in zip(files, IDX_MAGIC):
+        if not path.is_file():
+            raise DataError(
+                f"{path}: missing ({cls.__name__} {kind}); put torchvision's files under "
+                "data.data_root or set data.download=true"
+            )
+        header = path.read_bytes()[:4]
+        magic = int.from_bytes(header, "big") if len(header) == 4 else None
+        if magic != IDX_MAGIC[kind]:
+            raise DataError(
+                f"{path}: not an IDX {kind} file (magic number {magic}, expected "
+                f"{IDX_MAGIC[kind]}); the file is corrupt or not {cls.__name__}'s"
+            )
+    return files
+
+
+def _check_cifar_files(cls: type, root: Path, train: bool) -> None:
+    from torchvision.datasets.utils import check_integrity
+
+    folder = root / cls.base_folder
+    for name, md5 in cls.train_list if train else cls.test_list:
+        path = folder / name
+        if not path.is_file():
+            raise DataError(
+                f"{path}: missing (CIFAR-10); put torchvision's files under data.data_root or "
+                "set data.download=true"
+            )
+        if not check_integrity(str(path), md5):
+            raise DataError(f"{path}: corrupt (its MD5 checksum is not CIFAR-10's)")
+
+
 def _load_torchvision(name: str, root: str, download: bool, size: int) -> tuple[ImageSet, ImageSet]:
     from torchvision import datasets
 
     cls = {"mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST,
            "cifar10": datasets.CIFAR10}[name]
+    base = Path(root).expanduser()
     splits = []
     for train in (True, False):
+        files = None
+        if not download:
+            if name == "cifar10":
+                _check_cifar_files(cls, base, train)
+            else:
+                files = _check_idx_files(cls, base, train)
         try:
-            ds = cls(root=str(Path(root).expanduser()), train=train, download=download)
-        except RuntimeError as error:
-            raise FileNotFoundError(
+            ds = cls(root=str(base), train=train, download=download)
+            data = torch.as_tensor(np.asarray(ds.data))
+            labels = torch.as_tensor(np.asarray(ds.targets), dtype=torch.int64)
+        except (RuntimeError, AssertionError, OSError, ValueError, EOFError, KeyError,
+                pickle.UnpicklingError) as error:
+            raise DataError(
                 f"data.dataset={name!r}: could not load it from data.data_root={root!r} "
-                f"({error}); put torchvision's files there or set data.download=true"
+                f"({type(error).__name__}: {str(error)[:200]}); put torchvision's files there "
+                "or set data.download=true"
             ) from None
-        data = torch.as_tensor(np.asarray(ds.data))
+        if len(labels) != len(data):
+            where = f"{files[1]} holds {len(labels)} labels for {len(data)} images in " \
+                f"{files[0]}" if files else f"{len(labels)} labels for {len(data)} images"
+            raise DataError(f"data.dataset={name!r}: {where}; the files do not belong together")
         images = data.permute(0, 3, 1, 2) if data.ndim == 4 else data.unsqueeze(1)
-        labels = torch.as_tensor(np.asarray(ds.targets), dtype=torch.int64)
         splits.append(ImageSet(_to_unit_range(images, 255.0, size), labels))
     return splits[0], splits[1]
 

@@ -10,9 +10,10 @@ module imports none of them (nor torch): `cl-sweeps sweep FILE --dry-run` stays 
 from __future__ import annotations
 
 import copy
+import math
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 from pydantic import (
     BaseModel,
@@ -29,6 +30,7 @@ from pydantic import (
 from cl_sweeps.config import (
     REPLACED_KEYS,
     ConfigError,
+    Seed,
     TrialConfig,
     apply_overrides,
     load_yaml,
@@ -36,8 +38,9 @@ from cl_sweeps.config import (
     set_dotted,
 )
 from cl_sweeps.config import _Strict as StrictModel
-from cl_sweeps.credentials import redact_uri, uri_has_secret
-from cl_sweeps.metrics import METRIC_NAMES, is_known_metric, is_per_task_metric
+from cl_sweeps.credentials import is_well_formed, redact_uri, uri_has_secret
+from cl_sweeps.documents import shorten
+from cl_sweeps.metrics import METRIC_NAMES, is_known_metric, is_per_task_metric, task_of_metric
 from cl_sweeps.strategies.catalog import strategy_names
 from cl_sweeps.sweep.space import (
     MAX_GRID_POINTS,
@@ -71,6 +74,17 @@ class _SearchParam(StrictModel):
         description="Sample only when every named search parameter has one of these values. "
         "Absent: inferred for strategy knobs from the strategies that read them; {}: always.",
     )
+
+    @field_validator("when")
+    @classmethod
+    def _no_empty_lists(cls, when: dict[str, Any] | None) -> dict[str, Any] | None:
+        for key, value in (when or {}).items():
+            if isinstance(value, list) and not value:
+                raise ValueError(
+                    f"when.{key} is an empty list, so the parameter would never be sampled; "
+                    "list the values it is sampled for, or drop the parameter"
+                )
+        return when
 
     def candidates(self) -> list[Any]:
         """The values to validate against the trial config: every choice, or both bounds."""
@@ -173,6 +187,11 @@ class FloatParam(_SearchParam):
             raise ValueError(f"log scale and step={self.step} cannot be combined; drop one")
         if self.step is not None:
             n = (self.high - self.low) / self.step
+            if not math.isfinite(n) or n > MAX_GRID_POINTS:
+                raise ValueError(
+                    f"(high - low) / step is {n:g} values; a stepped float range has at most "
+                    f"{MAX_GRID_POINTS} (drop the step for a continuous range)"
+                )
             if abs(n - round(n)) > 1e-9 * max(1.0, abs(n)):
                 raise ValueError(
                     f"high - low = {self.high - self.low:g} is not a multiple of step={self.step:g}"
@@ -289,7 +308,7 @@ class SearchAlgorithmConfig(StrictModel):
 
     name: Literal["optuna", "random", "grid"] = "optuna"
     sampler: Literal["auto", "tpe", "nsga2", "gp"] = "auto"
-    seed: int | None = Field(default=None, description="Seed of the sampler (reproducible search).")
+    seed: Seed | None = Field(default=None, description="Seed of the sampler (reproducible search).")
     n_startup_trials: int | None = Field(
         default=None, ge=0, description="Random configurations before TPE/GP model the space."
     )
@@ -338,7 +357,7 @@ class SweepConfig(StrictModel):
     max_concurrent_trials: int | None = Field(default=None, gt=0)
     resources_per_trial: ResourcesConfig = Field(default_factory=ResourcesConfig)
     scheduler: SchedulerConfig | None = None
-    seeds: list[int] | None = Field(default=None, min_length=1)
+    seeds: list[Seed] | None = Field(default=None, min_length=1, max_length=1000)
     seed_keys: list[str] = Field(
         default_factory=lambda: ["seed"], min_length=1,
         description="Trial-config keys set to the replica's seed (e.g. data.class_order_seed too).",
@@ -469,7 +488,8 @@ def _is_section(annotation: Any) -> bool:
 
 def _is_int_field(info: Any) -> bool:
     args = set(get_args(info.annotation)) or {info.annotation}
-    return args - {type(None)} == {int}
+    plain = {get_args(a)[0] if get_origin(a) is Annotated else a for a in args}
+    return plain - {type(None)} == {int}
 
 
 # --- semantic checks ------------------------------------------------------------------------
@@ -677,10 +697,25 @@ def _check_objectives(sweep: SweepConfig) -> list[str]:
                 f"objectives[{index}].metric: unknown metric {objective.metric!r}; allowed: "
                 f"{', '.join(METRIC_NAMES)} (see cl_sweeps/metrics.py)"
             )
+        problems += _task_in_range(sweep, f"objectives[{index}].metric", objective.metric)
         if objective.metric in seen:
             problems.append(f"objectives[{index}].metric: {objective.metric!r} is listed twice")
         seen.add(objective.metric)
+    if sweep.scheduler is not None and sweep.scheduler.metric is not None:
+        problems += _task_in_range(sweep, "scheduler.metric", sweep.scheduler.metric)
     return problems
+
+
+def _task_in_range(sweep: SweepConfig, field: str, metric: str) -> list[str]:
+    """A per-task metric's task index must be one of the sweep's tasks."""
+    task = task_of_metric(metric)
+    if task is None or {"data.num_tasks", "data.tasks"} & {sweep.field_of(k) for k in sweep.search}:
+        return []
+    tasks = num_tasks_of(sweep.base)
+    if task >= tasks:
+        reason = f"names task {task}, but the sweep has {tasks} tasks (allowed: 0..{tasks - 1})"
+        return [f"{field}: {metric!r} {reason}"]
+    return []
 
 
 def _check_scheduler(sweep: SweepConfig) -> list[str]:
@@ -738,13 +773,21 @@ def _check_resources(sweep: SweepConfig) -> list[str]:
 
 def _check_uris(sweep: SweepConfig) -> list[str]:
     problems = []
+    if sweep.storage_path is not None and uri_has_secret(sweep.storage_path):
+        problems.append(
+            "storage_path: the location carries credentials; give them to the storage client "
+            "through its environment (e.g. AWS_* variables) instead "
+            f"(got {redact_uri(sweep.storage_path)!r})"
+        )
     for field, uri in (
         ("mlflow.tracking_uri", sweep.mlflow.tracking_uri),
         ("optuna_storage", sweep.optuna_storage),
     ):
         if uri is None:
             continue
-        if uri_has_secret(uri):
+        if not is_well_formed(uri):
+            problems.append(f"{field}: not a well-formed URI (got {redact_uri(uri)!r})")
+        elif uri_has_secret(uri):
             problems.append(
                 f"{field}: the URI carries a password; credentials come only from the "
                 "environment (MLFLOW_TRACKING_USERNAME/PASSWORD, PGPASSWORD or ~/.pgpass) "
@@ -756,7 +799,7 @@ def _check_uris(sweep: SweepConfig) -> list[str]:
                 "(MLflow 3 refuses plain file stores)" if field.startswith("mlflow")
                 else "an SQLAlchemy URL such as sqlite:///optuna.db or postgresql://user@host/db"
             )
-            problems.append(f"{field}: not a URL; allowed: {allowed} (got {uri!r})")
+            problems.append(f"{field}: not a URL; allowed: {allowed} (got {shorten(uri)})")
     return problems
 
 

@@ -26,6 +26,7 @@ from ray.tune.schedulers import ASHAScheduler
 from cl_sweeps import records
 from cl_sweeps.config import ConfigError, num_tasks_of
 from cl_sweeps.credentials import redact_uri
+from cl_sweeps.errors import ensure_writable
 from cl_sweeps.frontier.tracking import log_sweep_metrics
 from cl_sweeps.metrics import is_known_metric
 from cl_sweeps.prefix import PrefixStore
@@ -351,6 +352,9 @@ def run_sweep(
     space = SearchSpace(sweep)
     if not resume:
         refuse_existing_sweep(layout)
+    ensure_writable(layout.root, "output_dir")
+    if "://" not in sweep.storage_path:
+        ensure_writable(sweep.storage_path, "storage_path")
     check_optuna_study(sweep, resume)
     state = prepare_output(layout, sweep, space, file_text, overrides or [], resume)
     uri, _ = resolve_tracking_uri(sweep, layout)
