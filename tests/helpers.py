@@ -7,6 +7,7 @@ in their own session, so that a test can always stop exactly what it started, by
 from __future__ import annotations
 
 import copy
+import json
 import os
 import secrets
 import signal
@@ -172,3 +173,9 @@ def mlflow_server(root: Path, env: dict[str, str], port: int | None = None) -> I
         if process.poll() is not None:
             raise RuntimeError(log.read_text()[-3000:])
         yield uri
+
+
+def events(trial_dir: Path) -> list[dict]:
+    """A trial's events.jsonl (attempts, tasks trained): the evidence of what a resume redid."""
+    path = trial_dir / "events.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []

@@ -17,6 +17,7 @@ from helpers import (
     TINY_TASKS,
     background,
     child_env,
+    events,
     tiny_sweep,
     wait_until,
     write_yaml,
@@ -27,10 +28,6 @@ from ray.cluster_utils import Cluster
 CLI = str(Path(sys.executable).parent / "cl-sweeps")
 STEPS = list(range(TINY_TASKS))
 
-
-def events(trial: Path) -> list[dict]:
-    path = trial / "events.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
 
 
 def reported_tasks(trial: Path) -> int:

@@ -18,6 +18,7 @@ from helpers import (
     TINY_TASKS,
     background,
     child_env,
+    events,
     run,
     tiny_sweep,
     wait_until,
@@ -31,9 +32,6 @@ from cl_sweeps.metrics import TASK_PREFIXES
 CLI = str(Path(sys.executable).parent / "cl-sweeps")
 STEPS = list(range(TINY_TASKS))
 
-
-def events(directory: Path) -> list[dict]:
-    return [json.loads(line) for line in (directory / "events.jsonl").read_text().splitlines()]
 
 
 def trials_of(out: Path) -> list[Path]:
