@@ -60,9 +60,9 @@ def print_resolved_trial(config: TrialConfig) -> int:
     model is built and no data is read)."""
     import yaml
 
-    from cl_sweeps.config import NUM_CLASSES, resolve_task_classes
+    from cl_sweeps.config import resolve_task_classes
 
-    tasks = resolve_task_classes(config.data, NUM_CLASSES[config.data.dataset])
+    tasks = resolve_task_classes(config.data, config.data.info.num_classes)
     print(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), end="")
     print(f"# tasks ({len(tasks)}): {tasks}")
     print("valid: 1 run")
@@ -182,7 +182,12 @@ def _log_on_parent_run(args: argparse.Namespace, source: SweepSource, paths: lis
 
 
 def cmd_frontier(args: argparse.Namespace) -> int:
-    from cl_sweeps.frontier import frontier_table_text, objectives_for, write_frontier_outputs
+    from cl_sweeps.frontier import (
+        best_per_strategy_text,
+        frontier_table_text,
+        objectives_for,
+        write_frontier_outputs,
+    )
 
     try:
         frontier = _frontier_of(args, objectives_for(args.third_objective))
@@ -191,6 +196,9 @@ def cmd_frontier(args: argparse.Namespace) -> int:
         return 1
     paths = write_frontier_outputs(frontier, _out_dir(args))
     print(frontier_table_text(frontier, all_configs=args.all))
+    per_strategy = "" if args.all else best_per_strategy_text(frontier)
+    if per_strategy:
+        print(f"\n{per_strategy}")
     print("\nfiles:\n" + "\n".join(f"  {p}" for p in paths.values()))
     _log_on_parent_run(args, frontier.source, list(paths.values()))
     return 0

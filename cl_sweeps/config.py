@@ -23,10 +23,9 @@ from pydantic import (
 )
 
 from cl_sweeps.credentials import redact_uri, uri_has_secret
+from cl_sweeps.data.catalog import DatasetInfo, dataset_info
 from cl_sweeps.documents import DocumentError, load_document, parse_value, shorten
 
-DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10")
-NUM_CLASSES = dict.fromkeys(DATASETS, 10)  # checked here, before any data is loaded
 # Seeds feed torch, numpy (< 2**32) and Optuna's samplers; seed*1000 + offsets stays in range.
 SEED_MAX = 2**32 - 1
 Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]
@@ -57,13 +56,14 @@ class _Strict(BaseModel):
 class DataConfig(_Strict):
     """Which dataset, how it is split into class-incremental tasks, and where it lives."""
 
-    dataset: Literal["digits", "mnist", "fashion_mnist", "cifar10"] = "digits"
+    dataset: str = Field(default="digits", description="A name from data/catalog.py.")
     data_root: str | None = Field(
         default=None, description="Directory of torchvision datasets (required for them)."
     )
     download: bool = False
     image_size: int | None = Field(
-        default=None, gt=0, description="Side of the square images; default 8 (digits), 32 else."
+        default=None, gt=0, description="Side of the square images; null: the dataset's default "
+        "(data/catalog.py: 8 for digits, 32 for torchvision's)."
     )
     num_tasks: int = Field(default=5, gt=0)
     class_order: list[int] | None = None
@@ -78,7 +78,7 @@ class DataConfig(_Strict):
     augment: bool | None = Field(
         default=None,
         description="Random horizontal flip of the real training images (seeded); "
-        "null: on for cifar10 only, as the paper's code.",
+        "null: the dataset's default (on for cifar10 only, as the paper's code).",
     )
 
     @field_validator("tasks")
@@ -106,10 +106,21 @@ class DataConfig(_Strict):
             raise ValueError(f"class_order {order} repeats a class; list each class once")
         return order
 
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, name: str) -> str:
+        dataset_info(name)  # ValueError naming the allowed datasets
+        return name
+
+    @property
+    def info(self) -> DatasetInfo:
+        """The dataset's declaration (classes, image size, loader, evaluation defaults)."""
+        return dataset_info(self.dataset)
+
     @model_validator(mode="after")
     def _classes_fit_the_dataset(self) -> DataConfig:
         """Class ids and task counts against the dataset's classes, before Ray or any data."""
-        count = NUM_CLASSES[self.dataset]
+        count = self.info.num_classes
         allowed = f"allowed: 0..{count - 1} ({self.dataset} has {count} classes)"
         problems = []
         for index, classes in enumerate(self.tasks or []):
@@ -133,10 +144,10 @@ class DataConfig(_Strict):
     def resolved_image_size(self) -> int:
         if self.image_size is not None:
             return self.image_size
-        return 8 if self.dataset == "digits" else 32
+        return self.info.image_size
 
     def resolved_augment(self) -> bool:
-        return self.dataset == "cifar10" if self.augment is None else self.augment
+        return self.info.augment if self.augment is None else self.augment
 
 
 class ModelConfig(_Strict):
@@ -270,13 +281,13 @@ class EvaluationConfig(_Strict):
     )
     eval_batch_size: int = Field(default=500, gt=0)
     fid_features: Literal["auto", "classifier", "inception"] = Field(
-        default="auto", description="auto: classifier features on digits, Inception otherwise."
+        default="auto", description="auto: the dataset's (classifier on digits, else Inception)."
     )
     inception_weights: str | None = Field(
         default=None, description="Local file of the FID Inception weights (offline clusters)."
     )
     classifier_arch: Literal["auto", "small_cnn", "resnet18"] = Field(
-        default="auto", description="auto: small_cnn on digits, resnet18 otherwise (paper)."
+        default="auto", description="auto: the dataset's (small_cnn on digits, else resnet18)."
     )
     classifier_epochs: int | None = Field(
         default=None, gt=0,
@@ -331,7 +342,7 @@ class TrialConfig(_Strict):
 
     @model_validator(mode="after")
     def _data_needs_root(self) -> TrialConfig:
-        if self.data.dataset != "digits" and not self.data.data_root:
+        if self.data.info.needs_data_root and not self.data.data_root:
             raise ValueError(
                 f"data.data_root is required for dataset {self.data.dataset!r} "
                 "(a directory for torchvision's files; set data.download=true to fetch them)"

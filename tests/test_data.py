@@ -100,6 +100,26 @@ def test_torchvision_format_loads_from_a_directory(tmp_path, dataset, folder):
     assert [len(t) for t in stream.train] == [12] * 5
 
 
+def test_a_dataset_is_one_catalog_entry(tmp_path, monkeypatch):
+    """Declaring KMNIST (MNIST's on-disk format, 16x16 by default) in the catalog is all it
+    takes for a run file to validate against it and for its files to load."""
+    from cl_sweeps.data import catalog
+
+    kmnist = catalog.DatasetInfo("kmnist", 10, 16, "idx", "KMNIST")
+    monkeypatch.setitem(catalog.DATASETS, "kmnist", kmnist)
+    with pytest.raises(ConfigError, match=r"data.dataset.*'kmnist2'.*allowed: .*kmnist"):
+        parse_trial_config({"data": {"dataset": "kmnist2", "data_root": "x"}})
+    with pytest.raises(ConfigError, match="data.data_root is required"):
+        parse_trial_config({"data": {"dataset": "kmnist"}})
+    _write_mnist_like(tmp_path, "KMNIST", n_train=40, n_test=20)
+    config = TrialConfig.model_validate(
+        {"data": {"dataset": "kmnist", "data_root": str(tmp_path)}}
+    ).data
+    source = load_source(config)
+    assert source.train.images.shape == (40, 1, 16, 16) and source.name == "kmnist"
+    assert [len(t) for t in build_task_stream(config, source).train] == [8] * 5
+
+
 def test_missing_torchvision_files_name_the_option(tmp_path):
     config = TrialConfig.model_validate(
         {"data": {"dataset": "fashion_mnist", "data_root": str(tmp_path)}}

@@ -20,6 +20,13 @@ def test_every_strategy_is_in_the_readme():
         assert f"| `{name}` |" in README, name
 
 
+def test_every_dataset_is_in_the_readme():
+    from cl_sweeps.data.catalog import dataset_names
+
+    for name in dataset_names():
+        assert f"| `{name}` |" in README, name
+
+
 def test_metric_names_accept_per_task_forms():
     assert is_known_metric("fid_task_3") and is_known_metric("fid_final")
     assert not is_known_metric("fid_task_x") and not is_known_metric("fidd")

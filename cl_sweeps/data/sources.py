@@ -1,8 +1,9 @@
 """Image sources as in-memory tensors in [-1, 1].
 
-`digits` is scikit-learn's bundled 8x8 handwritten digits (no download); the torchvision datasets
-are read from `data_root` in torchvision's own on-disk format and resized from 28x28 (or 32x32) to
-the configured size, as in the paper.
+Each dataset is declared in `catalog.py`; its `loader` says how it is read here: `digits` is
+scikit-learn's bundled 8x8 handwritten digits (no download); `idx` (MNIST's format) and `cifar`
+datasets are read from `data_root` in torchvision's own on-disk format and resized from 28x28
+(or 32x32) to the configured size, as in the paper.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from cl_sweeps.config import DataConfig
+from cl_sweeps.data.catalog import DATASETS, DatasetInfo
 from cl_sweeps.errors import UsageError
 
 DIGITS_TEST_FRACTION = 0.2
@@ -81,7 +83,7 @@ def _load_digits(size: int) -> tuple[ImageSet, ImageSet]:
     images = torch.from_numpy(bunch.images.astype(np.float32)).unsqueeze(1)
     labels = torch.from_numpy(bunch.target.astype(np.int64))
     train_idx, test_idx = digits_split()
-    x = _to_unit_range(images, 16.0, size)
+    x = _to_unit_range(images, DATASETS["digits"].pixel_max, size)
     train = ImageSet(x[torch.from_numpy(train_idx)], labels[torch.from_numpy(train_idx)])
     test = ImageSet(x[torch.from_numpy(test_idx)], labels[torch.from_numpy(test_idx)])
     return train, test
@@ -124,24 +126,26 @@ def _check_cifar_files(cls: type, root: Path, train: bool) -> None:
         path = folder / name
         if not path.is_file():
             raise DataError(
-                f"{path}: missing (CIFAR-10); put torchvision's files under data.data_root or "
-                "set data.download=true"
+                f"{path}: missing ({cls.__name__}); put torchvision's files under "
+                "data.data_root or set data.download=true"
             )
         if not check_integrity(str(path), md5):
-            raise DataError(f"{path}: corrupt (its MD5 checksum is not CIFAR-10's)")
+            raise DataError(f"{path}: corrupt (its MD5 checksum is not {cls.__name__}'s)")
 
 
-def _load_torchvision(name: str, root: str, download: bool, size: int) -> tuple[ImageSet, ImageSet]:
+def _load_torchvision(
+    info: DatasetInfo, root: str, download: bool, size: int
+) -> tuple[ImageSet, ImageSet]:
     from torchvision import datasets
 
-    cls = {"mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST,
-           "cifar10": datasets.CIFAR10}[name]
+    name = info.name
+    cls = getattr(datasets, info.torchvision_class or "")
     base = Path(root).expanduser()
     splits = []
     for train in (True, False):
         files = None
         if not download:
-            if name == "cifar10":
+            if info.loader == "cifar":
                 _check_cifar_files(cls, base, train)
             else:
                 files = _check_idx_files(cls, base, train)
@@ -161,7 +165,7 @@ def _load_torchvision(name: str, root: str, download: bool, size: int) -> tuple[
                 f"{files[0]}" if files else f"{len(labels)} labels for {len(data)} images"
             raise DataError(f"data.dataset={name!r}: {where}; the files do not belong together")
         images = data.permute(0, 3, 1, 2) if data.ndim == 4 else data.unsqueeze(1)
-        splits.append(ImageSet(_to_unit_range(images, 255.0, size), labels))
+        splits.append(ImageSet(_to_unit_range(images, info.pixel_max, size), labels))
     return splits[0], splits[1]
 
 
@@ -180,12 +184,10 @@ def _cap_per_class(images: ImageSet, cap: int | None, seed: int) -> ImageSet:
 def load_source(config: DataConfig) -> SourceData:
     """Load a dataset's splits as tensors in [-1, 1] at the configured image size."""
     size = config.resolved_image_size()
-    if config.dataset == "digits":
+    if config.info.loader == "digits":
         train, test = _load_digits(size)
     else:
-        train, test = _load_torchvision(
-            config.dataset, config.data_root or "", config.download, size
-        )
+        train, test = _load_torchvision(config.info, config.data_root or "", config.download, size)
     train = _cap_per_class(train, config.max_train_per_class, DIGITS_SPLIT_SEED)
     test = _cap_per_class(test, config.max_test_per_class, DIGITS_SPLIT_SEED + 1)
     num_classes = int(max(train.labels.max(), test.labels.max())) + 1

@@ -38,17 +38,18 @@ def default_cache_dir() -> Path:
 
 
 def resolved_feature_kind(config: TrialConfig) -> str:
-    """Classifier features on 8x8 digits (Inception is meaningless there); Inception else."""
+    """`auto`: the dataset's declared feature space (classifier features on 8x8 digits, where
+    Inception is meaningless; Inception else)."""
     kind = config.evaluation.fid_features
     if kind == "auto":
-        kind = "classifier" if config.data.dataset == "digits" else "inception"
+        kind = config.data.info.fid_features
     return kind
 
 
 def resolved_classifier_arch(config: TrialConfig) -> str:
     arch = config.evaluation.classifier_arch
     if arch == "auto":
-        arch = "small_cnn" if config.data.dataset == "digits" else "resnet18"
+        arch = config.data.info.classifier_arch
     return arch
 
 

@@ -1,0 +1,63 @@
+"""Which datasets exist and what each one implies, known without torch.
+
+One `DatasetInfo` per dataset in `DATASETS` is the whole declaration: the config layer reads it
+to validate class ids, task counts, the default image size and whether `data_root` is needed;
+evaluation reads its `auto` feature space and classifier; `sources.py` loads the images through
+its `loader`. Adding a torchvision dataset in MNIST's or CIFAR's on-disk format is one entry
+here (and its README row under "Data").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Loader = Literal["digits", "idx", "cifar"]  # how sources.py reads the files
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """A dataset's declaration (see the module docstring)."""
+
+    name: str
+    num_classes: int
+    image_size: int  # default side after resizing (the paper's 32 for torchvision datasets)
+    loader: Loader
+    torchvision_class: str | None = None  # torchvision.datasets.<class> for idx/cifar loaders
+    pixel_max: float = 255.0  # raw pixel value that maps to 1.0
+    fid_features: Literal["classifier", "inception"] = "inception"  # evaluation's `auto`
+    classifier_arch: Literal["small_cnn", "resnet18"] = "resnet18"  # evaluation's `auto`
+    augment: bool = False  # data.augment=null: random horizontal flips (the paper: CIFAR only)
+
+    @property
+    def needs_data_root(self) -> bool:
+        """Read from files under data.data_root (everything but the embedded digits)."""
+        return self.loader != "digits"
+
+
+DATASETS: dict[str, DatasetInfo] = {
+    info.name: info
+    for info in (
+        # scikit-learn's bundled 8x8 digits: Inception features are meaningless at 8x8.
+        DatasetInfo("digits", 10, 8, "digits", pixel_max=16.0, fid_features="classifier",
+                    classifier_arch="small_cnn"),
+        DatasetInfo("mnist", 10, 32, "idx", "MNIST"),
+        DatasetInfo("fashion_mnist", 10, 32, "idx", "FashionMNIST"),
+        DatasetInfo("cifar10", 10, 32, "cifar", "CIFAR10", augment=True),
+    )
+}
+
+
+def dataset_names() -> list[str]:
+    """Names accepted by `data.dataset`."""
+    return list(DATASETS)
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    """The declaration of dataset `name`; ValueError naming the allowed ones otherwise."""
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown dataset {name!r}; allowed: {', '.join(DATASETS)}"
+        ) from None
