@@ -46,7 +46,8 @@ SEED_PARAM = "seed"  # the trial parameter holding the replica's seed
 
 # MLflow names shared by the writer (sweep/tracking.py) and the reader (frontier/tracking.py).
 PARENT_TAG = "mlflow.parentRunId"
-ROLE_TAG = "cl_sweeps.role"  # "sweep" on the parent run, "trial" on nested runs
+ROLE_TAG = "cl_sweeps.role"  # SWEEP_ROLE on the parent run, TRIAL_ROLE on nested runs
+SWEEP_ROLE, TRIAL_ROLE = "sweep", "trial"
 SWEEP_TAG = "cl_sweeps.sweep"
 TRIAL_ID_TAG = "trial_id"
 CONFIG_KEY_TAG = "config_key"
@@ -55,6 +56,9 @@ STRATEGY_TAG = "strategy"
 NUM_TASKS_TAG = "num_tasks"
 STATUS_TAG = "status"
 ERROR_TAG = "error"
+RESTARTS_TAG = "restarts"  # how often a trial's run was continued after a failure
+OUTPUT_DIR_TAG = "output_dir"  # the parent run's sweep directory
+OPTUNA_STORAGE_TAG = "optuna_storage"
 
 # Metrics whose whole per-task history a record keeps (the others keep only their last value):
 # the ones a frontier or a per-task plot needs, not all of them × T.

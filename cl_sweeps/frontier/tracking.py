@@ -28,8 +28,10 @@ from cl_sweeps.records import (
     SERIES_METRICS,
     STATUS_TAG,
     STRATEGY_TAG,
+    SWEEP_ROLE,
     SWEEP_TAG,
     TRIAL_ID_TAG,
+    TRIAL_ROLE,
     UNKNOWN,
     SweepLayout,
     SweepSource,
@@ -92,7 +94,7 @@ def search_all_runs(client: Any, experiment_id: str, filter_string: str) -> list
 
 def find_parent_runs(client: Any, experiment_id: str, sweep: str | None = None) -> list[Any]:
     """Parent (sweep) runs of the experiment, newest first; optionally of one sweep name."""
-    query = f"tags.`{ROLE_TAG}` = 'sweep'"
+    query = f"tags.`{ROLE_TAG}` = '{SWEEP_ROLE}'"
     if sweep:
         query += f" and tags.`{SWEEP_TAG}` = '{sweep}'"
     runs = search_all_runs(client, experiment_id, query)
@@ -173,7 +175,7 @@ def read_mlflow(
                 "--parent-run-id: %s", experiment, len(parents), parent_run_id,
                 ", ".join(p.info.run_id for p in parents[1:]),
             )
-    query = f"tags.`{ROLE_TAG}` = 'trial' and tags.`{PARENT_TAG}` = '{parent_run_id}'"
+    query = f"tags.`{ROLE_TAG}` = '{TRIAL_ROLE}' and tags.`{PARENT_TAG}` = '{parent_run_id}'"
     runs = sorted(search_all_runs(client, found.experiment_id, query),
                   key=lambda r: r.info.start_time or 0)
     by_trial = {}

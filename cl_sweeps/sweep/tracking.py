@@ -35,7 +35,20 @@ from cl_sweeps.checkpoint import PIPELINE_FILES
 from cl_sweeps.config import TrialConfig
 from cl_sweeps.credentials import redact_uri, uri_has_secret
 from cl_sweeps.errors import UsageError
-from cl_sweeps.records import PARENT_TAG, ROLE_TAG, SWEEP_TAG, SweepLayout
+from cl_sweeps.records import (
+    ERROR_TAG,
+    OPTUNA_STORAGE_TAG,
+    OUTPUT_DIR_TAG,
+    PARENT_TAG,
+    RESTARTS_TAG,
+    ROLE_TAG,
+    STATUS_TAG,
+    SWEEP_ROLE,
+    SWEEP_TAG,
+    TRIAL_ID_TAG,
+    TRIAL_ROLE,
+    SweepLayout,
+)
 from cl_sweeps.sweep.layout import absolute_sqlite, base_directory
 from cl_sweeps.sweep.schema import SweepConfig
 from cl_sweeps.sweep.space import num_configurations
@@ -196,13 +209,13 @@ def start_sweep_run(
         experiment_id = _experiment_id(client, sweep.mlflow.experiment or sweep.name, artifacts)
         if parent_run_id is not None:
             retry(client.update_run, parent_run_id, status="RUNNING")
-            retry(client.set_tag, parent_run_id, "status", "RUNNING")
+            retry(client.set_tag, parent_run_id, STATUS_TAG, "RUNNING")
             new = False
         else:
-            tags = {ROLE_TAG: "sweep", SWEEP_TAG: sweep.name, "status": "RUNNING",
-                    "output_dir": str(layout.root)}
+            tags = {ROLE_TAG: SWEEP_ROLE, SWEEP_TAG: sweep.name, STATUS_TAG: "RUNNING",
+                    OUTPUT_DIR_TAG: str(layout.root)}
             if sweep.optuna_storage:
-                tags["optuna_storage"] = redact_uri(sweep.optuna_storage)
+                tags[OPTUNA_STORAGE_TAG] = redact_uri(sweep.optuna_storage)
             run = retry(client.create_run, experiment_id, run_name=sweep.name, tags=tags)
             parent_run_id = run.info.run_id
             params = [Param(k, v) for k, v in _sweep_params(sweep).items()]
@@ -232,7 +245,8 @@ def find_trial_run(client: MlflowClient, target: TrackingTarget, trial_id: str) 
     runs = client.search_runs(
         [target.experiment_id],
         filter_string=(
-            f"tags.trial_id = '{trial_id}' AND tags.`{PARENT_TAG}` = '{target.parent_run_id}'"
+            f"tags.`{TRIAL_ID_TAG}` = '{trial_id}' "
+            f"AND tags.`{PARENT_TAG}` = '{target.parent_run_id}'"
         ),
         max_results=1,
     )
@@ -275,17 +289,17 @@ def _open_trial(client: MlflowClient, op: dict[str, Any], known: str | None) -> 
     run_id = known or find_trial_run(client, target, op["trial_id"])
     if run_id is None:
         tags = {
-            PARENT_TAG: target.parent_run_id, ROLE_TAG: "trial", SWEEP_TAG: target.sweep_name,
-            "trial_id": op["trial_id"], "status": "RUNNING", "restarts": "0", **op["tags"],
+            PARENT_TAG: target.parent_run_id, ROLE_TAG: TRIAL_ROLE, SWEEP_TAG: target.sweep_name,
+            TRIAL_ID_TAG: op["trial_id"], STATUS_TAG: "RUNNING", RESTARTS_TAG: "0", **op["tags"],
         }
         run = client.create_run(target.experiment_id, run_name=op["trial_id"], tags=tags)
         params = [Param(k, str(v)[:_PARAM_LIMIT]) for k, v in op["params"].items()]
         client.log_batch(run.info.run_id, params=params)
         return run.info.run_id
     run = client.get_run(run_id)
-    restarts = int(run.data.tags.get("restarts", "0")) + 1
+    restarts = int(run.data.tags.get(RESTARTS_TAG, "0")) + 1
     client.update_run(run_id, status="RUNNING")
-    client.log_batch(run_id, tags=[RunTag("status", "RUNNING"), RunTag("restarts", str(restarts))])
+    client.log_batch(run_id, tags=[RunTag(STATUS_TAG, "RUNNING"), RunTag(RESTARTS_TAG, str(restarts))])
     return run_id
 
 
@@ -303,9 +317,9 @@ def _log_step(client: MlflowClient, run_id: str, op: dict[str, Any]) -> None:
 
 
 def _set_status(client: MlflowClient, run_id: str, op: dict[str, Any]) -> None:
-    tags = [RunTag("status", op["status"])]
+    tags = [RunTag(STATUS_TAG, op["status"])]
     if op.get("error"):
-        tags.append(RunTag("error", str(op["error"])[-_TAG_LIMIT:]))
+        tags.append(RunTag(ERROR_TAG, str(op["error"])[-_TAG_LIMIT:]))
     tags += [RunTag(k, str(v)[:_TAG_LIMIT]) for k, v in op.get("tags", {}).items()]
     client.log_batch(run_id, tags=tags)
     terminal = op.get("terminal")
