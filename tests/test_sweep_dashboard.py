@@ -144,3 +144,40 @@ def test_status_table_of_a_running_sweep_from_its_records(tmp_path: Path) -> Non
     assert lines["b"][-1] == "0m30s"  # 3 tasks left at the 10 s per task measured
     assert "ETA 0m40s" in text  # c (40 s, like a) starts now in the second slot (--set)
     assert "1 of 1 configurations on the Pareto frontier over (fid_final, train_tflops)" in text
+
+
+def test_status_tells_a_killed_driver_from_a_running_one(tmp_path: Path) -> None:
+    """driver.json (the driver's heartbeat) decides whether a RUNNING record still runs."""
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    from cl_sweeps.sweep.heartbeat import STALE_AFTER_S, driver_file, write_beat
+
+    root = tmp_path / "sweep"
+    _sweep(root, name="killed", base={"data": {"dataset": "digits", "num_tasks": 2}},
+           search={"strategy.name": ["naive", "cumulative"]}, search_algorithm={"name": "grid"})
+    _trial(root, "a", {"strategy.name": "naive"}, "RUNNING",
+           [{"task": 0, "train_tflops": 1.0, "train_seconds": 5.0, "fid": 20.0}], 2)
+    layout = SweepLayout(root)
+
+    write_beat(layout, started=time.time())  # this process: alive, fresh beat
+    text, done = sweep_status(root)
+    assert not done and "1 running" in text and "INTERRUPTED" not in text
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    beat = json.loads(driver_file(layout).read_text())
+    records.write_json(driver_file(layout), {**beat, "pid": dead.pid})
+    text, done = sweep_status(root)
+    assert done, "a sweep whose driver is gone changes no more: --watch stops"
+    row = next(line.split() for line in text.splitlines() if line.startswith("a "))
+    assert row[2] == "INTERRUPTED" and row[-1] == "-"
+    assert "driver is not running" in text and "1 interrupted" in text
+    assert "cl-sweeps sweep FILE --resume" in text
+
+    # another host's driver: only the age of its last beat tells
+    records.write_json(driver_file(layout), {**beat, "host": socket.gethostname() + "-other"})
+    assert "INTERRUPTED" not in sweep_status(root)[0]
+    assert "INTERRUPTED" in sweep_status(root, now=beat["beat"] + STALE_AFTER_S + 1)[0]

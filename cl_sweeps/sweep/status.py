@@ -19,10 +19,12 @@ from cl_sweeps import records
 from cl_sweeps.formatting import text_table
 from cl_sweeps.records import SweepLayout, TrialRecord
 from cl_sweeps.results import METRICS_JSONL
+from cl_sweeps.sweep.heartbeat import driver_state
 from cl_sweeps.sweep.schema import SweepConfig, parse_sweep_config
 from cl_sweeps.sweep.space import expected_tasks, num_trials
 
 TERMINAL = (records.COMPLETED, records.PRUNED, records.FAILED)
+INTERRUPTED = "INTERRUPTED"  # shown for a RUNNING record whose driver is gone (heartbeat.py)
 
 
 def load_saved_sweep(layout: SweepLayout) -> SweepConfig:
@@ -132,27 +134,39 @@ def format_rows(sweep: SweepConfig, rows: list[TrialRow]) -> str:
     cells = [
         [r.trial_id, r.strategy, r.status, f"{r.tasks_done}/{r.num_tasks}",
          *[_value(r.objectives[o.metric]) for o in sweep.objectives],
-         _duration(r.elapsed), "-" if r.status in TERMINAL else _duration(r.eta)]
+         _duration(r.elapsed), "-" if r.status in (*TERMINAL, INTERRUPTED) else _duration(r.eta)]
         for r in rows
     ]
     return text_table(header, cells)
 
 
 def sweep_status(output_dir: str | Path, now: float | None = None) -> tuple[str, bool]:
-    """The text `cl-sweeps status` prints, and whether every trial of the sweep has ended."""
+    """The text `cl-sweeps status` prints, and whether the sweep has ended (every trial ended,
+    or its driver is gone: then RUNNING records are shown as INTERRUPTED)."""
     layout = SweepLayout(Path(output_dir))
     sweep = load_saved_sweep(layout)
     trials = records.read_trials(layout.trials)
-    rows = trial_rows(sweep, layout, trials, time.time() if now is None else now)
+    now = time.time() if now is None else now
+    rows = trial_rows(sweep, layout, trials, now)
+    driver = driver_state(layout, now)
+    stopped = driver is not None and not driver.alive
+    if stopped:
+        for row in rows:
+            if row.status == records.RUNNING:
+                row.status, row.eta = INTERRUPTED, None
     total = num_trials(sweep)
-    counts = {s: sum(r.status == s for r in rows) for s in ("RUNNING", *TERMINAL)}
+    counts = {s: sum(r.status == s for r in rows) for s in ("RUNNING", INTERRUPTED, *TERMINAL)}
     ended = sum(counts[s] for s in TERMINAL)
-    done = ended >= total
+    done = ended >= total or stopped  # a stopped sweep changes no more
     head = (f"sweep {sweep.name!r} in {layout.root}: {ended}/{total} trials ended "
             f"({counts['COMPLETED']} completed, {counts['PRUNED']} pruned, "
             f"{counts['FAILED']} failed), {counts['RUNNING']} running, "
             f"{max(0, total - len(rows))} not started")
-    if not done:
+    if stopped and ended < total:
+        head += (f"; the sweep's driver is not running (last seen "
+                 f"{_duration(driver.since_beat)} ago): {counts[INTERRUPTED]} interrupted; "
+                 f"continue with  cl-sweeps sweep FILE --resume  (FILE: {layout.sweep_file})")
+    elif not done:
         head += f"; ETA {_duration(sweep_eta(sweep, rows))}"
     parts = [head, format_rows(sweep, rows) if rows else "no trial has started yet"]
     parts.append(frontier_so_far(sweep, layout))
