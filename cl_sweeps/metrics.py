@@ -32,6 +32,11 @@ FID_TASK = "fid_task_"  # + task index
 FORWARDS = "forwards_"  # + the purpose of the image-forwards (evaluation/compute.py)
 
 TASK_PREFIXES = (DENOISE_LOSS_TASK, FID_TASK)  # followed by the 0-based task index k
+# What a trial costs (a frontier's compute axis), as opposed to what it achieves.
+COST_METRICS = (
+    TRAIN_TFLOPS, TASK_TRAIN_TFLOPS, EVAL_TFLOPS, TRAIN_SECONDS, REPLAY_GENERATION_SECONDS,
+    EVAL_SECONDS, ACCELERATOR_SECONDS, PEAK_MEMORY_MB,
+)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import pytest
 from test_frontier_fakes import (
     EXPECTED_EXCLUDED,
     GD,
+    GR,
     NUM_TASKS,
     assert_tables_equal,
     write_sweep_dir,
@@ -18,6 +19,8 @@ from test_frontier_fakes import (
 
 from cl_sweeps.formatting import fmt_mean_std
 from cl_sweeps.frontier import (
+    best_per_strategy,
+    best_per_strategy_text,
     compute_frontier,
     frontier_table_text,
     objectives_for,
@@ -193,6 +196,23 @@ def test_frontier_text_lists_frontier_with_mean_std(sweep_dir: Path) -> None:
     assert "teacher_steps" in lines[1] and "fid_final" in lines[1]
     assert any(line.startswith("cumulative") and "20.5 ± 0.7071" in line for line in lines)
     assert len(lines) == 2 + 4
+
+
+def test_best_configuration_of_each_strategy_ranks_on_quality(sweep_dir: Path) -> None:
+    """Default objectives (train_tflops, fid_final): ranked on fid_final, the cost axis skipped;
+    dominated strategies (GR) are listed too, with their Pareto mark."""
+    frontier = compute_frontier(read_sweep_dir(sweep_dir))
+    best = best_per_strategy(frontier).to_pylist()
+    assert [(r["strategy.name"], r["fid_final_mean"]) for r in best] == [
+        ("cumulative", 20.5), (GD, 25.5), ("er", 51.0), ("naive", 82.0), (GR, 119.0)
+    ]
+    assert [r["strategy.teacher_steps"] for r in best if r["strategy.name"] == GD] == [10]
+    text = best_per_strategy_text(frontier).splitlines()
+    assert text[0].startswith("Best configuration of each strategy by fid_final (min")
+    assert len(text) == 2 + len({r["strategy.name"] for r in best})
+    gr_line = next(line for line in text if line.startswith(best[-1]["strategy.name"]))
+    assert not gr_line.rstrip().endswith("*")  # dominated: no Pareto mark
+    assert text[2].rstrip().endswith("*")  # cumulative is on the frontier
 
 
 def test_a_trial_dir_without_parquet_falls_back_to_jsonl(sweep_dir: Path, tmp_path: Path) -> None:

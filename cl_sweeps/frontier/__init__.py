@@ -12,6 +12,8 @@ report.py    strategy × metrics table, mean ± std over seeds, as Markdown and 
 
 from cl_sweeps.frontier.build import (
     Frontier,
+    best_per_strategy,
+    best_per_strategy_text,
     compute_frontier,
     frontier_table_text,
     load_source,
@@ -30,6 +32,8 @@ __all__ = [
     "SweepSource",
     "TrialRecord",
     "aggregate_configs",
+    "best_per_strategy",
+    "best_per_strategy_text",
     "compute_frontier",
     "frontier_table_text",
     "load_source",

@@ -13,6 +13,7 @@ import pyarrow as pa
 from cl_sweeps.formatting import fmt_mean_std, fmt_number, short_name, text_table
 from cl_sweeps.frontier.hypervolume import hypervolume, reference_point
 from cl_sweeps.frontier.pareto import pareto_mask
+from cl_sweeps.metrics import COST_METRICS
 from cl_sweeps.frontier.table import (
     DEFAULT_OBJECTIVES,
     aggregate_configs,
@@ -141,18 +142,61 @@ def frontier_table_text(frontier: Frontier, all_configs: bool = False) -> str:
     if all_configs:
         keys = frontier._by_objectives(configs)
         configs = configs.sort_by(keys) if keys else configs
+    body = configs_table_text(frontier, configs, pareto_column=all_configs)
+    return f"{summary_line(frontier)}\n{body or NO_CONFIG}"
+
+
+NO_CONFIG = "(no configuration with complete, finite results)"
+
+
+def configs_table_text(frontier: Frontier, configs: pa.Table, pareto_column: bool) -> str:
+    """Rows of `configs` (a selection of frontier.configs) with the varying params, n, the
+    objectives and SHOWN_METRICS as mean ± std; '' if there is no row."""
     params = varying_params(frontier.configs) if frontier.configs.num_rows else []
     metrics = list(dict.fromkeys(frontier.objectives + SHOWN_METRICS))
     metrics = [m for m in metrics if f"{m}_mean" in configs.column_names]
     headers = [short_name(p) for p in params] + ["n"] + metrics
-    if all_configs:
+    if pareto_column:
         headers.append("pareto")
     rows = []
     for row in configs.to_pylist():
         cells = [fmt_number(row[p]) for p in params] + [str(row["n"])]
         cells += [fmt_mean_std(row[f"{m}_mean"], row[f"{m}_std"]) for m in metrics]
-        if all_configs:
+        if pareto_column:
             cells.append("*" if row["pareto"] else "")
         rows.append(cells)
-    body = text_table(headers, rows) if rows else "(no configuration with complete, finite results)"
-    return f"{summary_line(frontier)}\n{body}"
+    return text_table(headers, rows) if rows else ""
+
+
+def quality_objective(frontier: Frontier) -> int:
+    """Index of the first objective that measures quality rather than cost (else 0)."""
+    return next((i for i, name in enumerate(frontier.objectives) if name not in COST_METRICS), 0)
+
+
+def best_per_strategy(frontier: Frontier) -> pa.Table:
+    """Each strategy's best configuration on the first quality objective (seed means), best
+    first: what a sweep found for every strategy, also for those a cheaper one dominates."""
+    configs = frontier.configs
+    if not configs.num_rows or STRATEGY not in configs.column_names:
+        return configs.slice(0, 0)
+    index = quality_objective(frontier)
+    ordered = configs.sort_by([frontier._by_objectives(configs)[index]])
+    seen: set[str] = set()
+    keep = []
+    for index, name in enumerate(ordered.column(STRATEGY).to_pylist()):
+        if name not in seen:
+            seen.add(name)
+            keep.append(index)
+    return ordered.take(keep)
+
+
+def best_per_strategy_text(frontier: Frontier) -> str:
+    """best_per_strategy as text ('' with fewer than two strategies): `pareto` marks the ones
+    on the frontier."""
+    best = best_per_strategy(frontier)
+    if best.num_rows < 2:
+        return ""
+    index = quality_objective(frontier)
+    title = (f"Best configuration of each strategy by {frontier.objectives[index]} "
+             f"({frontier.mode(index)}; mean over seeds):")
+    return f"{title}\n{configs_table_text(frontier, best, pareto_column=True)}"

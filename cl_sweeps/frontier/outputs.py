@@ -8,7 +8,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cl_sweeps.frontier.build import Frontier, compute_frontier, frontier_table_text
+from cl_sweeps.frontier.build import (
+    Frontier,
+    best_per_strategy_text,
+    compute_frontier,
+    frontier_table_text,
+)
 from cl_sweeps.frontier.table import DEFAULT_OBJECTIVES
 from cl_sweeps.records import SweepLayout, read_sweep_dir, to_json, write_json
 from cl_sweeps.results import atomic_write, atomic_write_table
@@ -127,4 +132,6 @@ def sweep_end_summary(
             log_sweep_metrics(
                 client, parent_run_id, {HYPERVOLUME_METRIC: frontier.hypervolume}, step
             )
-    return f"{frontier_table_text(frontier)}\n\nfrontier files: {layout.frontier}"
+    per_strategy = best_per_strategy_text(frontier)
+    text = frontier_table_text(frontier) + (f"\n\n{per_strategy}" if per_strategy else "")
+    return f"{text}\n\nfrontier files: {layout.frontier}"
