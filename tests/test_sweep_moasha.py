@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import optuna
-from helpers import child_env, run, tiny_sweep, write_yaml
+from helpers import child_env, events, run, tiny_sweep, write_yaml
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
@@ -61,3 +61,6 @@ def test_moasha_prunes_the_dominated_configuration_with_its_replicas(tmp_path: P
     parent = client.search_runs([experiment.experiment_id], "tags.`cl_sweeps.role` = 'sweep'")[0]
     assert parent.data.params["scheduler"] == "moasha:train_tflops:min,eval_tflops:min"
     assert "2 pruned" in log
+    pids = {e["pid"] for d in (out / "trials").iterdir() for e in events(d)
+            if e["event"] == "attempt"}
+    assert len(pids) < 4, "reuse_actors (the default): a worker that ended a trial runs the next"

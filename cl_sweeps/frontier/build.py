@@ -13,7 +13,6 @@ import pyarrow as pa
 from cl_sweeps.formatting import fmt_mean_std, fmt_number, short_name, text_table
 from cl_sweeps.frontier.hypervolume import hypervolume, reference_point
 from cl_sweeps.frontier.pareto import pareto_mask
-from cl_sweeps.metrics import COST_METRICS
 from cl_sweeps.frontier.table import (
     DEFAULT_OBJECTIVES,
     aggregate_configs,
@@ -21,6 +20,7 @@ from cl_sweeps.frontier.table import (
     param_columns,
     trials_table,
 )
+from cl_sweeps.metrics import COST_METRICS
 from cl_sweeps.records import SweepSource, read_sweep_dir
 
 STRATEGY = "strategy.name"

@@ -23,6 +23,7 @@ from cl_sweeps.sweep.schema import SweepConfig
 from cl_sweeps.sweep.status import format_rows, sweep_eta, trial_rows
 
 QUIET_LOGGERS = ("cl_sweeps", "mlflow", "ray", "ray.tune", "ray.train", "alembic", "filelock")
+RAY_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
 TABLE_EVERY_S = 60.0
 
 
@@ -38,6 +39,17 @@ def quiet_logs() -> None:
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    auth = logging.getLogger(RAY_AUTH_LOGGER)
+    if not any(isinstance(f, _TokenAuthOnNotice) for f in auth.filters):
+        auth.addFilter(_TokenAuthOnNotice())
+
+
+class _TokenAuthOnNotice(logging.Filter):
+    """Drops Ray's notice that a local cluster has token authentication on (its secure
+    default, printed at every start); its warning that authentication is off still shows."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Token authentication is enabled")
 
 
 def _params_text(params: dict[str, Any]) -> str:

@@ -380,6 +380,11 @@ class SweepConfig(StrictModel):
         "training and evaluation; a strategy whose task 0 trains like naive) train and "
         "evaluate it once and share it (cl_sweeps/prefix.py); results are bit-identical."
     )
+    reuse_actors: bool = Field(
+        default=True, description="A worker process that finished a trial runs the next one "
+        "(Ray Tune's reuse_actors): no new process, torch and diffusers not imported again, a "
+        "GPU's CUDA context kept. Trials share no state (each builds its own from its config)."
+    )
 
     @field_validator("scheduler", mode="before")
     @classmethod

@@ -134,7 +134,7 @@ def train_sequence(config: dict[str, Any], context: SweepContext) -> None:
             )
             run.open({**params, **resolved_throughput(trial)}, trial_tags(params, trial))
             log_event(directory, "attempt", resume_from=str(resume_dir) if resume_dir else None,
-                      node=ray.get_runtime_context().get_node_id())
+                      node=ray.get_runtime_context().get_node_id(), pid=os.getpid())
             if resume_dir is None:
                 run.log_config(trial)
             last = [resume_dir]

@@ -34,6 +34,7 @@ from cl_sweeps.records import SweepLayout
 from cl_sweeps.results import atomic_write
 from cl_sweeps.sweep.console import QuietConsole, quiet_logs, quiet_ray_output
 from cl_sweeps.sweep.dashboard import SweepDashboard, ended_trials
+from cl_sweeps.sweep.heartbeat import DriverHeartbeat
 from cl_sweeps.sweep.layout import base_directory, with_absolute_paths
 from cl_sweeps.sweep.moasha import MOASHA, MOASHAScheduler, rung_levels
 from cl_sweeps.sweep.schema import SweepConfig
@@ -277,6 +278,7 @@ def make_tuner(
         scheduler=make_scheduler(sweep),
         num_samples=num_trials(sweep),
         max_concurrent_trials=sweep.max_concurrent_trials,
+        reuse_actors=sweep.reuse_actors,
         trial_dirname_creator=trial_dirname,
         trial_name_creator=trial_name,
     )
@@ -287,6 +289,7 @@ def make_tuner(
         failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         callbacks=[
+            DriverHeartbeat(context.layout),
             TrialRecorder(context),
             SweepDashboard(context.tracking, sweep.objectives, context.output_dir),
             *console,
@@ -460,7 +463,7 @@ def print_summary(
         print(f"summary not written ({type(error).__name__}: {error}); run "
               f"`cl-sweeps frontier --sweep-dir {layout.root}`", flush=True)
         return
-    print(text, flush=True)
+    print(f"\n{text}", flush=True)
 
 
 def finish(
