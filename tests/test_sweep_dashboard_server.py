@@ -23,11 +23,14 @@ from PIL import Image
 
 from cl_sweeps import records
 from cl_sweeps.evaluation.grids import MIN_GRID_PIXELS
+from cl_sweeps.sweep.schema import load_sweep_config
+from cl_sweeps.sweep.space import num_trials
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = str(Path(sys.executable).parent / "cl-sweeps")
 STRATEGIES = ("naive", "cumulative", "generative_replay", "generative_distillation")
-TRIALS, TASKS = 6, 5
+TRIALS = num_trials(load_sweep_config(ROOT / "search_spaces" / "quickstart.yaml"))
+TASKS = 5
 SHRINK = [  # the quickstart's grid and 5 tasks, with seconds of training per trial
     "base.train.iterations_per_task=3", "base.data.max_train_per_class=20",
     "base.data.max_test_per_class=10", "base.evaluation.n_eval_samples=16",

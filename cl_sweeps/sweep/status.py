@@ -1,5 +1,6 @@
 """Where a sweep stands, from its records alone (no Ray, no MLflow): one row per trial with its
-status, task k/T, objectives so far, elapsed time and ETA, then the Pareto set so far.
+status, task k/T, objectives so far, elapsed time and ETA, then the Pareto set so far and each
+strategy's best configuration.
 
 `cl-sweeps status <output_dir>` prints it (while the sweep runs or after), and the quiet sweep
 console prints the same table now and then. Elapsed time is the trial's measured training and
@@ -174,11 +175,13 @@ def sweep_status(output_dir: str | Path, now: float | None = None) -> tuple[str,
 
 
 def frontier_so_far(sweep: SweepConfig, layout: SweepLayout) -> str:
-    """The Pareto set of the finished configurations, over the sweep's own objectives."""
-    from cl_sweeps.frontier import compute_frontier, frontier_table_text
+    """The Pareto set of the finished configurations, over the sweep's own objectives, and each
+    strategy's best configuration so far."""
+    from cl_sweeps.frontier import best_per_strategy_text, compute_frontier, frontier_table_text
 
     frontier = compute_frontier(
         records.read_sweep_dir(layout.root), [o.metric for o in sweep.objectives],
         [o.mode for o in sweep.objectives],
     )
-    return frontier_table_text(frontier)
+    per_strategy = best_per_strategy_text(frontier)
+    return frontier_table_text(frontier) + (f"\n\n{per_strategy}" if per_strategy else "")
