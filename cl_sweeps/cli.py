@@ -183,7 +183,7 @@ def _log_on_parent_run(args: argparse.Namespace, source: SweepSource, paths: lis
 
 def cmd_frontier(args: argparse.Namespace) -> int:
     from cl_sweeps.frontier import (
-        best_per_strategy_text,
+        frontier_summary_text,
         frontier_table_text,
         objectives_for,
         write_frontier_outputs,
@@ -195,10 +195,10 @@ def cmd_frontier(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     paths = write_frontier_outputs(frontier, _out_dir(args))
-    print(frontier_table_text(frontier, all_configs=args.all))
-    per_strategy = "" if args.all else best_per_strategy_text(frontier)
-    if per_strategy:
-        print(f"\n{per_strategy}")
+    if args.all:
+        print(frontier_table_text(frontier, all_configs=True))
+    else:
+        print(frontier_summary_text(frontier))
     print("\nfiles:\n" + "\n".join(f"  {p}" for p in paths.values()))
     _log_on_parent_run(args, frontier.source, list(paths.values()))
     return 0

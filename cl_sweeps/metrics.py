@@ -34,9 +34,14 @@ FORWARDS = "forwards_"  # + the purpose of the image-forwards (evaluation/comput
 TASK_PREFIXES = (DENOISE_LOSS_TASK, FID_TASK)  # followed by the 0-based task index k
 # What a trial costs (a frontier's compute axis), as opposed to what it achieves.
 COST_METRICS = (
-    TRAIN_TFLOPS, TASK_TRAIN_TFLOPS, EVAL_TFLOPS, TRAIN_SECONDS, REPLAY_GENERATION_SECONDS,
-    EVAL_SECONDS, ACCELERATOR_SECONDS, PEAK_MEMORY_MB,
+    TRAIN_TFLOPS, TASK_TRAIN_TFLOPS, REUSED_TRAIN_TFLOPS, EVAL_TFLOPS, TRAIN_SECONDS,
+    REPLAY_GENERATION_SECONDS, EVAL_SECONDS, ACCELERATOR_SECONDS, PEAK_MEMORY_MB,
 )
+
+
+def is_cost_metric(name: str) -> bool:
+    """True for what a trial spends (COST_METRICS, forwards_<purpose>), not what it achieves."""
+    return name in COST_METRICS or name.startswith(FORWARDS)
 
 
 @dataclass(frozen=True)

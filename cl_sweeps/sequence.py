@@ -291,9 +291,32 @@ class Engine:
         }
 
 
+PROC_STATUS, PROC_CLEAR_REFS = Path("/proc/self/status"), Path("/proc/self/clear_refs")
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    """Start the run's peak-memory count afresh: a Ray worker that ran another trial before
+    (reuse_actors) must not report that trial's peak. On CPU, Linux resets the process's
+    resident high-water mark (VmHWM) when 5 is written to clear_refs."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:
+        PROC_CLEAR_REFS.write_text("5")
+    except OSError:
+        pass  # not Linux, or not allowed: the peak is then the process's since it started
+
+
 def peak_memory_mb(device: torch.device) -> float:
+    """Peak since reset_peak_memory: CUDA memory allocated, or the resident set on CPU."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        for line in PROC_STATUS.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
@@ -312,6 +335,7 @@ def run_sequence(
     accelerator_seconds; default 1 on CUDA, 0 on CPU. prefixes: where task-0 results are
     shared with other runs whose task 0 is the same (cl_sweeps/prefix.py); None: no sharing.
     """
+    reset_peak_memory(resolve_device(config.device))
     engine = Engine(config, accelerators_held)
     if resume_from is not None:
         engine.restore(Path(resume_from))

@@ -215,6 +215,17 @@ def test_best_configuration_of_each_strategy_ranks_on_quality(sweep_dir: Path) -
     assert text[2].rstrip().endswith("*")  # cumulative is on the frontier
 
 
+def test_best_per_strategy_breaks_ties_on_cost_and_names_strategies_without_results() -> None:
+    records = [_record("a", "naive-1", 0, 1.0, 30.0), _record("b", "gd-1", 0, 3.0, 20.0),
+               _record("c", "gd-2", 0, 2.0, 20.0), _record("d", "gr-1", 0, 2.0, 50.0, "FAILED")]
+    frontier = compute_frontier(SweepSource(records))
+    best = best_per_strategy(frontier).to_pylist()
+    assert [(r["config_key"], r["train_tflops_mean"]) for r in best] == [
+        ("gd-2", 2.0), ("naive-1", 1.0)]
+    assert best_per_strategy_text(frontier).endswith(
+        "no complete trial with finite objectives: gr")
+
+
 def test_a_trial_dir_without_parquet_falls_back_to_jsonl(sweep_dir: Path, tmp_path: Path) -> None:
     import shutil
 

@@ -337,3 +337,16 @@ def test_replaced_key_in_a_search_points_at_its_replacement() -> None:
     data["base"]["strategy"] = {"name": "naive", "replay_start_timestep": 300}
     message = rejected(data)
     assert "base.strategy" in message and "here [300, 1000]" in message
+
+
+def test_resume_accepts_a_sweep_saved_before_a_key_existed() -> None:
+    """--resume compares the resolved sweep with the saved one; a key added to the schema
+    since (here reuse_actors) counts only if the resumed sweep sets it off its default."""
+    from cl_sweeps.sweep.tuner import changed_keys
+
+    resolved = {"name": "s", "max_failures": 2, "reuse_actors": True}
+    saved = {"name": "s", "max_failures": 2}
+    assert changed_keys(saved, resolved) == []
+    assert changed_keys(saved, {**resolved, "reuse_actors": False}) == ["reuse_actors"]
+    assert changed_keys(saved, {**resolved, "max_failures": 3}) == ["max_failures"]
+    assert changed_keys({**saved, "gone": 1}, resolved) == ["gone"]

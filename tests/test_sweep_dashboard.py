@@ -180,4 +180,18 @@ def test_status_tells_a_killed_driver_from_a_running_one(tmp_path: Path) -> None
     # another host's driver: only the age of its last beat tells
     records.write_json(driver_file(layout), {**beat, "host": socket.gethostname() + "-other"})
     assert "INTERRUPTED" not in sweep_status(root)[0]
-    assert "INTERRUPTED" in sweep_status(root, now=beat["beat"] + STALE_AFTER_S + 1)[0]
+    text, done = sweep_status(root, now=beat["beat"] + STALE_AFTER_S + 1)
+    assert "INTERRUPTED" in text and not done, "silent, not surely dead: --watch goes on"
+    driver_file(layout).write_text("{not json")
+    assert "1 running" in sweep_status(root)[0]  # unreadable: nothing is known
+
+
+def test_status_needs_neither_ray_nor_mlflow() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, cl_sweeps.sweep.status; "
+            "print(sorted({'ray', 'mlflow', 'torch', 'optuna'} & set(sys.modules)))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.strip() == "[]"

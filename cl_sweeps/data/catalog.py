@@ -29,6 +29,11 @@ class DatasetInfo:
     classifier_arch: Literal["small_cnn", "resnet18"] = "resnet18"  # evaluation's `auto`
     augment: bool = False  # data.augment=null: random horizontal flips (the paper: CIFAR only)
 
+    def __post_init__(self) -> None:
+        if self.loader != "digits" and not self.torchvision_class:
+            raise ValueError(f"dataset {self.name!r}: loader {self.loader!r} needs the "
+                             "torchvision_class that reads its files")
+
     @property
     def needs_data_root(self) -> bool:
         """Read from files under data.data_root (everything but the embedded digits)."""

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from cl_sweeps.config import DataConfig
-from cl_sweeps.data.catalog import DATASETS, DatasetInfo
+from cl_sweeps.data.catalog import DatasetInfo
 from cl_sweeps.errors import UsageError
 
 DIGITS_TEST_FRACTION = 0.2
@@ -76,14 +76,14 @@ def digits_split() -> tuple[np.ndarray, np.ndarray]:
     )
 
 
-def _load_digits(size: int) -> tuple[ImageSet, ImageSet]:
+def _load_digits(info: DatasetInfo, size: int) -> tuple[ImageSet, ImageSet]:
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
     images = torch.from_numpy(bunch.images.astype(np.float32)).unsqueeze(1)
     labels = torch.from_numpy(bunch.target.astype(np.int64))
     train_idx, test_idx = digits_split()
-    x = _to_unit_range(images, DATASETS["digits"].pixel_max, size)
+    x = _to_unit_range(images, info.pixel_max, size)
     train = ImageSet(x[torch.from_numpy(train_idx)], labels[torch.from_numpy(train_idx)])
     test = ImageSet(x[torch.from_numpy(test_idx)], labels[torch.from_numpy(test_idx)])
     return train, test
@@ -185,12 +185,16 @@ def load_source(config: DataConfig) -> SourceData:
     """Load a dataset's splits as tensors in [-1, 1] at the configured image size."""
     size = config.resolved_image_size()
     if config.info.loader == "digits":
-        train, test = _load_digits(size)
+        train, test = _load_digits(config.info, size)
     else:
         train, test = _load_torchvision(config.info, config.data_root or "", config.download, size)
     train = _cap_per_class(train, config.max_train_per_class, DIGITS_SPLIT_SEED)
     test = _cap_per_class(test, config.max_test_per_class, DIGITS_SPLIT_SEED + 1)
-    num_classes = int(max(train.labels.max(), test.labels.max())) + 1
+    num_classes = config.info.num_classes
+    largest = int(max(train.labels.max(), test.labels.max()))
+    if largest >= num_classes:
+        raise DataError(f"data.dataset={config.dataset!r}: label {largest} in the files, but the "
+                        f"dataset has {num_classes} classes (data/catalog.py)")
     return SourceData(
         name=config.dataset,
         train=train,

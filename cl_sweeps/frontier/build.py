@@ -20,7 +20,7 @@ from cl_sweeps.frontier.table import (
     param_columns,
     trials_table,
 )
-from cl_sweeps.metrics import COST_METRICS
+from cl_sweeps.metrics import is_cost_metric
 from cl_sweeps.records import SweepSource, read_sweep_dir
 
 STRATEGY = "strategy.name"
@@ -170,33 +170,47 @@ def configs_table_text(frontier: Frontier, configs: pa.Table, pareto_column: boo
 
 def quality_objective(frontier: Frontier) -> int:
     """Index of the first objective that measures quality rather than cost (else 0)."""
-    return next((i for i, name in enumerate(frontier.objectives) if name not in COST_METRICS), 0)
+    return next((i for i, name in enumerate(frontier.objectives) if not is_cost_metric(name)), 0)
 
 
 def best_per_strategy(frontier: Frontier) -> pa.Table:
-    """Each strategy's best configuration on the first quality objective (seed means), best
-    first: what a sweep found for every strategy, also for those a cheaper one dominates."""
+    """Each strategy's best configuration on the first quality objective (seed means; ties go
+    to the better one on the other objectives), best first: what a sweep found for every
+    strategy, also for those a cheaper one dominates."""
     configs = frontier.configs
     if not configs.num_rows or STRATEGY not in configs.column_names:
         return configs.slice(0, 0)
-    index = quality_objective(frontier)
-    ordered = configs.sort_by([frontier._by_objectives(configs)[index]])
+    keys = frontier._by_objectives(configs)
+    first = quality_objective(frontier)
+    ordered = configs.sort_by([keys[first], *keys[:first], *keys[first + 1:]])
     seen: set[str] = set()
-    keep = []
-    for index, name in enumerate(ordered.column(STRATEGY).to_pylist()):
+    rows = []
+    for row, name in enumerate(ordered.column(STRATEGY).to_pylist()):
         if name not in seen:
             seen.add(name)
-            keep.append(index)
-    return ordered.take(keep)
+            rows.append(row)
+    return ordered.take(rows)
 
 
 def best_per_strategy_text(frontier: Frontier) -> str:
     """best_per_strategy as text ('' with fewer than two strategies): `pareto` marks the ones
-    on the frontier."""
+    on the frontier; strategies with no included trial are named below it."""
     best = best_per_strategy(frontier)
     if best.num_rows < 2:
         return ""
-    index = quality_objective(frontier)
-    title = (f"Best configuration of each strategy by {frontier.objectives[index]} "
-             f"({frontier.mode(index)}; mean over seeds):")
-    return f"{title}\n{configs_table_text(frontier, best, pareto_column=True)}"
+    first = quality_objective(frontier)
+    title = (f"Best configuration of each strategy by {frontier.objectives[first]} "
+             f"({frontier.mode(first)}; mean over seeds):")
+    text = f"{title}\n{configs_table_text(frontier, best, pareto_column=True)}"
+    tried = set(frontier.trials.column(STRATEGY).to_pylist()) - {None}
+    missing = sorted(tried - set(best.column(STRATEGY).to_pylist()))
+    if missing:
+        text += f"\nno complete trial with finite objectives: {', '.join(missing)}"
+    return text
+
+
+def frontier_summary_text(frontier: Frontier) -> str:
+    """What a sweep's end, `cl-sweeps frontier` and `cl-sweeps status` print: the frontier
+    table, then each strategy's best configuration."""
+    per_strategy = best_per_strategy_text(frontier)
+    return frontier_table_text(frontier) + (f"\n\n{per_strategy}" if per_strategy else "")

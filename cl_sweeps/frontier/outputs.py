@@ -10,9 +10,8 @@ from typing import Any
 
 from cl_sweeps.frontier.build import (
     Frontier,
-    best_per_strategy_text,
     compute_frontier,
-    frontier_table_text,
+    frontier_summary_text,
 )
 from cl_sweeps.frontier.table import DEFAULT_OBJECTIVES
 from cl_sweeps.records import SweepLayout, read_sweep_dir, to_json, write_json
@@ -132,6 +131,4 @@ def sweep_end_summary(
             log_sweep_metrics(
                 client, parent_run_id, {HYPERVOLUME_METRIC: frontier.hypervolume}, step
             )
-    per_strategy = best_per_strategy_text(frontier)
-    text = frontier_table_text(frontier) + (f"\n\n{per_strategy}" if per_strategy else "")
-    return f"{text}\n\nfrontier files: {layout.frontier}"
+    return f"{frontier_summary_text(frontier)}\n\nfrontier files: {layout.frontier}"

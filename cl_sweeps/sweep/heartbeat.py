@@ -2,10 +2,11 @@
 end, so after a killed driver only a heartbeat tells a reader (`cl-sweeps status`) that those
 trials are interrupted, not running.
 
-The driver writes `<output_dir>/driver.json` (host, pid, last beat) from its Tune loop at most
-every BEAT_EVERY_S seconds, and marks it ended when the sweep ends. A reader takes the driver
-for gone when the sweep ended, when the pid no longer exists on the reader's own host, or when
-the last beat is older than STALE_AFTER_S.
+The driver writes `<output_dir>/driver.json` (host, pid, last beat) when it starts and then from
+its Tune loop (tuner.DriverHeartbeat) at most every BEAT_EVERY_S seconds, and marks it ended
+when the sweep ends. A reader takes the driver for gone when the sweep ended or the pid no longer
+exists on the reader's own host (certain), or when the last beat is older than STALE_AFTER_S (a
+driver on another host, or a hung one). Plain files: no Ray, so `cl-sweeps status` stays light.
 """
 
 from __future__ import annotations
@@ -16,9 +17,6 @@ import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from ray import tune
 
 from cl_sweeps.records import SweepLayout, write_json
 
@@ -37,31 +35,14 @@ def write_beat(layout: SweepLayout, started: float, ended: bool = False) -> None
     })
 
 
-class DriverHeartbeat(tune.Callback):
-    """Beats from the Tune loop (on_step), so a hung or killed driver stops beating."""
-
-    def __init__(self, layout: SweepLayout):
-        self.layout = layout
-        self.started = time.time()
-        self._last = 0.0
-
-    def on_step(self, iteration: int, trials: list, **info: Any) -> None:
-        now = time.monotonic()
-        if now - self._last >= BEAT_EVERY_S:
-            self._last = now
-            write_beat(self.layout, self.started)
-
-    def on_experiment_end(self, trials: list, **info: Any) -> None:
-        write_beat(self.layout, self.started, ended=True)
-
-
 @dataclass(frozen=True)
 class DriverState:
-    """What a reader knows of the driver: alive or not, and how long since its last beat."""
+    """What a reader knows of the driver: alive or not, how long since its last beat, and
+    whether it is surely gone (ended, or its pid is dead) rather than silent for a while."""
 
     alive: bool
     since_beat: float
-    ended: bool
+    certain: bool
 
 
 def _pid_exists(pid: int) -> bool:
@@ -75,16 +56,14 @@ def _pid_exists(pid: int) -> bool:
 
 
 def driver_state(layout: SweepLayout, now: float | None = None) -> DriverState | None:
-    """The driver's state from driver.json; None if the sweep wrote none (nothing is known)."""
+    """The driver's state from driver.json; None if the sweep wrote none or it cannot be read
+    (nothing is known: the records are shown as they are)."""
     try:
         beat = json.loads(driver_file(layout).read_text())
-    except (OSError, ValueError):
+        since = max(0.0, (time.time() if now is None else now) - float(beat["beat"]))
+        pid, host, ended = int(beat["pid"]), beat.get("host"), bool(beat.get("ended"))
+    except (OSError, ValueError, TypeError, KeyError):
         return None
-    now = time.time() if now is None else now
-    since = max(0.0, now - float(beat.get("beat", 0.0)))
-    gone = (
-        bool(beat.get("ended"))
-        or since > STALE_AFTER_S
-        or (beat.get("host") == socket.gethostname() and not _pid_exists(int(beat["pid"])))
-    )
-    return DriverState(alive=not gone, since_beat=since, ended=bool(beat.get("ended")))
+    certain = ended or (host == socket.gethostname() and not _pid_exists(pid))
+    return DriverState(alive=not (certain or since > STALE_AFTER_S), since_beat=since,
+                       certain=certain)

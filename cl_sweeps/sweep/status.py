@@ -142,8 +142,9 @@ def format_rows(sweep: SweepConfig, rows: list[TrialRow]) -> str:
 
 
 def sweep_status(output_dir: str | Path, now: float | None = None) -> tuple[str, bool]:
-    """The text `cl-sweeps status` prints, and whether the sweep has ended (every trial ended,
-    or its driver is gone: then RUNNING records are shown as INTERRUPTED)."""
+    """The text `cl-sweeps status` prints, and whether the sweep has ended (every trial ended, or
+    its driver surely is gone). While the driver is gone or silent, RUNNING records are shown as
+    INTERRUPTED."""
     layout = SweepLayout(Path(output_dir))
     sweep = load_saved_sweep(layout)
     trials = records.read_trials(layout.trials)
@@ -158,7 +159,7 @@ def sweep_status(output_dir: str | Path, now: float | None = None) -> tuple[str,
     total = num_trials(sweep)
     counts = {s: sum(r.status == s for r in rows) for s in ("RUNNING", INTERRUPTED, *TERMINAL)}
     ended = sum(counts[s] for s in TERMINAL)
-    done = ended >= total or stopped  # a stopped sweep changes no more
+    done = ended >= total or (stopped and driver.certain)  # a dead driver's sweep is still
     head = (f"sweep {sweep.name!r} in {layout.root}: {ended}/{total} trials ended "
             f"({counts['COMPLETED']} completed, {counts['PRUNED']} pruned, "
             f"{counts['FAILED']} failed), {counts['RUNNING']} running, "
@@ -177,11 +178,10 @@ def sweep_status(output_dir: str | Path, now: float | None = None) -> tuple[str,
 def frontier_so_far(sweep: SweepConfig, layout: SweepLayout) -> str:
     """The Pareto set of the finished configurations, over the sweep's own objectives, and each
     strategy's best configuration so far."""
-    from cl_sweeps.frontier import best_per_strategy_text, compute_frontier, frontier_table_text
+    from cl_sweeps.frontier import compute_frontier, frontier_summary_text
 
     frontier = compute_frontier(
         records.read_sweep_dir(layout.root), [o.metric for o in sweep.objectives],
         [o.mode for o in sweep.objectives],
     )
-    per_strategy = best_per_strategy_text(frontier)
-    return frontier_table_text(frontier) + (f"\n\n{per_strategy}" if per_strategy else "")
+    return frontier_summary_text(frontier)

@@ -34,7 +34,7 @@ from cl_sweeps.records import SweepLayout
 from cl_sweeps.results import atomic_write
 from cl_sweeps.sweep.console import QuietConsole, quiet_logs, quiet_ray_output
 from cl_sweeps.sweep.dashboard import SweepDashboard, ended_trials
-from cl_sweeps.sweep.heartbeat import DriverHeartbeat
+from cl_sweeps.sweep.heartbeat import BEAT_EVERY_S, write_beat
 from cl_sweeps.sweep.layout import base_directory, with_absolute_paths
 from cl_sweeps.sweep.moasha import MOASHA, MOASHAScheduler, rung_levels
 from cl_sweeps.sweep.schema import SweepConfig
@@ -101,6 +101,35 @@ class TrialRecorder(tune.Callback):
         tracker.end_trial(trial.trial_id, status, error)
 
 
+class DriverHeartbeat(tune.Callback):
+    """Beats into driver.json (sweep/heartbeat.py) from the Tune loop, so a hung or killed
+    driver stops beating; a failed write is logged once and never stops the sweep."""
+
+    def __init__(self, layout: SweepLayout, started: float):
+        self.layout = layout
+        self.started = started
+        self._last = time.monotonic()  # run_sweep beat just before the Tuner started
+        self._warned = False
+
+    def _beat(self, ended: bool = False) -> None:
+        try:
+            write_beat(self.layout, self.started, ended)
+        except OSError as error:
+            if not self._warned:
+                log.warning("driver heartbeat not written (%s); cl-sweeps status may show "
+                            "trials as INTERRUPTED", error)
+                self._warned = True
+
+    def on_step(self, iteration: int, trials: list, **info: Any) -> None:
+        now = time.monotonic()
+        if now - self._last >= BEAT_EVERY_S:
+            self._last = now
+            self._beat()
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self._beat(ended=True)
+
+
 def _error_text(trial: Any) -> str:
     try:
         error = trial.get_error()
@@ -120,6 +149,24 @@ def resolved_config(sweep: SweepConfig) -> dict[str, Any]:
 
 def _canonical_hash(data: dict[str, Any]) -> str:
     return hashlib.sha1(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def changed_keys(saved: dict[str, Any], resolved: dict[str, Any]) -> list[str]:
+    """Top-level keys in which a resumed sweep differs from the saved one. A key the saved
+    sweep lacks (added to the schema after it started) counts only if it is not at its
+    default: a sweep started by an earlier version resumes."""
+    defaults = {name: field.get_default(call_default_factory=True)
+                for name, field in SweepConfig.model_fields.items()}
+    changed = []
+    for key in sorted({*saved, *resolved}):
+        if key not in saved and key in defaults:
+            default = defaults[key]
+            default = default.model_dump(mode="json") if hasattr(default, "model_dump") else default
+            if resolved.get(key) == default:
+                continue
+        if saved.get(key) != resolved.get(key):
+            changed.append(key)
+    return changed
 
 
 def refuse_existing_sweep(layout: SweepLayout) -> None:
@@ -154,7 +201,9 @@ def prepare_output(
         state = json.loads(layout.state.read_text())
         if state.get("config_hash") != digest:
             saved = records.read_yaml_mapping(layout.resolved) or {}
-            changed = sorted(k for k in {*saved, *resolved} if saved.get(k) != resolved.get(k))
+            changed = changed_keys(saved, resolved)
+            if not changed:  # only keys newer than the saved sweep, at their defaults
+                return state
             raise ConfigError(
                 f"--resume: the sweep (file with --set overrides) differs from the one that "
                 f"started it, saved in {layout.resolved}, in: {', '.join(changed) or '?'}; "
@@ -289,7 +338,7 @@ def make_tuner(
         failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         callbacks=[
-            DriverHeartbeat(context.layout),
+            DriverHeartbeat(context.layout, started=time.time()),
             TrialRecorder(context),
             SweepDashboard(context.tracking, sweep.objectives, context.output_dir),
             *console,
@@ -383,6 +432,7 @@ def run_sweep(
         verbose=verbose,
     )
     quiet_known_noise()
+    write_beat(layout, time.time())  # a resumed sweep is alive again before Ray is up
     init_ray(address, verbose)
     warn_if_storage_not_shared(sweep, uri)
     try:
