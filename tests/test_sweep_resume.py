@@ -148,6 +148,8 @@ def test_sweep_continues_with_resume_after_its_driver_died(tmp_path: Path) -> No
         driver.wait()
     statuses = [json.loads((t / "status.json").read_text())["status"] for t in trials_of(out)]
     assert "RUNNING" in statuses
+    code, status = run([CLI, "status", str(out)], env, tmp_path / "status.log", timeout_s=120)
+    assert code == 0 and "INTERRUPTED" in status and "driver is not running" in status, status
 
     code, log = run(
         [CLI, "sweep", str(path), "--resume"], env, tmp_path / "resume.log", timeout_s=600

@@ -103,12 +103,13 @@ class TrialRecorder(tune.Callback):
 
 class DriverHeartbeat(tune.Callback):
     """Beats into driver.json (sweep/heartbeat.py) from the Tune loop, so a hung or killed
-    driver stops beating; a failed write is logged once and never stops the sweep."""
+    driver stops beating; a failed write is logged once and never stops the sweep. Wall-clock
+    times: Tuner.restore (--resume) brings back a pickled copy in a new process."""
 
     def __init__(self, layout: SweepLayout, started: float):
         self.layout = layout
         self.started = started
-        self._last = time.monotonic()  # run_sweep beat just before the Tuner started
+        self._last = time.time()  # run_sweep beat just before the Tuner started
         self._warned = False
 
     def _beat(self, ended: bool = False) -> None:
@@ -121,7 +122,7 @@ class DriverHeartbeat(tune.Callback):
                 self._warned = True
 
     def on_step(self, iteration: int, trials: list, **info: Any) -> None:
-        now = time.monotonic()
+        now = time.time()
         if now - self._last >= BEAT_EVERY_S:
             self._last = now
             self._beat()
