@@ -88,6 +88,11 @@ class SweepLayout:
         return self.root / "sweep_state.json"
 
     @property
+    def driver(self) -> Path:
+        """The driver's heartbeat (sweep/heartbeat.py)."""
+        return self.root / "driver.json"
+
+    @property
     def best(self) -> Path:
         return self.root / "best_trials.json"
 

@@ -153,7 +153,7 @@ def test_status_tells_a_killed_driver_from_a_running_one(tmp_path: Path) -> None
     import subprocess
     import sys
 
-    from cl_sweeps.sweep.heartbeat import STALE_AFTER_S, driver_file, write_beat
+    from cl_sweeps.sweep.heartbeat import STALE_AFTER_S, write_beat
 
     root = tmp_path / "sweep"
     _sweep(root, name="killed", base={"data": {"dataset": "digits", "num_tasks": 2}},
@@ -168,8 +168,8 @@ def test_status_tells_a_killed_driver_from_a_running_one(tmp_path: Path) -> None
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    beat = json.loads(driver_file(layout).read_text())
-    records.write_json(driver_file(layout), {**beat, "pid": dead.pid})
+    beat = json.loads(layout.driver.read_text())
+    records.write_json(layout.driver, {**beat, "pid": dead.pid})
     text, done = sweep_status(root)
     assert done, "a sweep whose driver is gone changes no more: --watch stops"
     row = next(line.split() for line in text.splitlines() if line.startswith("a "))
@@ -178,11 +178,11 @@ def test_status_tells_a_killed_driver_from_a_running_one(tmp_path: Path) -> None
     assert "cl-sweeps sweep FILE --resume" in text
 
     # another host's driver: only the age of its last beat tells
-    records.write_json(driver_file(layout), {**beat, "host": socket.gethostname() + "-other"})
+    records.write_json(layout.driver, {**beat, "host": socket.gethostname() + "-other"})
     assert "INTERRUPTED" not in sweep_status(root)[0]
     text, done = sweep_status(root, now=beat["beat"] + STALE_AFTER_S + 1)
     assert "INTERRUPTED" in text and not done, "silent, not surely dead: --watch goes on"
-    driver_file(layout).write_text("{not json")
+    layout.driver.write_text("{not json")
     assert "1 running" in sweep_status(root)[0]  # unreadable: nothing is known
 
 

@@ -16,7 +16,6 @@ import os
 import socket
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from cl_sweeps.records import SweepLayout, write_json
 
@@ -24,12 +23,8 @@ BEAT_EVERY_S = 10.0
 STALE_AFTER_S = 90.0  # well above BEAT_EVERY_S: a busy driver loop may beat late
 
 
-def driver_file(layout: SweepLayout) -> Path:
-    return layout.root / "driver.json"
-
-
 def write_beat(layout: SweepLayout, started: float, ended: bool = False) -> None:
-    write_json(driver_file(layout), {
+    write_json(layout.driver, {
         "host": socket.gethostname(), "pid": os.getpid(), "started": started,
         "beat": time.time(), "ended": ended,
     })
@@ -59,7 +54,7 @@ def driver_state(layout: SweepLayout, now: float | None = None) -> DriverState |
     """The driver's state from driver.json; None if the sweep wrote none or it cannot be read
     (nothing is known: the records are shown as they are)."""
     try:
-        beat = json.loads(driver_file(layout).read_text())
+        beat = json.loads(layout.driver.read_text())
         since = max(0.0, (time.time() if now is None else now) - float(beat["beat"]))
         pid, host, ended = int(beat["pid"]), beat.get("host"), bool(beat.get("ended"))
     except (OSError, ValueError, TypeError, KeyError):
