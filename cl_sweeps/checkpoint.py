@@ -20,10 +20,7 @@ from typing import Any
 import torch
 from diffusers import DDIMPipeline, DDIMScheduler, UNet2DModel
 
-UNET_DIR = "unet"
-PIPELINE_FILES = ("model_index.json", UNET_DIR, "scheduler")  # what DDIMPipeline loads
-STATE_FILE = "state.pt"
-META_FILE = "state.json"
+from cl_sweeps.checkpoint_files import META_FILE, STATE_FILE, UNET_DIR
 
 
 @dataclass
@@ -34,10 +31,6 @@ class Checkpoint:
     state: dict[str, Any]
     history: list[dict[str, float]]
     path: Path
-
-
-def task_checkpoint_dir(output_dir: Path, task_index: int) -> Path:
-    return output_dir / "checkpoints" / f"task_{task_index}"
 
 
 def save_checkpoint(
@@ -72,18 +65,3 @@ def load_checkpoint(directory: Path, model: UNet2DModel) -> Checkpoint:
     model.load_state_dict(trained.state_dict())
     state = torch.load(directory / STATE_FILE, map_location="cpu", weights_only=True)
     return Checkpoint(meta["task_index"], state, meta["history"], directory)
-
-
-def read_history(directory: Path) -> list[dict[str, float]]:
-    """The per-task metrics stored with a checkpoint (all tasks up to it)."""
-    return json.loads((Path(directory) / META_FILE).read_text())["history"]
-
-
-def latest_checkpoint(output_dir: Path) -> Path | None:
-    """The checkpoint of the highest completed task under `output_dir`, if any."""
-    root = Path(output_dir) / "checkpoints"
-    done = [
-        p for p in root.glob("task_*")
-        if p.is_dir() and p.name[5:].isdigit() and (p / META_FILE).is_file()
-    ]
-    return max(done, key=lambda p: int(p.name[5:]), default=None)

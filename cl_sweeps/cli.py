@@ -30,7 +30,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = load_trial_config(args.file, args.set)
     if args.dry_run:
         return print_resolved_trial(config)
-    from cl_sweeps.checkpoint import latest_checkpoint, read_history
+    from cl_sweeps.checkpoint_files import latest_checkpoint, read_history
     from cl_sweeps.results import write_task_metrics
     from cl_sweeps.sequence import run_sequence
 

@@ -13,12 +13,8 @@ run that reuses one therefore ends bit-identical to one that trained its own tas
 `train_tflops` still includes task 0 (its position on the frontier does not depend on which
 trial came first); `reused_train_tflops` says how much of that it did not compute.
 
-Storage: one directory per prefix, `<root>/<key>/`, holding `prefix.pt` and `prefix.json`. It
-is written under a temporary name and renamed into place; a rename onto an existing prefix
-fails, so the first writer wins and a killed writer leaves only a temporary directory, never a
-usable partial prefix. While one run computes a prefix it holds `<root>/.<key>.lock` (an OS file
-lock, released if the process dies); a run that needs the same prefix waits on the lock, then
-loads the prefix, or computes it itself if the holder died without publishing.
+Storage: cl_sweeps/prefix_store.py. A run that needs a prefix another run is computing waits
+on its lock, then loads the prefix, or computes it itself if the holder died without publishing.
 """
 
 from __future__ import annotations
@@ -27,21 +23,15 @@ import copy
 import hashlib
 import json
 import logging
-import os
-import shutil
 import socket
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from filelock import FileLock
 
 from cl_sweeps.config import TrialConfig, num_tasks_of
 from cl_sweeps.evaluation.compute import TRAIN_PURPOSES, flops_by_purpose
+from cl_sweeps.prefix_store import PrefixStore
 from cl_sweeps.strategies import strategy_class
 
 if TYPE_CHECKING:
@@ -50,8 +40,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PREFIX_FORMAT = 1  # part of the key: a change of what a prefix holds never reuses old ones
-PAYLOAD_FILE = "prefix.pt"
-MANIFEST_FILE = "prefix.json"  # written last: a directory without it is not a prefix
 NOT_TASK0 = ("output_dir", "strategy")  # trial-config sections task 0 does not depend on
 
 
@@ -66,69 +54,13 @@ def prefix_key(config: TrialConfig) -> str | None:
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
-class PrefixStore:
-    """Task-0 prefixes under one directory (a sweep's storage), shared by all its trials."""
-
-    def __init__(self, root: str | Path):
-        self.root = Path(root)
-
-    def path(self, key: str) -> Path:
-        return self.root / key
-
-    def load(self, key: str) -> dict[str, Any] | None:
-        """The stored prefix, or None if there is no complete one."""
-        directory = self.path(key)
-        if not (directory / MANIFEST_FILE).is_file():
-            return None
-        return torch.load(directory / PAYLOAD_FILE, map_location="cpu", weights_only=True)
-
-    def publish(self, key: str, payload: dict[str, Any], manifest: dict[str, Any]) -> bool:
-        """Store a prefix atomically; False if another writer stored it first."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.root / f".{key}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir()
-        try:
-            torch.save(payload, tmp / PAYLOAD_FILE)
-            _write_manifest(tmp / MANIFEST_FILE, manifest)
-            os.rename(tmp, self.path(key))
-            return True
-        except OSError:
-            if not (self.path(key) / MANIFEST_FILE).is_file():
-                raise
-            return False  # the first writer won; ours is the same result
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-
-    @contextmanager
-    def claim(self, key: str) -> Iterator[None]:
-        """Hold the key's lock: runs needing the same prefix wait here while one computes it."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(self.root / f".{key}.lock")):
-            yield
-
-    def manifests(self) -> list[dict[str, Any]]:
-        """Every complete prefix's manifest (what the sweep lists), by key."""
-        if not self.root.is_dir():
-            return []
-        found = []
-        for directory in sorted(self.root.iterdir()):
-            manifest = directory / MANIFEST_FILE
-            if directory.is_dir() and not directory.name.startswith(".") and manifest.is_file():
-                found.append({**json.loads(manifest.read_text()), "path": str(directory)})
-        return found
-
-
-def _write_manifest(path: Path, manifest: dict[str, Any]) -> None:
-    path.write_text(json.dumps(manifest, indent=2) + "\n")
-
-
 def shared_task_zero(engine: Engine, store: PrefixStore, progress: bool) -> dict[str, float]:
     """Task 0 of `engine`, computed and published, or loaded from the store; its metrics."""
     key = prefix_key(engine.config)
     assert key is not None
     with store.claim(key):
-        stored = store.load(key)
-        if stored is None:
+        payload_file = store.payload(key)
+        if payload_file is None:
             metrics, payload = _compute(engine, progress)
             manifest = {
                 "key": key, "format": PREFIX_FORMAT, "created": time.time(),
@@ -136,9 +68,10 @@ def shared_task_zero(engine: Engine, store: PrefixStore, progress: bool) -> dict
                 "strategy": engine.config.strategy.name, "seed": engine.config.seed,
                 "train_tflops": _training_tflops(engine, payload["trained"]["forward_counts"]),
             }
-            if store.publish(key, payload, manifest):
+            if store.publish(key, lambda path: torch.save(payload, path), manifest):
                 log.info("task-0 prefix %s computed and stored in %s", key, store.path(key))
             return metrics
+    stored = torch.load(payload_file, map_location="cpu", weights_only=True)
     metrics = _reuse(engine, stored)
     log.info("task 0 reused from prefix %s (%.4g train TFLOPs not recomputed)",
              key, engine.reused_train_tflops)

@@ -18,11 +18,8 @@ from diffusers import UNet2DModel
 from tqdm.auto import tqdm
 
 from cl_sweeps import metrics as M
-from cl_sweeps.checkpoint import (
-    load_checkpoint,
-    save_checkpoint,
-    task_checkpoint_dir,
-)
+from cl_sweeps.checkpoint import load_checkpoint, save_checkpoint
+from cl_sweeps.checkpoint_files import task_checkpoint_dir
 from cl_sweeps.config import TrialConfig
 from cl_sweeps.data import ImageSet, TaskStream, build_task_stream, load_source
 from cl_sweeps.data.augment import augmented
@@ -41,7 +38,8 @@ from cl_sweeps.evaluation.fid import fid_avg, forgetting
 from cl_sweeps.evaluation.generation import GenerationEvaluator
 from cl_sweeps.metrics import task_metric
 from cl_sweeps.numerics import check_loss
-from cl_sweeps.prefix import PrefixStore, prefix_key, shared_task_zero
+from cl_sweeps.prefix import prefix_key, shared_task_zero
+from cl_sweeps.prefix_store import PrefixStore
 from cl_sweeps.strategies import Strategy, TrainingContext, build_strategy, unused_knobs
 from cl_sweeps.throughput import LossReader, OptimizerStep, PersistentTeacher, Throughput
 

@@ -7,7 +7,8 @@ import json
 import pytest
 import torch
 
-from cl_sweeps.checkpoint import latest_checkpoint, load_checkpoint
+from cl_sweeps.checkpoint import load_checkpoint
+from cl_sweeps.checkpoint_files import latest_checkpoint
 from cl_sweeps.evaluation.denoising import denoising_loss
 from cl_sweeps.sequence import Engine, run_sequence
 from cl_sweeps.strategies import available_strategies

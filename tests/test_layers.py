@@ -16,7 +16,7 @@ HEAVY = {"torch", "torchvision", "diffusers", "ray", "mlflow", "optuna", "pyarro
 LAYERS: list[tuple[str, ...]] = [
     ("cl_sweeps.metrics", "cl_sweeps.credentials", "cl_sweeps.formatting", "cl_sweeps.results",
      "cl_sweeps.strategies.catalog", "cl_sweeps.data.catalog", "cl_sweeps.errors",
-     "cl_sweeps.documents"),
+     "cl_sweeps.documents", "cl_sweeps.checkpoint_files", "cl_sweeps.prefix_store"),
     ("cl_sweeps.config",),
     ("cl_sweeps.data", "cl_sweeps.diffusion", "cl_sweeps.evaluation", "cl_sweeps.checkpoint",
      "cl_sweeps.strategies", "cl_sweeps.throughput", "cl_sweeps.numerics"),
@@ -153,3 +153,16 @@ def test_config_core_imports_no_heavy_package(module: str) -> None:
 def test_the_walk_sees_a_heavy_import_where_there_is_one() -> None:
     _, third = loaded_with("cl_sweeps.sequence")
     assert {"torch", "diffusers"} <= third
+
+
+TRAINING_STACK = {"torch", "torchvision", "diffusers"}
+
+
+@pytest.mark.parametrize(
+    "module", ["cl_sweeps.sweep.tuner", "cl_sweeps.sweep.tracking", "cl_sweeps.frontier.build"]
+)
+def test_the_sweep_driver_imports_no_training_stack(module: str) -> None:
+    """Only the workers train: the driver (and the frontier it ends with) starts without
+    torch or diffusers, seconds sooner."""
+    _, third = loaded_with(module)
+    assert not third & TRAINING_STACK, f"importing {module} imports {sorted(third & TRAINING_STACK)}"

@@ -15,7 +15,8 @@ from conftest import SMALL_TRIAL, merge
 from filelock import FileLock
 
 from cl_sweeps.config import TrialConfig
-from cl_sweeps.prefix import MANIFEST_FILE, PrefixStore, prefix_key
+from cl_sweeps.prefix import prefix_key
+from cl_sweeps.prefix_store import MANIFEST_FILE, PrefixStore
 from cl_sweeps.sequence import Engine, run_sequence
 from cl_sweeps.strategies import available_strategies, strategy_class
 
@@ -108,12 +109,16 @@ def _run_shared(config: dict, root: str) -> float:
 
 
 def _killed_while_publishing(config: dict, root: str) -> None:
-    import cl_sweeps.prefix
+    publish = PrefixStore.publish
 
-    def die(path: Path, manifest: dict) -> None:
-        os.kill(os.getpid(), signal.SIGKILL)
+    def die_after_the_payload(store, key, write_payload, manifest) -> bool:
+        def write_then_die(path: Path) -> None:
+            write_payload(path)
+            os.kill(os.getpid(), signal.SIGKILL)  # the payload is written, the manifest never
 
-    cl_sweeps.prefix._write_manifest = die  # the payload is written, the manifest never
+        return publish(store, key, write_then_die, manifest)
+
+    PrefixStore.publish = die_after_the_payload
     torch.set_num_threads(1)
     run_sequence(TrialConfig.model_validate(config), prefixes=PrefixStore(root))
 
@@ -144,7 +149,7 @@ def test_a_killed_writer_leaves_no_usable_prefix(tmp_path: Path) -> None:
     leftovers = [p for p in root.iterdir() if p.name.startswith(f".{key}.tmp-")]
     assert leftovers and (leftovers[0] / "prefix.pt").is_file()  # half written, under tmp
     store = PrefixStore(root)
-    assert store.load(key) is None and not store.path(key).exists() and store.manifests() == []
+    assert store.payload(key) is None and not store.path(key).exists() and store.manifests() == []
     with FileLock(str(root / f".{key}.lock"), timeout=5):
         pass  # the dead writer's lock is free
     again = dict(config, output_dir=str(tmp_path / "again"))
@@ -154,7 +159,7 @@ def test_a_killed_writer_leaves_no_usable_prefix(tmp_path: Path) -> None:
 
 def test_first_writer_wins(tmp_path: Path) -> None:
     store = PrefixStore(tmp_path)
-    assert store.publish("k", {"x": torch.ones(1)}, {"key": "k"})
-    assert not store.publish("k", {"x": torch.zeros(1)}, {"key": "k"})
-    assert torch.equal(store.load("k")["x"], torch.ones(1))
+    assert store.publish("k", lambda path: path.write_text("first"), {"key": "k"})
+    assert not store.publish("k", lambda path: path.write_text("second"), {"key": "k"})
+    assert store.payload("k").read_text() == "first"
     assert [p.name for p in tmp_path.iterdir()] == ["k"]  # no temporary left behind

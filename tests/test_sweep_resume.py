@@ -70,8 +70,9 @@ def assert_each_step_once(uri: str, run_, tasks: int = TINY_TASKS) -> None:
 def test_crashed_trial_resumes_at_its_task_and_early_stopped_trial_is_pruned(
     tmp_path: Path,
 ) -> None:
-    """Two grid points, one at a time: replay 1.0 crashes once in task index 2 and resumes
-    there; replay 0.25 spends less compute per task, so ASHA (on task_train_tflops, max)
+    """Two grid points, one at a time: replay 1.0 crashes once in task index 2, after saving
+    its checkpoint and before reporting it to Tune, and resumes from that checkpoint: the task
+    is reported again, not retrained; replay 0.25 spends less compute per task, so ASHA (on task_train_tflops, max)
     stops it after task index 1, and Optuna records it as PRUNED, not COMPLETE."""
     out = tmp_path / "out"
     env = child_env(tmp_path / "cache", CL_SWEEPS_CRASH_AT_TASK="2")
@@ -95,13 +96,14 @@ def test_crashed_trial_resumes_at_its_task_and_early_stopped_trial_is_pruned(
     }
     crashed, stopped = by_ratio[1.0], by_ratio[0.25]
 
-    # the crashed trial: tasks 1-2 (index 0, 1) trained once, task 3 (index 2) again
+    # the crashed trial: every task trained once; the restart began after task index 2, which
+    # Tune's checkpoint (task index 1) does not hold but the trial's own does
     assert (crashed / ".crash_injected").is_file()
     log_lines = events(crashed)
     attempts = [e for e in log_lines if e["event"] == "attempt"]
     assert len(attempts) == 2 and attempts[0]["resume_from"] is None
-    assert attempts[1]["resume_from"].endswith("checkpoint_000001")  # after task index 1
-    assert [e["task"] for e in log_lines if e["event"] == "task_trained"] == [0, 1, 2, 2]
+    assert Path(attempts[1]["resume_from"]) == crashed / "checkpoints" / "task_2"
+    assert [e["task"] for e in log_lines if e["event"] == "task_trained"] == STEPS
     assert json.loads((crashed / "status.json").read_text())["status"] == "COMPLETED"
     full = [json.loads(line) for line in (crashed / "metrics.jsonl").read_text().splitlines()]
     assert [r["task"] for r in full] == STEPS

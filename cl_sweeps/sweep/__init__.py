@@ -5,6 +5,8 @@ MLflow. The only package that imports ray; importing this package itself imports
 - space.py      the search space: conditions, order, grid, Optuna define-by-run (Optuna lazily)
 - layout.py     where a sweep writes (output_dir, per-trial folders) and absolute paths
 - searcher.py   the Optuna searcher, replicated over seeds (SeedReplicator)
+- context.py    what every trial gets from the driver (torch-free)
+- entry.py      the function Tune runs per trial; imports trainable.py in the worker only
 - trainable.py  one trial = run_sequence with a reporter that calls tune.report
 - tracking.py   MLflow: parent run per sweep, nested run per trial (MlflowClient)
 - tuner.py      Tuner, scheduler, resources, failure handling, resume; writes the trial

@@ -31,7 +31,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.tracking import MlflowClient
 
-from cl_sweeps.checkpoint import PIPELINE_FILES
+from cl_sweeps.checkpoint_files import PIPELINE_FILES
 from cl_sweeps.config import TrialConfig
 from cl_sweeps.credentials import redact_uri, uri_has_secret
 from cl_sweeps.errors import UsageError

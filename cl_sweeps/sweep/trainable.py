@@ -3,8 +3,11 @@
 After every task the reporter spools the task's metrics and sample grid for the trial's MLflow run
 (sent in the background: training never waits for the tracking server) and reports the metrics
 and the task's checkpoint to Tune. A trial restarted after a failure
-(FailureConfig) or after the driver died (`--resume`) gets its last checkpoint back from
-`tune.get_checkpoint()` and continues at the next task; tasks already learned are not retrained.
+(FailureConfig) or after the driver died (`--resume`) continues at the next task from its last
+checkpoint; tasks already learned are not retrained. That checkpoint is Tune's
+(`tune.get_checkpoint()`), or the trial's own newer one in trials/<id>/checkpoints/ when the
+trial saved a task that Tune never recorded (it failed before reporting, or the driver died
+before saving its experiment state); such tasks are reported again, without training.
 
 A trial that diverges (non-finite loss, samples or FID features: numerics.NonFiniteError) would
 diverge again from the same checkpoint, so it is not trained again: the reason is kept in
@@ -22,7 +25,6 @@ import logging
 import os
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,52 +32,30 @@ import ray
 import torch
 from ray import tune
 
+from cl_sweeps import metrics as M
 from cl_sweeps import records
+from cl_sweeps.checkpoint_files import checkpoint_task, latest_checkpoint, read_history
 from cl_sweeps.config import TrialConfig, num_tasks_of
 from cl_sweeps.numerics import NonFiniteError
-from cl_sweeps.prefix import PrefixStore
-from cl_sweeps.records import SweepLayout
+from cl_sweeps.prefix_store import PrefixStore
 from cl_sweeps.sequence import resolve_device, run_sequence
 from cl_sweeps.sweep.console import quiet_logs
+from cl_sweeps.sweep.context import (
+    CRASH_ENV,
+    CRASH_MARKER,
+    DIVERGENCE_FILE,
+    EVENTS_FILE,
+    SweepContext,
+    divergence,
+)
 from cl_sweeps.sweep.space import trial_config_for
-from cl_sweeps.sweep.tracking import TrackingTarget, TrialTracker
+from cl_sweeps.sweep.tracking import TrialTracker
 from cl_sweeps.throughput import Throughput
 
 log = logging.getLogger(__name__)
 
-CRASH_ENV = "CL_SWEEPS_CRASH_AT_TASK"
-CRASH_MARKER = ".crash_injected"
-EVENTS_FILE = "events.jsonl"
-DIVERGENCE_FILE = "divergence.json"  # why the trial failed for good (a non-finite value)
-
-
 class InjectedFault(RuntimeError):
     """The test-only crash of CL_SWEEPS_CRASH_AT_TASK."""
-
-
-@dataclass(frozen=True)
-class SweepContext:
-    """What every trial of a sweep shares; built on the driver, paths absolute."""
-
-    name: str
-    output_dir: str
-    base: dict[str, Any]
-    seed_keys: tuple[str, ...]
-    cpus_per_trial: float
-    tracking: TrackingTarget
-    display_metrics: tuple[str, ...] = ("task",)
-    crash_at_task: int | None = None
-    prefix_dir: str | None = None  # where task-0 prefixes are shared; None: no sharing
-    verbose: bool = False  # False: trials log warnings and errors only
-
-    @property
-    def layout(self) -> SweepLayout:
-        return SweepLayout(Path(self.output_dir))
-
-
-def crash_at_task_from_env() -> int | None:
-    value = os.environ.get(CRASH_ENV)
-    return int(value) if value not in (None, "") else None
 
 
 def log_event(directory: Path, event: str, **fields: Any) -> None:
@@ -107,10 +87,21 @@ def resolved_throughput(trial: TrialConfig) -> dict[str, str]:
     return Throughput.resolve(trial.train, resolve_device(trial.device)).params()
 
 
-def divergence(directory: Path) -> str | None:
-    """The reason a trial diverged, if it did (see the module docstring)."""
-    path = directory / DIVERGENCE_FILE
-    return json.loads(path.read_text())["error"] if path.is_file() else None
+def resume_point(from_tune: Path | None, directory: Path) -> Path | None:
+    """The newer of Tune's checkpoint and the trial's own latest one (None: start afresh).
+    The trial's own may be missing (another node, output_dir not shared) or behind."""
+    own = latest_checkpoint(directory)
+    if own is None or (from_tune is not None and checkpoint_task(from_tune) >= checkpoint_task(own)):
+        return from_tune
+    return own
+
+
+def unreported_tasks(resume_dir: Path | None, from_tune: Path | None) -> list[dict[str, Any]]:
+    """The metric rows of tasks the resume point holds and Tune's checkpoint does not."""
+    if resume_dir is None or resume_dir == from_tune:
+        return []
+    known = checkpoint_task(from_tune) if from_tune is not None else -1
+    return [row for row in read_history(resume_dir) if int(row[M.TASK]) > known]
 
 
 def train_sequence(config: dict[str, Any], context: SweepContext) -> None:
@@ -129,9 +120,10 @@ def train_sequence(config: dict[str, Any], context: SweepContext) -> None:
     run = TrialTracker(context.tracking, directory, trial_id)
     try:
         with ExitStack() as stack:
-            resume_dir = (
+            from_tune = (
                 Path(stack.enter_context(checkpoint.as_directory())) if checkpoint else None
             )
+            resume_dir = resume_point(from_tune, directory)
             run.open({**params, **resolved_throughput(trial)}, trial_tags(params, trial))
             log_event(directory, "attempt", resume_from=str(resume_dir) if resume_dir else None,
                       node=ray.get_runtime_context().get_node_id(), pid=os.getpid())
@@ -139,14 +131,23 @@ def train_sequence(config: dict[str, Any], context: SweepContext) -> None:
                 run.log_config(trial)
             last = [resume_dir]
 
+            def to_tune(metrics: dict[str, float], checkpoint_dir: Path | None) -> None:
+                ordered = {k: metrics[k] for k in context.display_metrics if k in metrics}
+                ordered.update(metrics)  # Ray's table shows the first few: task and objectives
+                saved = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+                tune.report(ordered, checkpoint=saved)
+
             def reporter(task: int, metrics: dict[str, float], checkpoint_dir: Path) -> None:
                 log_event(directory, "task_trained", task=task)
                 run.log_task(task, metrics, sample_grids(directory, task))
                 maybe_crash(context, directory, task)
-                ordered = {k: metrics[k] for k in context.display_metrics if k in metrics}
-                ordered.update(metrics)  # Ray's table shows the first few: task and objectives
-                tune.report(ordered, checkpoint=tune.Checkpoint.from_directory(checkpoint_dir))
+                to_tune(metrics, checkpoint_dir)
                 last[0] = checkpoint_dir
+
+            unreported = unreported_tasks(resume_dir, from_tune)
+            for row in unreported:  # MLflow keeps each step once: logging again is harmless
+                run.log_task(int(row[M.TASK]), row, sample_grids(directory, int(row[M.TASK])))
+                to_tune(row, resume_dir if row is unreported[-1] else None)
 
             prefixes = PrefixStore(context.prefix_dir) if context.prefix_dir else None
             try:

@@ -29,11 +29,13 @@ from cl_sweeps.credentials import redact_uri
 from cl_sweeps.errors import ensure_writable
 from cl_sweeps.frontier.tracking import log_sweep_metrics
 from cl_sweeps.metrics import is_known_metric
-from cl_sweeps.prefix import PrefixStore
+from cl_sweeps.prefix_store import PrefixStore
 from cl_sweeps.records import SweepLayout
 from cl_sweeps.results import atomic_write
 from cl_sweeps.sweep.console import QuietConsole, quiet_logs, quiet_ray_output
+from cl_sweeps.sweep.context import SweepContext, crash_at_task_from_env, divergence
 from cl_sweeps.sweep.dashboard import SweepDashboard, ended_trials
+from cl_sweeps.sweep.entry import run_trial
 from cl_sweeps.sweep.heartbeat import BEAT_EVERY_S, write_beat
 from cl_sweeps.sweep.layout import base_directory, with_absolute_paths
 from cl_sweeps.sweep.moasha import MOASHA, MOASHAScheduler, rung_levels
@@ -45,12 +47,6 @@ from cl_sweeps.sweep.tracking import (
     is_local_store,
     resolve_tracking_uri,
     start_sweep_run,
-)
-from cl_sweeps.sweep.trainable import (
-    SweepContext,
-    crash_at_task_from_env,
-    divergence,
-    train_sequence,
 )
 
 log = logging.getLogger(__name__)
@@ -314,7 +310,7 @@ def make_tuner(
 ) -> tune.Tuner:
     resources = {"cpu": sweep.resources_per_trial.cpu, "gpu": sweep.resources_per_trial.gpu}
     trainable = tune.with_resources(
-        tune.with_parameters(train_sequence, context=context), resources
+        tune.with_parameters(run_trial, context=context), resources
     )
     experiment = f"{sweep.storage_path.rstrip('/')}/{sweep.name}"
     if resume and tune.Tuner.can_restore(experiment):

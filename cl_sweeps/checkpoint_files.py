@@ -1,0 +1,37 @@
+"""A checkpoint's file layout and metadata, read without torch (what the files hold
+and how they are written: cl_sweeps/checkpoint.py). The driver of a sweep and `cl-sweeps run --resume` find and read
+checkpoints through here."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+UNET_DIR = "unet"
+PIPELINE_FILES = ("model_index.json", UNET_DIR, "scheduler")  # what DDIMPipeline loads
+STATE_FILE = "state.pt"
+META_FILE = "state.json"
+
+
+def task_checkpoint_dir(output_dir: Path, task_index: int) -> Path:
+    return output_dir / "checkpoints" / f"task_{task_index}"
+
+
+def checkpoint_task(directory: Path) -> int:
+    """The index of the task a checkpoint completed."""
+    return int(json.loads((Path(directory) / META_FILE).read_text())["task_index"])
+
+
+def read_history(directory: Path) -> list[dict[str, float]]:
+    """The per-task metrics stored with a checkpoint (all tasks up to it)."""
+    return json.loads((Path(directory) / META_FILE).read_text())["history"]
+
+
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    """The checkpoint of the highest completed task under `output_dir`, if any."""
+    root = Path(output_dir) / "checkpoints"
+    done = [
+        p for p in root.glob("task_*")
+        if p.is_dir() and p.name[5:].isdigit() and (p / META_FILE).is_file()
+    ]
+    return max(done, key=lambda p: int(p.name[5:]), default=None)
