@@ -1,8 +1,9 @@
 """The quickstart sweep (its grid, shrunk to seconds per trial) against a real `mlflow server`,
 read back through the server's REST API as the UI reads it: the experiment kind, the parent
-run's live sweep/* metrics, frontier files that appear while the sweep runs and are refreshed,
-legible sample grids, complete pipeline models; `cl-sweeps status` while it runs and after; the
-quiet console."""
+run's live sweep/* metrics and files, frontier files that appear while the sweep runs and are
+refreshed, every trial's nested run (tags, params, each metric at every task, legible sample
+grids, complete pipeline models) agreeing with the trial records on disk; `cl-sweeps status`
+while it runs and after; the quiet console."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 from helpers import background, child_env, mlflow_server
 from PIL import Image
 
@@ -31,6 +33,7 @@ CLI = str(Path(sys.executable).parent / "cl-sweeps")
 STRATEGIES = ("naive", "cumulative", "generative_replay", "generative_distillation")
 TRIALS = num_trials(load_sweep_config(ROOT / "search_spaces" / "quickstart.yaml"))
 TASKS = 5
+STEPS = list(range(TASKS))
 SHRINK = [  # the quickstart's grid and 5 tasks, with seconds of training per trial
     "base.train.iterations_per_task=3", "base.data.max_train_per_class=20",
     "base.data.max_test_per_class=10", "base.evaluation.n_eval_samples=16",
@@ -134,13 +137,12 @@ def test_quickstart_sweep_as_seen_through_the_mlflow_rest_api(tmp_path: Path) ->
             "filter": "tags.`cl_sweeps.role` = 'trial'", "max_results": 100,
         })["runs"]
         assert len(runs) == TRIALS
+        assert {"sweep.yaml", "sweep_resolved.yaml", "search_space.json", "best_trials.json"} \
+            <= listing(uri, parent)
+        assert {_tags(run)["strategy"] for run in runs} == set(STRATEGIES)
         for run in runs:
-            run_id = run["info"]["run_id"]
-            grid = Image.open(io.BytesIO(artifact(uri, run_id, f"samples/task_{TASKS - 1}.png")))
-            assert grid.width >= MIN_GRID_PIXELS
-            assert {"model/model_index.json", "model/unet", "model/scheduler"} <= listing(
-                uri, run_id, "model"
-            )
+            assert_trial_run(uri, run, parent, out)
+    assert not (out / "mlflow.db").exists()  # everything went to the server
 
     assert running_status is not None, "the sweep ended before a trial was seen running"
     assert re.search(r"RUNNING\s+[1-4]/5", running_status), running_status
@@ -154,6 +156,40 @@ def test_quickstart_sweep_as_seen_through_the_mlflow_rest_api(tmp_path: Path) ->
     assert "started with configuration" not in log and "Trial status:" not in log
     print(f"console: {len(log.splitlines())} lines")
     assert len(log.splitlines()) < 250, log
+
+
+def _tags(run: dict[str, Any]) -> dict[str, str]:
+    return {t["key"]: t["value"] for t in run["data"].get("tags", [])}
+
+
+def assert_trial_run(uri: str, run: dict[str, Any], parent: str, out: Path) -> None:
+    """A trial's nested run: what the UI shows, and the same as the trial's records on disk."""
+    run_id, tags = run["info"]["run_id"], _tags(run)
+    params = {p["key"]: p["value"] for p in run["data"].get("params", [])}
+    assert run["info"]["status"] == "FINISHED"
+    assert tags["mlflow.parentRunId"] == parent and tags["status"] == "COMPLETED"
+    assert tags["cl_sweeps.sweep"] == "quickstart"
+    assert tags["strategy"] == params["strategy.name"] and tags["seed"] == params["seed"]
+    for metric in ("fid", "train_tflops", "denoise_loss", "kld"):
+        assert [s for s, _ in history(uri, run_id, metric)] == STEPS, metric
+    assert [s for s, _ in history(uri, run_id, "fid_final")] == [STEPS[-1]]
+    assert {"model", "samples", "trial_config.yaml"} <= listing(uri, run_id)
+    samples = listing(uri, run_id, "samples")
+    assert samples == {f"samples/task_{k}.png" for k in STEPS}
+    grid = Image.open(io.BytesIO(artifact(uri, run_id, f"samples/task_{TASKS - 1}.png")))
+    assert grid.width >= MIN_GRID_PIXELS
+    assert {"model/model_index.json", "model/unet", "model/scheduler"} <= listing(
+        uri, run_id, "model"
+    )
+
+    directory = out / "trials" / tags["trial_id"]
+    record = json.loads((directory / "params.json").read_text())
+    assert record["config_key"] == tags["config_key"]
+    searched = {k: v for k, v in params.items() if not k.startswith("throughput.")}
+    assert {k: str(v) for k, v in record["params"].items()} == searched
+    assert params["throughput.precision"] == "fp32"  # resolved on the worker (CPU)
+    assert json.loads((directory / "status.json").read_text())["status"] == "COMPLETED"
+    assert pq.read_table(directory / "metrics.parquet").column("task").to_pylist() == STEPS
 
 
 def _parent(uri: str) -> str | None:

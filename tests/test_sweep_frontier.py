@@ -1,7 +1,12 @@
-"""The sweep -> frontier/report hand-off on a real sweep: `cl-sweeps sweep` with a `--set` that
-changes the number of tasks, then `cl-sweeps frontier` and `cl-sweeps report` on its output
-directory. They read the resolved sweep config the sweep saved, so they see the same complete
-trials and the same Pareto set the sweep printed at its end."""
+"""The sweep -> frontier/report hand-off on a real sweep that shares task 0: `cl-sweeps sweep`
+with a `--set` that changes the number of tasks, then `cl-sweeps frontier` and `cl-sweeps
+report` on its output directory.
+
+- naive, ER and generative distillation with one seed agree on everything task 0 depends on,
+  so it is trained and evaluated once and reused twice; every trial still reports its full
+  train_tflops, and the sweep reports what it actually spent (summary, MLflow parent run);
+- frontier and report read the resolved sweep config the sweep saved, so they see the same
+  complete trials and the same Pareto set the sweep printed at its end."""
 
 from __future__ import annotations
 
@@ -9,17 +14,24 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
 from helpers import child_env, run, tiny_sweep, write_yaml
+from mlflow.tracking import MlflowClient
 
 from cl_sweeps import records
 
 CLI = str(Path(sys.executable).parent / "cl-sweeps")
+STRATEGIES = ["naive", "er", "generative_distillation"]
 
 
-def test_frontier_and_report_agree_with_the_sweep_after_set(tmp_path: Path) -> None:
+def test_a_sweep_sharing_task_zero_hands_off_to_frontier_and_report_after_set(
+    tmp_path: Path,
+) -> None:
     env = child_env(tmp_path / "cache")
     out = tmp_path / "out"
-    sweep = tiny_sweep("handoff", out, num_samples=2)
+    sweep = tiny_sweep("handoff", out, num_samples=None, search_algorithm="grid",
+                       max_concurrent_trials=2)
+    sweep["search"] = {"strategy.name": STRATEGIES}
     sweep["base"]["data"].pop("tasks")
     sweep["base"]["data"]["num_tasks"] = 5  # the file says 5; --set makes it 2
     path = write_yaml(tmp_path / "handoff.yaml", sweep)
@@ -33,25 +45,49 @@ def test_frontier_and_report_agree_with_the_sweep_after_set(tmp_path: Path) -> N
     resolved = records.read_yaml_mapping(layout.resolved)
     assert resolved is not None and resolved["base"]["data"]["num_tasks"] == 2
     trials = records.read_trials(layout.trials)
-    assert len(trials) == 2 and all(t.num_tasks == 2 for t in trials)
-    finished = [t for t in trials if t.status == records.COMPLETED]
-    assert finished and all(t.tasks_done == 2 for t in finished)
+    assert len(trials) == len(STRATEGIES) and all(t.num_tasks == 2 for t in trials)
+    assert all(t.status == records.COMPLETED and t.tasks_done == 2 for t in trials)
+    assert_task_zero_was_shared(out, log)
+
     best = json.loads(layout.best.read_text(), parse_constant=lambda c: 1 / 0)
     printed = {c["config_key"] for c in best["configurations"]}
     assert printed, log[-3000:]
-
     code, text = run([CLI, "frontier", "--sweep-dir", str(out), "--out", str(tmp_path / "f"),
                       "--no-log"], env, tmp_path / "frontier.log", timeout_s=300)
     assert code == 0, text[-3000:]
     summary = json.loads((tmp_path / "f" / "summary.json").read_text())
     assert set(summary["pareto_config_keys"]) == printed
-    assert summary["configurations"] == len(finished)  # every finished trial counted
+    assert summary["configurations"] == len(trials)  # every finished trial counted
     on_front = f"{len(printed)} of {summary['configurations']} configurations on the Pareto"
     assert on_front in log and on_front in text
 
     code, text = run([CLI, "report", "--sweep-dir", str(out), "--out", str(tmp_path / "r"),
                       "--no-log"], env, tmp_path / "report.log", timeout_s=300)
     assert code == 0, text[-3000:]
-    strategies = {t.params["strategy.name"] for t in finished}
     rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
-    assert {row.split("|")[1].strip() for row in rows[1:]} == strategies
+    assert {row.split("|")[1].strip() for row in rows[1:]} == set(STRATEGIES)
+
+
+def assert_task_zero_was_shared(out: Path, log: str) -> None:
+    """One trial computed task 0, two reused it; trials report it, the sweep spent it once."""
+    finals = []
+    for directory in sorted((out / "trials").iterdir()):
+        rows = [json.loads(r) for r in (directory / "metrics.jsonl").read_text().splitlines()]
+        finals.append(rows[-1])
+    reused = sorted(row["reused_train_tflops"] for row in finals)
+    assert reused[0] == 0.0 and reused[1] == reused[2] > 0
+    compute = json.loads((out / "best_trials.json").read_text())["compute"]
+    reported = sum(row["train_tflops"] for row in finals)
+    assert compute["sweep_train_tflops_reported"] == pytest.approx(reported)
+    assert compute["sweep_train_tflops_saved"] == pytest.approx(2 * reused[2])
+    assert compute["sweep_train_tflops_spent"] == pytest.approx(reported - 2 * reused[2])
+    assert [p["train_tflops"] for p in compute["prefixes"]] == pytest.approx([reused[2]])
+    assert Path(compute["prefixes"][0]["path"]).parent == out / "ray" / "handoff-prefixes"
+    assert "training compute: trials report" in log and "prefix " in log
+
+    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("handoff")
+    parent = client.search_runs([experiment.experiment_id], "tags.`cl_sweeps.role` = 'sweep'")[0]
+    assert parent.data.metrics["sweep_train_tflops_spent"] == pytest.approx(
+        compute["sweep_train_tflops_spent"])
+    assert parent.data.metrics["sweep_train_tflops_saved"] > 0
