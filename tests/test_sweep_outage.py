@@ -1,18 +1,17 @@
 """Tracking-server outages during a real sweep: a real `mlflow server` (SQLite backend) is stopped
 and started again on the same port while a tiny sweep trains on CPU.
 
-(a) down for a while mid-sweep: training keeps its pace (compared within the run: no gap between
-    two tasks of the trial exceeds 1.5 x the median gap), and once the server is back every
-    metric is in MLflow exactly once;
+(a) down for a while mid-sweep: training keeps its pace (tasks train while it is down, and
+    between two tasks the trial spends under OVERHEAD_S outside its own training and evaluation,
+    measured by the trial itself, so the bound holds on a loaded machine too), and once the
+    server is back every metric is in MLflow exactly once;
 (b) down until the sweep has finished: the sweep still completes, and `cl-sweeps sync` afterwards
     sends every metric once (a second sync sends nothing).
 """
 
 from __future__ import annotations
 
-import itertools
 import json
-import statistics
 import sys
 import time
 from contextlib import ExitStack
@@ -33,6 +32,7 @@ from mlflow.tracking import MlflowClient
 CLI = str(Path(sys.executable).parent / "cl-sweeps")
 FINAL_ONLY = ("fid_final", "fid_avg", "forgetting")
 TASK_PREFIXES = ("fid_task_", "denoise_loss_task_")
+OVERHEAD_S = 3.0  # per task: checkpoint, report, spooling; waiting on a server would take longer
 
 
 def one_trial_sweep(name: str, out: Path, uri: str, tasks: int, iterations: int) -> dict:
@@ -54,6 +54,16 @@ def task_times(out: Path) -> list[float]:
             if event["event"] == "task_trained":
                 times.append(event["time"])
     return sorted(times)
+
+
+def overheads(out: Path) -> list[float]:
+    """Per task after the first: wall time between two tasks minus the training and evaluation
+    seconds the trial measured in it (what it spent on anything else)."""
+    (trial,) = (out / "trials").glob("*/metrics.jsonl")
+    work = [r["train_seconds"] + r["eval_seconds"]
+            for r in map(json.loads, trial.read_text().splitlines())]
+    times = task_times(out)
+    return [(times[k] - times[k - 1]) - (work[k] - work[k - 1]) for k in range(1, len(times))]
 
 
 def assert_every_step_once(uri: str, name: str, tasks: int) -> None:
@@ -84,12 +94,12 @@ def assert_every_step_once(uri: str, name: str, tasks: int) -> None:
 
 
 def test_training_keeps_its_pace_while_the_tracking_server_is_down(tmp_path: Path) -> None:
-    tasks = 8
+    tasks = 6
     # a slow restart of the server (a loaded machine) must not outlast the bounded wait at the end
     env = child_env(tmp_path / "cache", CL_SWEEPS_TRACKING_DRAIN_S="300")
     port, root, out = free_port(), tmp_path / "mlflow", tmp_path / "out"
     uri = f"http://127.0.0.1:{port}"
-    path = write_yaml(tmp_path / "sweep.yaml", one_trial_sweep("outage", out, uri, tasks, 80))
+    path = write_yaml(tmp_path / "sweep.yaml", one_trial_sweep("outage", out, uri, tasks, 60))
     driver_log = tmp_path / "sweep.log"
     with ExitStack() as server:
         server.enter_context(mlflow_server(root, env, port))  # up before the sweep starts
@@ -111,9 +121,10 @@ def test_training_keeps_its_pace_while_the_tracking_server_is_down(tmp_path: Pat
     times = task_times(out)
     assert len(times) == tasks
     assert sum(stopped < t < restarted for t in times) >= 2  # tasks trained during the outage
-    gaps = [b - a for a, b in itertools.pairwise(times)]
-    print(f"outage {restarted - stopped:.1f}s; task gaps {[round(g, 1) for g in gaps]}")
-    assert max(gaps) <= 1.5 * statistics.median(gaps), gaps
+    spent_elsewhere = overheads(out)
+    print(f"outage {restarted - stopped:.1f}s; per task outside training and evaluation "
+          f"{[round(o, 2) for o in spent_elsewhere]}s")
+    assert max(spent_elsewhere) < OVERHEAD_S < restarted - stopped, spent_elsewhere
     assert "MLflow unreachable" in log  # the sender saw the outage
     assert "send them with" not in log  # and caught up before the sweep ended
 
