@@ -9,6 +9,7 @@ import shutil
 import socket
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from helpers import (
@@ -77,7 +78,11 @@ def test_ray_job_submit_runs_the_sweep(tmp_path: Path) -> None:
                 RAY, "job", "submit", "--address", address, "--working-dir", str(REPO),
                 "--", "cl-sweeps", "sweep", str(path),
             ]
-            code, log = run(submit, env, tmp_path / "submit.log", timeout_s=600)
+            for attempt in range(12):  # the head's job agent registers after its dashboard
+                code, log = run(submit, env, tmp_path / f"submit-{attempt}.log", timeout_s=600)
+                if code == 0 or "No available agent to submit job" not in log:
+                    break
+                time.sleep(5)
             assert code == 0, log[-5000:]
             assert "succeeded" in log and "on the Pareto frontier" in log
     finally:
