@@ -27,7 +27,9 @@ from helpers import (
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
+from cl_sweeps.checkpoint_files import META_FILE, task_checkpoint_dir
 from cl_sweeps.metrics import TASK_PREFIXES
+from cl_sweeps.sweep.trainable import resume_point, unreported_tasks
 
 CLI = str(Path(sys.executable).parent / "cl-sweeps")
 STEPS = list(range(TINY_TASKS))
@@ -58,6 +60,34 @@ def mlflow_runs(uri: str, experiment: str) -> tuple[list, list]:
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in nested)
     return parents, nested
+
+
+def fake_checkpoint(directory: Path, task: int) -> Path:
+    """The metadata of a checkpoint after `task` (all that choosing a resume point reads)."""
+    directory.mkdir(parents=True)
+    history = [{"task": k, "fid": 10.0 + k} for k in range(task + 1)]
+    (directory / META_FILE).write_text(json.dumps({"task_index": task, "history": history}))
+    return directory
+
+
+def test_a_restart_continues_from_the_newer_checkpoint_and_reports_what_tune_missed(
+    tmp_path: Path,
+) -> None:
+    trial = tmp_path / "trial"
+    assert resume_point(None, trial) is None  # nothing saved: start afresh
+    from_tune = fake_checkpoint(tmp_path / "tune" / "checkpoint_000001", 1)
+    assert resume_point(from_tune, trial) == from_tune  # own checkpoints absent (another node)
+
+    fake_checkpoint(task_checkpoint_dir(trial, 0), 0)
+    fake_checkpoint(task_checkpoint_dir(trial, 1), 1)
+    assert resume_point(from_tune, trial) == from_tune  # as new as Tune's: Tune's
+    assert unreported_tasks(from_tune, from_tune) == []
+
+    own = fake_checkpoint(task_checkpoint_dir(trial, 2), 2)  # saved, never reported to Tune
+    assert resume_point(from_tune, trial) == own
+    assert [row["task"] for row in unreported_tasks(own, from_tune)] == [2]
+    assert resume_point(None, trial) == own  # the driver died before Tune saved any
+    assert [row["task"] for row in unreported_tasks(own, None)] == [0, 1, 2]
 
 
 def assert_each_step_once(uri: str, run_, tasks: int = TINY_TASKS) -> None:
