@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from diffusers import DDIMPipeline, DDIMScheduler, UNet2DModel
 
-from cl_sweeps.checkpoint_files import META_FILE, STATE_FILE, UNET_DIR
+from cl_sweeps.checkpoint_files import META_FILE, STATE_FILE, UNET_DIR, read_meta
 
 
 @dataclass
@@ -60,7 +60,7 @@ def save_checkpoint(
 def load_checkpoint(directory: Path, model: UNet2DModel) -> Checkpoint:
     """Load weights into `model` in place and return the rest of the checkpoint."""
     directory = Path(directory)
-    meta = json.loads((directory / META_FILE).read_text())
+    meta = read_meta(directory)
     trained = UNet2DModel.from_pretrained(directory / UNET_DIR)
     model.load_state_dict(trained.state_dict())
     state = torch.load(directory / STATE_FILE, map_location="cpu", weights_only=True)

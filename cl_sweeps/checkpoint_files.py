@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 UNET_DIR = "unet"
 PIPELINE_FILES = ("model_index.json", UNET_DIR, "scheduler")  # what DDIMPipeline loads
@@ -17,14 +18,19 @@ def task_checkpoint_dir(output_dir: Path, task_index: int) -> Path:
     return output_dir / "checkpoints" / f"task_{task_index}"
 
 
+def read_meta(directory: Path) -> dict[str, Any]:
+    """A checkpoint's state.json: `task_index` (the task it completed) and `history`."""
+    return json.loads((Path(directory) / META_FILE).read_text())
+
+
 def checkpoint_task(directory: Path) -> int:
     """The index of the task a checkpoint completed."""
-    return int(json.loads((Path(directory) / META_FILE).read_text())["task_index"])
+    return int(read_meta(directory)["task_index"])
 
 
 def read_history(directory: Path) -> list[dict[str, float]]:
     """The per-task metrics stored with a checkpoint (all tasks up to it)."""
-    return json.loads((Path(directory) / META_FILE).read_text())["history"]
+    return read_meta(directory)["history"]
 
 
 def latest_checkpoint(output_dir: Path) -> Path | None:
