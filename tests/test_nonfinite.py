@@ -61,6 +61,7 @@ def test_fid_refuses_non_finite_features_before_the_square_root():
     assert compute_fid(real, real.flip(0), _Flat()) < 1e-6
 
 
+@pytest.mark.e2e
 def test_diverging_trials_fail_cleanly_and_the_sweep_goes_on(tmp_path: Path) -> None:
     """A grid of learning rate x iterations: lr 1e30 diverges in the loss (3 iterations) or in
     the samples (1 iteration); the two healthy trials complete. max_failures 1 does not train a

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
+import pytest
 from helpers import background, child_env, mlflow_server
 from PIL import Image
 
@@ -27,6 +28,8 @@ from cl_sweeps import records
 from cl_sweeps.evaluation.grids import MIN_GRID_PIXELS
 from cl_sweeps.sweep.schema import load_sweep_config
 from cl_sweeps.sweep.space import num_trials
+
+pytestmark = pytest.mark.e2e  # real Ray, servers or sweeps
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = str(Path(sys.executable).parent / "cl-sweeps")

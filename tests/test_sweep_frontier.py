@@ -20,6 +20,8 @@ from mlflow.tracking import MlflowClient
 
 from cl_sweeps import records
 
+pytestmark = pytest.mark.e2e  # real Ray, servers or sweeps
+
 CLI = str(Path(sys.executable).parent / "cl-sweeps")
 STRATEGIES = ["naive", "er", "generative_distillation"]
 

@@ -12,6 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import pytest
 from helpers import (
     background,
     child_env,
@@ -22,6 +23,8 @@ from helpers import (
     write_yaml,
 )
 from mlflow.tracking import MlflowClient
+
+pytestmark = pytest.mark.e2e  # real Ray, servers or sweeps
 
 REPO = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).parent / "ray")

@@ -10,9 +10,12 @@ import sys
 from pathlib import Path
 
 import optuna
+import pytest
 from helpers import child_env, events, run, tiny_sweep, write_yaml
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
+
+pytestmark = pytest.mark.e2e  # real Ray, servers or sweeps
 
 CLI = str(Path(sys.executable).parent / "cl-sweeps")
 

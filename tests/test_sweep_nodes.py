@@ -25,6 +25,8 @@ from helpers import (
 from mlflow.tracking import MlflowClient
 from ray.cluster_utils import Cluster
 
+pytestmark = pytest.mark.e2e  # real Ray, servers or sweeps
+
 CLI = str(Path(sys.executable).parent / "cl-sweeps")
 STEPS = list(range(TINY_TASKS))
 

@@ -17,6 +17,7 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
+import pytest
 from helpers import (
     background,
     child_env,
@@ -28,6 +29,8 @@ from helpers import (
     write_yaml,
 )
 from mlflow.tracking import MlflowClient
+
+pytestmark = pytest.mark.e2e  # real Ray, servers or sweeps
 
 CLI = str(Path(sys.executable).parent / "cl-sweeps")
 FINAL_ONLY = ("fid_final", "fid_avg", "forgetting")

@@ -97,6 +97,7 @@ def assert_each_step_once(uri: str, run_, tasks: int = TINY_TASKS) -> None:
         assert sorted(steps) == expected_steps(key, tasks), (key, steps)
 
 
+@pytest.mark.e2e
 def test_crashed_trial_resumes_at_its_task_and_early_stopped_trial_is_pruned(
     tmp_path: Path,
 ) -> None:
@@ -161,6 +162,7 @@ def test_crashed_trial_resumes_at_its_task_and_early_stopped_trial_is_pruned(
     assert "excluded: 1 pruned" in log
 
 
+@pytest.mark.e2e
 def test_sweep_continues_with_resume_after_its_driver_died(tmp_path: Path) -> None:
     out = tmp_path / "out"
     env = child_env(tmp_path / "cache")
