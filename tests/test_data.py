@@ -100,6 +100,63 @@ def test_torchvision_format_loads_from_a_directory(tmp_path, dataset, folder):
     assert [len(t) for t in stream.train] == [12] * 5
 
 
+def _write_flat_idx(root: Path, n_train: int, n_test: int, gzipped: bool) -> None:
+    """The four IDX files side by side, as Debian's dataset-fashion-mnist package ships them."""
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(1)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        for kind, array in (("images-idx3-ubyte", rng.integers(0, 256, size=(n, 28, 28))),
+                            ("labels-idx1-ubyte", (np.arange(n) * 3) % 10)):
+            path = root / f"{prefix}-{kind}"
+            _write_idx(path, array)
+            if gzipped:
+                path.with_name(path.name + ".gz").write_bytes(gzip.compress(path.read_bytes()))
+                path.unlink()
+
+
+@pytest.mark.parametrize("gzipped", [True, False])
+def test_idx_files_load_from_a_flat_directory(tmp_path, gzipped):
+    _write_flat_idx(tmp_path / "flat", n_train=40, n_test=20, gzipped=gzipped)
+    _write_flat_idx(tmp_path / "reference", n_train=40, n_test=20, gzipped=False)
+    config = TrialConfig.model_validate(
+        {"data": {"dataset": "fashion_mnist", "data_root": str(tmp_path / "flat")}}
+    ).data
+    source = load_source(config)
+    assert source.train.images.shape == (40, 1, 32, 32) and len(source.test) == 20
+    assert torch.equal(source.train.labels, torch.from_numpy((np.arange(40) * 3) % 10))
+    # the same pixels as torchvision's reader of the same (plain) bytes
+    from torchvision.datasets.mnist import read_image_file
+
+    raw = read_image_file(str(tmp_path / "reference" / "train-images-idx3-ubyte"))
+    expected = torch.nn.functional.interpolate(raw.unsqueeze(1).float() / 255, size=(32, 32),
+                                               mode="bilinear", align_corners=False) * 2 - 1
+    assert torch.allclose(source.train.images, expected.clamp(-1, 1))
+
+
+def test_a_missing_flat_idx_file_is_named(tmp_path):
+    _write_flat_idx(tmp_path, n_train=20, n_test=10, gzipped=True)
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").unlink()
+    config = TrialConfig.model_validate(
+        {"data": {"dataset": "mnist", "data_root": str(tmp_path)}}
+    ).data
+    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte: missing \(MNIST labels\), "
+                                        r"and no t10k-labels-idx1-ubyte or t10k-labels-idx1-"
+                                        r"ubyte.gz in "):
+        load_source(config)
+
+
+def test_a_truncated_idx_file_is_named(tmp_path):
+    _write_flat_idx(tmp_path, n_train=20, n_test=10, gzipped=False)
+    path = tmp_path / "train-images-idx3-ubyte"
+    path.write_bytes(path.read_bytes()[:-5])
+    config = TrialConfig.model_validate(
+        {"data": {"dataset": "mnist", "data_root": str(tmp_path)}}
+    ).data
+    with pytest.raises(DataError, match=r"train-images-idx3-ubyte: 15675 bytes of data, but its "
+                                        r"header says \(20, 28, 28\)"):
+        load_source(config)
+
+
 def test_a_dataset_is_one_catalog_entry(tmp_path, monkeypatch):
     """Declaring KMNIST (MNIST's on-disk format, 16x16 by default) in the catalog is all it
     takes for a run file to validate against it and for its files to load."""

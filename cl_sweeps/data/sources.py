@@ -1,8 +1,9 @@
 """Image sources as in-memory tensors in [-1, 1].
 
 Each dataset is declared in `catalog.py`; its `loader` says how it is read here: `digits` is
-scikit-learn's bundled 8x8 handwritten digits (no download); `idx` (MNIST's format) and `cifar`
-datasets are read from `data_root` in torchvision's own on-disk format and resized from 28x28
+scikit-learn's bundled 8x8 handwritten digits (no download); `idx` (MNIST's format) datasets
+are read from `data_root` as a flat directory of the four IDX files or torchvision's layout
+(`idx.py`), `cifar` datasets in torchvision's own on-disk format; all are resized from 28x28
 (or 32x32) to the configured size, as in the paper.
 """
 
@@ -18,7 +19,7 @@ import torch.nn.functional as F
 
 from cl_sweeps.config import DataConfig
 from cl_sweeps.data.catalog import DatasetInfo
-from cl_sweeps.errors import UsageError
+from cl_sweeps.data.idx import IDX_MAGIC, DataError, find_idx_file, missing_idx_message, read_idx
 
 DIGITS_TEST_FRACTION = 0.2
 DIGITS_SPLIT_SEED = 0  # fixed: the train/test split never changes between trials
@@ -89,33 +90,31 @@ def _load_digits(info: DatasetInfo, size: int) -> tuple[ImageSet, ImageSet]:
     return train, test
 
 
-class DataError(UsageError):
-    """A dataset file is missing, corrupt or inconsistent; the message names the file."""
-
-
-IDX_MAGIC = {"images": 2051, "labels": 2049}  # MNIST's IDX headers: ubyte, 3 or 1 dimensions
-
-
-def _check_idx_files(cls: type, root: Path, train: bool) -> tuple[Path, Path]:
-    """The split's IDX images and labels files of an MNIST-like dataset, present and with the
-    right header (torchvision would stop at a bare assertion)."""
-    folder = root / cls.__name__ / "raw"
-    split = "train" if train else "t10k"
-    files = (folder / f"{split}-images-idx3-ubyte", folder / f"{split}-labels-idx1-ubyte")
-    for path, kind in zip(files, IDX_MAGIC):
-        if not path.is_file():
-            raise DataError(
-                f"{path}: missing ({cls.__name__} {kind}); put torchvision's files under "
-                "data.data_root or set data.download=true"
-            )
-        header = path.read_bytes()[:4]
-        magic = int.from_bytes(header, "big") if len(header) == 4 else None
-        if magic != IDX_MAGIC[kind]:
-            raise DataError(
-                f"{path}: not an IDX {kind} file (magic number {magic}, expected "
-                f"{IDX_MAGIC[kind]}); the file is corrupt or not {cls.__name__}'s"
-            )
-    return files
+def _load_idx(info: DatasetInfo, root: str, download: bool, size: int
+              ) -> tuple[ImageSet, ImageSet]:
+    """An MNIST-like dataset from its four IDX files: a flat directory (Debian's package, a
+    cluster's shared copy) or torchvision's layout, gzipped or not; torchvision only downloads."""
+    folder = info.torchvision_class or ""
+    base = Path(root).expanduser()
+    splits = []
+    for train, split in ((True, "train"), (False, "t10k")):
+        if download and find_idx_file(base, folder, split, "images") is None:
+            _torchvision_split(info, root, download=True, train=train)  # fetches the files
+        files = []
+        for kind in IDX_MAGIC:
+            path = find_idx_file(base, folder, split, kind)
+            if path is None:
+                raise DataError(missing_idx_message(base, folder, split, kind))
+            files.append(path)
+        images, labels = read_idx(files[0], "images"), read_idx(files[1], "labels")
+        if len(labels) != len(images):
+            raise DataError(f"data.dataset={info.name!r}: {files[1]} holds {len(labels)} labels "
+                            f"for {len(images)} images in {files[0]}; the files do not belong "
+                            "together")
+        x = torch.from_numpy(images.copy()).unsqueeze(1)
+        y = torch.from_numpy(labels.astype(np.int64))
+        splits.append(ImageSet(_to_unit_range(x, info.pixel_max, size), y))
+    return splits[0], splits[1]
 
 
 def _check_cifar_files(cls: type, root: Path, train: bool) -> None:
@@ -133,38 +132,40 @@ def _check_cifar_files(cls: type, root: Path, train: bool) -> None:
             raise DataError(f"{path}: corrupt (its MD5 checksum is not {cls.__name__}'s)")
 
 
-def _load_torchvision(
-    info: DatasetInfo, root: str, download: bool, size: int
-) -> tuple[ImageSet, ImageSet]:
+def _torchvision_split(info: DatasetInfo, root: str, download: bool, train: bool
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One split's raw images and labels through the dataset's torchvision class."""
     from torchvision import datasets
 
-    name = info.name
     cls = getattr(datasets, info.torchvision_class or "")
-    base = Path(root).expanduser()
+    try:
+        ds = cls(root=str(Path(root).expanduser()), train=train, download=download)
+        data = torch.as_tensor(np.asarray(ds.data))
+        labels = torch.as_tensor(np.asarray(ds.targets), dtype=torch.int64)
+    except (RuntimeError, AssertionError, OSError, ValueError, EOFError, KeyError,
+            pickle.UnpicklingError) as error:
+        raise DataError(
+            f"data.dataset={info.name!r}: could not load it from data.data_root={root!r} "
+            f"({type(error).__name__}: {str(error)[:200]}); put torchvision's files there "
+            "or set data.download=true"
+        ) from None
+    return data, labels
+
+
+def _load_cifar(info: DatasetInfo, root: str, download: bool, size: int
+                ) -> tuple[ImageSet, ImageSet]:
+    from torchvision import datasets
+
+    cls = getattr(datasets, info.torchvision_class or "")
     splits = []
     for train in (True, False):
-        files = None
         if not download:
-            if info.loader == "cifar":
-                _check_cifar_files(cls, base, train)
-            else:
-                files = _check_idx_files(cls, base, train)
-        try:
-            ds = cls(root=str(base), train=train, download=download)
-            data = torch.as_tensor(np.asarray(ds.data))
-            labels = torch.as_tensor(np.asarray(ds.targets), dtype=torch.int64)
-        except (RuntimeError, AssertionError, OSError, ValueError, EOFError, KeyError,
-                pickle.UnpicklingError) as error:
-            raise DataError(
-                f"data.dataset={name!r}: could not load it from data.data_root={root!r} "
-                f"({type(error).__name__}: {str(error)[:200]}); put torchvision's files there "
-                "or set data.download=true"
-            ) from None
+            _check_cifar_files(cls, Path(root).expanduser(), train)
+        data, labels = _torchvision_split(info, root, download, train)
         if len(labels) != len(data):
-            where = f"{files[1]} holds {len(labels)} labels for {len(data)} images in " \
-                f"{files[0]}" if files else f"{len(labels)} labels for {len(data)} images"
-            raise DataError(f"data.dataset={name!r}: {where}; the files do not belong together")
-        images = data.permute(0, 3, 1, 2) if data.ndim == 4 else data.unsqueeze(1)
+            raise DataError(f"data.dataset={info.name!r}: {len(labels)} labels for {len(data)} "
+                            "images; the files do not belong together")
+        images = data.permute(0, 3, 1, 2)
         splits.append(ImageSet(_to_unit_range(images, info.pixel_max, size), labels))
     return splits[0], splits[1]
 
@@ -187,7 +188,8 @@ def load_source(config: DataConfig) -> SourceData:
     if config.info.loader == "digits":
         train, test = _load_digits(config.info, size)
     else:
-        train, test = _load_torchvision(config.info, config.data_root or "", config.download, size)
+        load = _load_idx if config.info.loader == "idx" else _load_cifar
+        train, test = load(config.info, config.data_root or "", config.download, size)
     train = _cap_per_class(train, config.max_train_per_class, DIGITS_SPLIT_SEED)
     test = _cap_per_class(test, config.max_test_per_class, DIGITS_SPLIT_SEED + 1)
     num_classes = config.info.num_classes
