@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -44,6 +45,17 @@ class ConfigError(ValueError):
     """A configuration is invalid; the message names the field, the value and what is allowed."""
 
 
+def _no_nul(text: str) -> str:
+    """The operating system cuts a path at a NUL byte (or refuses it deep inside a trial)."""
+    if "\x00" in text:
+        raise ValueError("contains a NUL byte (\\x00); allowed: a path or URI without one")
+    return text
+
+
+# A string that names a file, a directory or a URI.
+PathText = Annotated[str, AfterValidator(_no_nul)]
+
+
 class _Strict(BaseModel):
     """Unknown keys refused; no coercion between types (a bool is not a number, 0/1 are not
     flags, "3" is not 3; an int is accepted where a float is); no inf or NaN."""
@@ -57,8 +69,9 @@ class DataConfig(_Strict):
     """Which dataset, how it is split into class-incremental tasks, and where it lives."""
 
     dataset: str = Field(default="digits", description="A name from data/catalog.py.")
-    data_root: str | None = Field(
-        default=None, description="Directory of torchvision datasets (required for them)."
+    data_root: PathText | None = Field(
+        default=None, description="Directory of torchvision datasets, or a flat directory of an "
+        "MNIST-like dataset's four IDX files, gzipped or not (required for them)."
     )
     download: bool = False
     image_size: int | None = Field(
@@ -86,6 +99,9 @@ class DataConfig(_Strict):
     def _tasks_disjoint(cls, tasks: list[list[int]] | None) -> list[list[int]] | None:
         if tasks is None:
             return tasks
+        if not tasks:
+            raise ValueError("tasks is an empty list, so nothing would be trained; list at least "
+                             "one task (a list of classes), or drop `tasks` to use num_tasks")
         seen: dict[int, int] = {}
         for index, classes in enumerate(tasks):
             if not classes:
@@ -251,7 +267,16 @@ class TrainConfig(_Strict):
     )
     channels_last: bool = Field(default=True, description="channels_last memory format (CUDA).")
     fused_adam: bool = Field(default=True, description="Fused Adam kernel (CUDA).")
-    tf32: bool = Field(default=True, description="TF32 for fp32 matmuls and convolutions (CUDA).")
+    tf32: bool = Field(
+        default=True,
+        description="TF32 for the UNet's fp32 matmuls and convolutions (CUDA; training and "
+        "sampling only, never the FID features or the evaluation classifier).",
+    )
+    deterministic: bool = Field(
+        default=False,
+        description="Deterministic cuDNN/cuBLAS kernels (CUBLAS_WORKSPACE_CONFIG, no cuDNN "
+        "autotuning): GPU runs repeat bit for bit, slower. CPU runs are deterministic anyway.",
+    )
     loss_read_every: int = Field(
         default=50, gt=0,
         description="Iterations between host reads of the loss (progress bar, logs, checks).",
@@ -283,7 +308,7 @@ class EvaluationConfig(_Strict):
     fid_features: Literal["auto", "classifier", "inception"] = Field(
         default="auto", description="auto: the dataset's (classifier on digits, else Inception)."
     )
-    inception_weights: str | None = Field(
+    inception_weights: PathText | None = Field(
         default=None, description="Local file of the FID Inception weights (offline clusters)."
     )
     classifier_arch: Literal["auto", "small_cnn", "resnet18"] = Field(
@@ -293,13 +318,13 @@ class EvaluationConfig(_Strict):
         default=None, gt=0,
         description="null: the arch's recipe (resnet18 100 as the paper's code, small_cnn 10).",
     )
-    classifier_weights: str | None = Field(
+    classifier_weights: PathText | None = Field(
         default=None,
         description="Local torchvision ResNet-18 state dict (e.g. ImageNet weights, as the "
         "paper's classifier) to start resnet18 from; null: from scratch.",
     )
     classifier_seed: Seed = 0
-    cache_dir: str | None = Field(
+    cache_dir: PathText | None = Field(
         default=None,
         description="Where trained classifiers are cached; default $CL_SWEEPS_CACHE or "
         "~/.cache/cl-sweeps.",
@@ -315,7 +340,7 @@ class TrialConfig(_Strict):
 
     seed: Seed = 0
     device: str = Field(default="auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'.")
-    output_dir: str = "runs/trial"
+    output_dir: PathText = "runs/trial"
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     strategy: StrategyConfig = Field(default_factory=StrategyConfig)
@@ -326,7 +351,7 @@ class TrialConfig(_Strict):
     @classmethod
     def _known_device(cls, device: str) -> str:
         if device in ("auto", "cpu", "cuda") or (
-            device.startswith("cuda:") and device[5:].isdigit()
+            device.startswith("cuda:") and device[5:].isascii() and device[5:].isdigit()
         ):
             return device
         raise ValueError(f"device {device!r} is not allowed; use 'auto', 'cpu', 'cuda' or 'cuda:N'")
@@ -382,10 +407,10 @@ def parse_trial_config(data: dict[str, Any], prefix: str = "") -> TrialConfig:
         raise ConfigError(format_validation_error(error, prefix)) from None
 
 
-def parse_override_value(text: str) -> Any:
+def parse_override_value(text: str, key: str = "") -> Any:
     """`--set key=value` values are YAML scalars/lists: 3, 0.5, true, null, [1, 2], names."""
     try:
-        return parse_value(text, "--set value")
+        return parse_value(text, f"--set {key}" if key else "--set value")
     except DocumentError as error:
         raise ConfigError(str(error)) from None
 
@@ -404,7 +429,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             if not isinstance(child, dict):
                 raise ConfigError(f"--set {key}: {part!r} is not a section")
             node = child
-        node[parts[-1]] = parse_override_value(value)
+        node[parts[-1]] = parse_override_value(value, key.strip())
     return result
 
 

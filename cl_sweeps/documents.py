@@ -4,7 +4,8 @@ the validation that follows.
 Refused, each with a one-line reason that names the file (and the line where YAML knows it):
 bytes that are not UTF-8, YAML syntax errors and tags (`!!python/...`), several documents, a
 document that is not a mapping (an empty file included: it would silently mean "all defaults"),
-duplicate keys (YAML's default is last-wins), integers longer than Python converts, nesting
+duplicate keys (YAML's default is last-wins), merge keys (`<<`: their keys would bypass the
+duplicate check), integers longer than Python converts, nesting
 deeper than MAX_DEPTH, and aliases that expand beyond MAX_NODES (a "billion laughs" file is a
 few hundred bytes). Files above MAX_BYTES are not read at all.
 """
@@ -43,6 +44,11 @@ class _StrictLoader(yaml.SafeLoader):
     def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, int] = {}
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                raise DocumentError(
+                    f"line {key_node.start_mark.line + 1}: YAML merge keys (<<) are not "
+                    "supported; write the keys out (an alias of a whole value, *name, works)"
+                )
             key = self.construct_object(key_node, deep=deep)
             try:
                 hash(key)

@@ -93,6 +93,11 @@ class SweepLayout:
         return self.root / "driver.json"
 
     @property
+    def lock(self) -> Path:
+        """Held (flock) by the one driver running the sweep (sweep/driver_lock.py)."""
+        return self.root / "driver.lock"
+
+    @property
     def best(self) -> Path:
         return self.root / "best_trials.json"
 

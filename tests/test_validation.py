@@ -105,6 +105,53 @@ CASES: dict[str, tuple[str | bytes, str, list[str]]] = {
     "bool as a number": (sweep_text(base__train__lr=True), "sweep", ["train.lr", "valid number"]),
     "0/1 as a flag": ("base:\n  data:\n    download: 1\n", "run", ["download", "boolean"]),
     "string as a number": ("base:\n  seed: '3'\n", "run", ["seed", "integer"]),
+    "name too long for a file name": (
+        sweep_text(name="a" * 260), "sweep", ["name", "at most 100 characters"],
+    ),
+    "float step larger than the range": (
+        sweep_text(search={"train.lr": {"type": "float", "low": 0.1, "high": 0.2, "step": 1e12}}),
+        "sweep", ["search.train.lr", "larger than the range"],
+    ),
+    "no tasks": (sweep_text(base__data__tasks=[]), "sweep", ["base.data.tasks", "empty list"]),
+    "cuda searched without a GPU reserved": (
+        sweep_text(search={"device": ["cpu", "cuda"]}), "sweep",
+        ["resources_per_trial.gpu: 0", "search.device='cuda'"],
+    ),
+    "non-ASCII digits in cuda:N": (
+        sweep_text(base__device="cuda:\u0663"), "sweep", ["base.device", "'cuda:N'"],
+    ),
+    "tracking URI with an unsupported scheme": (
+        sweep_text(mlflow={"tracking_uri": "ftp://host/x"}), "sweep",
+        ["mlflow.tracking_uri", "unsupported scheme 'ftp'", "http://"],
+    ),
+    "study storage with an unknown database": (
+        sweep_text(optuna_storage="nosuchdb://host/x"), "sweep",
+        ["optuna_storage", "unsupported scheme 'nosuchdb'", "sqlite://"],
+    ),
+    "tracking URI without a host": (
+        sweep_text(mlflow={"tracking_uri": "http://"}), "sweep",
+        ["mlflow.tracking_uri", "names no host"],
+    ),
+    "storage_path with an unsupported scheme": (
+        sweep_text(storage_path="ftp://bucket/runs"), "sweep",
+        ["storage_path", "unsupported scheme 'ftp'", "s3://"],
+    ),
+    "NUL byte in a path": (
+        sweep_text(output_dir="runs/a\x00b"), "sweep", ["output_dir", "NUL byte"],
+    ),
+    "NUL byte in a trial path": (
+        sweep_text(base__data__data_root="/data\x00"), "sweep", ["base.data.data_root", "NUL"],
+    ),
+    "blank MLflow experiment name": (
+        sweep_text(mlflow={"experiment": "  "}), "sweep", ["mlflow.experiment", "blank name"],
+    ),
+    "structural problem beside an unknown objective": (
+        sweep_text(base__train__lr=-1, objectives={"fidd": "min"}), "sweep",
+        ["base.train.lr", "objectives[0].metric", "unknown metric", "'fidd'"],
+    ),
+    "YAML merge key": (
+        "common: &c {seed: 1}\nbase:\n  <<: *c\n", "run", ["line 3", "merge keys (<<)"],
+    ),
 }
 
 
@@ -148,6 +195,32 @@ def test_every_problem_is_reported_at_once(tmp_path, capsys) -> None:
     assert code == 2
     for field in ("base.train.lr", "base.data", "max_failures"):
         assert field in out, (field, out)
+
+
+def test_a_set_value_that_is_not_yaml_names_its_key(tmp_path, capsys) -> None:
+    path = tmp_path / "file.yaml"
+    path.write_text(sweep_text())
+    code = main(["sweep", str(path), "--set", "num_samples=[1,", "--dry-run"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--set num_samples: not valid YAML" in err and "Traceback" not in err
+
+
+def test_output_dir_must_be_empty_absent_or_a_sweep(tmp_path) -> None:
+    from cl_sweeps.records import SweepLayout
+    from cl_sweeps.sweep.tuner import refuse_existing_sweep
+
+    refuse_existing_sweep(SweepLayout(tmp_path / "absent"))
+    (tmp_path / "empty").mkdir()
+    refuse_existing_sweep(SweepLayout(tmp_path / "empty"))
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "holiday.jpg").write_text("")
+    with pytest.raises(ConfigError, match=r"output_dir: .*photos is not empty and holds no "
+                       r"cl-sweeps sweep \(holiday.jpg\)"):
+        refuse_existing_sweep(SweepLayout(tmp_path / "photos"))
+    (tmp_path / "photos" / "holiday.jpg").unlink()
+    (tmp_path / "photos" / "sweep_state.json").write_text("{}")
+    with pytest.raises(ConfigError, match="already holds a sweep; continue it with --resume"):
+        refuse_existing_sweep(SweepLayout(tmp_path / "photos"))
 
 
 def test_run_dry_run_prints_the_resolved_trial_and_its_tasks(tmp_path, capsys) -> None:

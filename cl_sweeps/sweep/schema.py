@@ -14,6 +14,7 @@ import math
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -30,6 +31,7 @@ from pydantic import (
 from cl_sweeps.config import (
     REPLACED_KEYS,
     ConfigError,
+    PathText,
     Seed,
     TrialConfig,
     apply_overrides,
@@ -53,6 +55,12 @@ from cl_sweeps.sweep.space import (
 )
 
 SWEEP_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+# The name becomes directory, study and experiment names (file names end at 255 bytes).
+SWEEP_NAME_MAX = 100
+# URI schemes each store understands (a `+driver` suffix is allowed for SQLAlchemy URLs).
+TRACKING_SCHEMES = ("http", "https", "sqlite", "postgresql", "mysql", "mssql", "databricks")
+DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "oracle")
+STORAGE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "abfs", "abfss", "az")
 SEARCH_TYPES = ("choice", "int", "float", "map")
 # Trial-config keys a sweep sets itself (per trial) and that a search may therefore not touch.
 SWEEP_OWNED_KEYS = ("output_dir",)
@@ -192,6 +200,12 @@ class FloatParam(_SearchParam):
                     f"(high - low) / step is {n:g} values; a stepped float range has at most "
                     f"{MAX_GRID_POINTS} (drop the step for a continuous range)"
                 )
+            if self.step > self.high - self.low:
+                raise ValueError(
+                    f"step={self.step:g} is larger than the range high - low = "
+                    f"{self.high - self.low:g}, so only low would be tried; allowed: a step "
+                    "that divides high - low"
+                )
             if abs(n - round(n)) > 1e-9 * max(1.0, abs(n)):
                 raise ValueError(
                     f"high - low = {self.high - self.low:g} is not a multiple of step={self.step:g}"
@@ -253,6 +267,16 @@ class Objective(StrictModel):
 
     metric: str
     mode: Literal["min", "max"] = "min"
+
+    @field_validator("metric")
+    @classmethod
+    def _known(cls, metric: str) -> str:
+        """Checked with the structure, so it is reported beside any other structural problem."""
+        if not is_known_metric(metric):
+            raise ValueError(
+                f"unknown metric; allowed: {', '.join(METRIC_NAMES)} (see cl_sweeps/metrics.py)"
+            )
+        return metric
 
 
 class SchedulerConfig(StrictModel):
@@ -330,11 +354,19 @@ class SearchAlgorithmConfig(StrictModel):
 class MlflowConfig(StrictModel):
     """Where trials are tracked; default: SQLite under the sweep's output_dir."""
 
-    tracking_uri: str | None = Field(
+    tracking_uri: PathText | None = Field(
         default=None, description="Default: $MLFLOW_TRACKING_URI, else sqlite:///<output_dir>/"
         "mlflow.db. Never put credentials here: they come from the environment only."
     )
     experiment: str | None = Field(default=None, min_length=1, description="Default: the name.")
+
+    @field_validator("experiment")
+    @classmethod
+    def _not_blank(cls, name: str | None) -> str | None:
+        if name is not None and (not name.strip() or "\x00" in name):
+            raise ValueError("a blank name (or one with a NUL byte) cannot name an MLflow "
+                             "experiment; allowed: visible text, or drop it to use the sweep name")
+        return name
 
 
 def _default_objectives() -> list[Objective]:
@@ -345,8 +377,8 @@ def _default_objectives() -> list[Objective]:
 class SweepConfig(StrictModel):
     """A sweep file: the base trial, the search space, the objectives and how to run them."""
 
-    name: str = Field(pattern=SWEEP_NAME_PATTERN)
-    output_dir: str | None = Field(default=None, description="Default: runs/<name>.")
+    name: str = Field(pattern=SWEEP_NAME_PATTERN, max_length=SWEEP_NAME_MAX)
+    output_dir: PathText | None = Field(default=None, description="Default: runs/<name>.")
     base: TrialConfig = Field(default_factory=TrialConfig)
     search: dict[str, SearchParam] = Field(default_factory=dict)
     objectives: list[Objective] = Field(default_factory=_default_objectives, min_length=1)
@@ -363,12 +395,12 @@ class SweepConfig(StrictModel):
         description="Trial-config keys set to the replica's seed (e.g. data.class_order_seed too).",
     )
     search_algorithm: SearchAlgorithmConfig = Field(default_factory=SearchAlgorithmConfig)
-    optuna_storage: str | None = Field(
+    optuna_storage: PathText | None = Field(
         default=None, description="RDB URL (sqlite:///..., postgresql://user@host/db) of the "
         "Optuna study; password from the environment (PGPASSWORD, ~/.pgpass), never here."
     )
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
-    storage_path: str | None = Field(
+    storage_path: PathText | None = Field(
         default=None, description="Ray Tune storage: a directory or a cloud URI (s3://, gs://); "
         "default <output_dir>/ray. Must be shared by all nodes of a multi-node cluster."
     )
@@ -696,12 +728,7 @@ def _check_algorithm(sweep: SweepConfig) -> list[str]:
 
 def _check_objectives(sweep: SweepConfig) -> list[str]:
     problems, seen = [], set()
-    for index, objective in enumerate(sweep.objectives):
-        if not is_known_metric(objective.metric):
-            problems.append(
-                f"objectives[{index}].metric: unknown metric {objective.metric!r}; allowed: "
-                f"{', '.join(METRIC_NAMES)} (see cl_sweeps/metrics.py)"
-            )
+    for index, objective in enumerate(sweep.objectives):  # names checked by Objective
         problems += _task_in_range(sweep, f"objectives[{index}].metric", objective.metric)
         if objective.metric in seen:
             problems.append(f"objectives[{index}].metric: {objective.metric!r} is listed twice")
@@ -761,13 +788,24 @@ def _check_scheduler(sweep: SweepConfig) -> list[str]:
 
 def _check_resources(sweep: SweepConfig) -> list[str]:
     device, gpu = sweep.base.device, sweep.resources_per_trial.gpu
-    if device.startswith("cuda") and gpu == 0:
-        message = (
-            f"resources_per_trial.gpu: 0 but base.device={device!r}; a trial sees no GPU unless "
-            "it reserves one (set gpu, e.g. 1 or 0.5, or device: auto)"
-        )
-        return [message]
-    if device == "cpu" and gpu > 0:
+    searched = [(f"search.{key}", value) for key, param in sweep.search.items()
+                if sweep.field_of(key) == "device" for value in param.candidates()]
+    for where, value in [("base.device", device), *searched]:
+        if isinstance(value, str) and value.startswith("cuda:"):
+            message = (
+                f"{where}: {value!r} names one GPU, but Ray gives each trial its own GPUs and "
+                "numbers them from 0 inside the trial, so a fixed index points at another "
+                "trial's GPU or at none; allowed in a sweep: cuda, auto or cpu (choose the "
+                "GPU count with resources_per_trial.gpu)"
+            )
+            return [message]
+        if isinstance(value, str) and value.startswith("cuda") and gpu == 0:
+            message = (
+                f"resources_per_trial.gpu: 0 but {where}={value!r}; a trial sees no GPU unless "
+                "it reserves one (set gpu, e.g. 1 or 0.5, or device: auto)"
+            )
+            return [message]
+    if device == "cpu" and gpu > 0 and not searched:
         message = (
             f"resources_per_trial.gpu: {gpu} reserves a GPU that base.device='cpu' never uses "
             "(set device: auto or gpu: 0)"
@@ -784,28 +822,60 @@ def _check_uris(sweep: SweepConfig) -> list[str]:
             "through its environment (e.g. AWS_* variables) instead "
             f"(got {redact_uri(sweep.storage_path)!r})"
         )
+    elif sweep.storage_path is not None and "://" in sweep.storage_path:
+        problems += _uri_problems("storage_path", sweep.storage_path, STORAGE_SCHEMES)
     for field, uri in (
         ("mlflow.tracking_uri", sweep.mlflow.tracking_uri),
         ("optuna_storage", sweep.optuna_storage),
     ):
-        if uri is None:
-            continue
-        if not is_well_formed(uri):
-            problems.append(f"{field}: not a well-formed URI (got {redact_uri(uri)!r})")
-        elif uri_has_secret(uri):
-            problems.append(
-                f"{field}: the URI carries a password; credentials come only from the "
-                "environment (MLFLOW_TRACKING_USERNAME/PASSWORD, PGPASSWORD or ~/.pgpass) "
-                f"(got {redact_uri(uri)!r})"
-            )
-        elif "://" not in uri or uri.startswith("file:"):
-            allowed = (
-                "http(s)://host:port, sqlite:///path/mlflow.db, postgresql://user@host/db "
-                "(MLflow 3 refuses plain file stores)" if field.startswith("mlflow")
-                else "an SQLAlchemy URL such as sqlite:///optuna.db or postgresql://user@host/db"
-            )
-            problems.append(f"{field}: not a URL; allowed: {allowed} (got {shorten(uri)})")
+        if uri is not None:
+            problems += store_uri_problems(field, uri)
     return problems
+
+
+def store_uri_problems(field: str, uri: str, from_environment: bool = False) -> list[str]:
+    """What is wrong with an MLflow tracking URI (field mlflow.* or MLFLOW_TRACKING_URI) or an
+    Optuna storage URL. A URI from the environment may carry credentials (they are moved into
+    the client's own variables, sweep/tracking.py); a sweep file's may not."""
+    tracking = "mlflow" in field.lower()
+    if not is_well_formed(uri):
+        return [f"{field}: not a well-formed URI (got {redact_uri(uri)!r})"]
+    if uri_has_secret(uri) and not from_environment:
+        why = ("the URI carries a password; credentials come only from the environment "
+               "(MLFLOW_TRACKING_USERNAME/PASSWORD, PGPASSWORD or ~/.pgpass)")
+        return [f"{field}: {why} (got {redact_uri(uri)!r})"]
+    if "://" not in uri or uri.startswith("file:"):
+        allowed = (
+            "http(s)://host:port, sqlite:///path/mlflow.db, postgresql://user@host/db "
+            "(MLflow 3 refuses plain file stores)" if tracking
+            else "an SQLAlchemy URL such as sqlite:///optuna.db or postgresql://user@host/db"
+        )
+        return [f"{field}: not a URL; allowed: {allowed} (got {shorten(uri)})"]
+    return _uri_problems(field, uri, TRACKING_SCHEMES if tracking else DATABASE_SCHEMES)
+
+
+def _uri_problems(field: str, uri: str, schemes: tuple[str, ...]) -> list[str]:
+    """A URI's scheme must be one its client speaks, and a network store needs a host (a
+    missing one fails late, after a long connection timeout, or as a traceback)."""
+    if not is_well_formed(uri):
+        return [f"{field}: not a well-formed URI (got {redact_uri(uri)!r})"]
+    parts = urlsplit(uri)
+    scheme = parts.scheme.lower().split("+", 1)[0]
+    shown = shorten(redact_uri(uri))
+    if scheme not in schemes:
+        allowed = ", ".join(f"{s}://" for s in schemes)
+        return [f"{field}: unsupported scheme {parts.scheme!r}; allowed: {allowed} (got {shown})"]
+    if scheme == "sqlite":
+        if not parts.path.strip("/") or parts.path.endswith("/"):
+            needs = "an SQLite URL needs a file, e.g. sqlite:///path/to/file.db"
+            return [f"{field}: {needs} (got {shown})"]
+        return []
+    if scheme == "databricks":
+        return []
+    if not parts.hostname:
+        where = "bucket" if field == "storage_path" else "host"
+        return [f"{field}: the URI names no {where}; e.g. {scheme}://name/... (got {shown})"]
+    return []
 
 
 # --- loading ----------------------------------------------------------------------------------

@@ -167,12 +167,28 @@ def changed_keys(saved: dict[str, Any], resolved: dict[str, Any]) -> list[str]:
 
 
 def refuse_existing_sweep(layout: SweepLayout) -> None:
-    """A fresh sweep never writes into another sweep's output_dir (checked first, so this is
-    the message a repeated start gets, before its Optuna study is looked at)."""
+    """A fresh sweep never writes into another sweep's output_dir, nor into a directory that
+    holds anything else (checked first, so this is the message a repeated start gets, before
+    its Optuna study is looked at)."""
     if layout.state.is_file() or (layout.trials.is_dir() and any(layout.trials.iterdir())):
         raise ConfigError(
             f"output_dir: {layout.root} already holds a sweep; continue it with --resume, or "
             "choose another `name`/`output_dir` (or delete the directory)"
+        )
+    refuse_foreign_directory(layout)
+
+
+def refuse_foreign_directory(layout: SweepLayout) -> None:
+    """output_dir must be absent, empty or a cl-sweeps sweep: a sweep never writes among a
+    user's other files (the driver's own lock and heartbeat do not count)."""
+    own = {layout.lock.name, layout.driver.name}
+    others = sorted(p.name for p in layout.root.iterdir() if p.name not in own) if (
+        layout.root.is_dir() and not layout.state.is_file()) else []
+    if others:
+        shown = ", ".join(others[:5]) + (f", ... ({len(others)} entries)" if len(others) > 5 else "")
+        raise ConfigError(
+            f"output_dir: {layout.root} is not empty and holds no cl-sweeps sweep ({shown}); "
+            "allowed: an empty or new directory, or a sweep's output_dir with --resume"
         )
 
 
