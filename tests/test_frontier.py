@@ -195,7 +195,7 @@ def test_frontier_text_lists_frontier_with_mean_std(sweep_dir: Path) -> None:
     assert lines[0].startswith("4 of 8 configurations on the Pareto frontier")
     assert "teacher_steps" in lines[1] and "fid_final" in lines[1]
     assert any(line.startswith("cumulative") and "20.5 ± 0.7071" in line for line in lines)
-    assert len(lines) == 2 + 4
+    assert len(lines) == 2 + 4 + 1 and lines[-1].startswith("seed noise: ")
 
 
 def test_best_configuration_of_each_strategy_ranks_on_quality(sweep_dir: Path) -> None:
@@ -209,10 +209,13 @@ def test_best_configuration_of_each_strategy_ranks_on_quality(sweep_dir: Path) -
     assert [r["strategy.teacher_steps"] for r in best if r["strategy.name"] == GD] == [10]
     text = best_per_strategy_text(frontier).splitlines()
     assert text[0].startswith("Best configuration of each strategy by fid_final (min")
-    assert len(text) == 2 + len({r["strategy.name"] for r in best})
+    assert len(text) == 2 + len({r["strategy.name"] for r in best}) + 1
+    assert text[-1].startswith("best (cumulative) and runner-up (generative_distillation) are "
+                               "separable on fid_final")
     gr_line = next(line for line in text if line.startswith(best[-1]["strategy.name"]))
-    assert not gr_line.rstrip().endswith("*")  # dominated: no Pareto mark
-    assert text[2].rstrip().endswith("*")  # cumulative is on the frontier
+    mark = text[1].index(" pareto ") + 1  # the Pareto mark's column
+    assert gr_line[mark] == " "  # dominated: no Pareto mark
+    assert text[2][mark] == "*"  # cumulative is on the frontier
 
 
 def test_best_per_strategy_breaks_ties_on_cost_and_names_strategies_without_results() -> None:

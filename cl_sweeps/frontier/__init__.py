@@ -4,6 +4,9 @@ tracking.py  trial records from MLflow (the same TrialRecords as cl_sweeps/recor
              from a sweep directory); logging outputs on the sweep's parent run
 table.py     records -> trials table (one row per trial) -> configurations (seed mean/std/n)
 pareto.py    non-dominated set over any number of minimised objectives
+bootstrap.py seed noise: each configuration's seeds resampled -> P(pareto), intervals of the
+             seed means, the hypervolume's interval
+advice.py    how many seeds would separate neighbouring frontier configurations
 build.py     the Frontier (tables + Pareto flag + exclusions) and its text table
 plots.py     PNG (matplotlib), HTML (plotly) and per-task plots
 outputs.py   writing all of it atomically; the end-of-sweep summary and best_trials.json

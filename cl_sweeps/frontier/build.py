@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 
 from cl_sweeps.formatting import fmt_mean_std, fmt_number, short_name, text_table
+from cl_sweeps.frontier.bootstrap import SeedNoise, intervals_overlap, seed_noise
 from cl_sweeps.frontier.hypervolume import hypervolume, reference_point
 from cl_sweeps.frontier.pareto import pareto_mask
 from cl_sweeps.frontier.table import (
@@ -25,6 +26,16 @@ from cl_sweeps.records import SweepSource, read_sweep_dir
 
 STRATEGY = "strategy.name"
 SHOWN_METRICS = ("fid_final", "kld", "forgetting")  # printed next to the objectives
+P_PARETO = "p_pareto"  # configs column: share of seed bootstrap resamples on the Pareto set
+ONE_SEED = (
+    "one seed per configuration: nothing can be said about seed noise "
+    "(replicate with `seeds:` to see how sure each point is)"
+)
+
+
+def interval_columns(objective: str) -> tuple[str, str]:
+    """Configs columns of an objective's bootstrap interval of the seed mean."""
+    return f"{objective}_low", f"{objective}_high"
 
 
 @dataclass
@@ -39,6 +50,7 @@ class Frontier:
     hypervolume: float | None = None  # of the configurations' seed means (None: no config)
     reference: tuple[float, ...] | None = None  # the reference point of `hypervolume`
     modes: tuple[str, ...] = ()  # "min"/"max" per objective; empty: all minimised
+    noise: SeedNoise | None = None  # seed bootstrap; None: no configuration has two seeds
 
     def mode(self, index: int) -> str:
         return self.modes[index] if self.modes else "min"
@@ -76,9 +88,9 @@ def compute_frontier(
         raise ValueError(f"modes {modes} must be 'min' or 'max', one per objective {objectives}")
     trials = trials_table(source.records, objectives)
     configs = aggregate_configs(trials)
-    volume, reference = None, None
+    signs = np.array([-1.0 if modes and modes[i] == "max" else 1.0 for i in range(len(objectives))])
+    volume, reference, noise = None, None, None
     if configs.num_rows:
-        signs = [-1.0 if modes and modes[i] == "max" else 1.0 for i in range(len(objectives))]
         points = np.column_stack([
             sign * configs.column(f"{name}_mean").to_numpy(zero_copy_only=False)
             for sign, name in zip(signs, objectives)
@@ -86,12 +98,52 @@ def compute_frontier(
         mask = pareto_mask(points)
         ref = reference_point(points)
         volume, reference = hypervolume(points, ref), tuple(float(v) for v in ref)
+        replicas = [values * signs for values in seed_replicas(trials, configs, objectives)]
+        noise = seed_noise(replicas, ref)
     else:
         mask = np.zeros(0, dtype=bool)
     configs = configs.append_column("pareto", pa.array(mask, pa.bool_()))
+    configs = with_noise_columns(configs, objectives, signs, noise)
     return Frontier(
-        trials, configs, objectives, excluded_counts(trials), source, volume, reference, modes
+        trials, configs, objectives, excluded_counts(trials), source, volume, reference, modes,
+        noise,
     )
+
+
+def seed_replicas(
+    trials: pa.Table, configs: pa.Table, objectives: Sequence[str]
+) -> list[np.ndarray]:
+    """Per configuration (in the configs' order), its included trials' objective values as an
+    (n, d) array: what the seed bootstrap resamples."""
+    included = trials.filter(trials.column("included"))
+    keys = included.column("config_key").to_pylist()
+    values = np.column_stack([
+        included.column(name).to_numpy(zero_copy_only=False) for name in objectives
+    ]) if included.num_rows else np.zeros((0, len(objectives)))
+    rows: dict[str, list[int]] = {}
+    for row, key in enumerate(keys):
+        rows.setdefault(key, []).append(row)
+    return [values[rows[key]] for key in configs.column("config_key").to_pylist()]
+
+
+def with_noise_columns(
+    configs: pa.Table, objectives: Sequence[str], signs: np.ndarray, noise: SeedNoise | None
+) -> pa.Table:
+    """`p_pareto` and each objective's `<m>_low`, `<m>_high` (NaN without a bootstrap), in the
+    objectives' own units (a maximised objective's interval negated back)."""
+    count = configs.num_rows
+    p = noise.p_pareto if noise is not None else np.full(count, np.nan)
+    configs = configs.append_column(P_PARETO, pa.array(p, pa.float64()))
+    for j, name in enumerate(objectives):
+        if noise is None:
+            low = high = np.full(count, np.nan)
+        elif signs[j] > 0:
+            low, high = noise.low[:, j], noise.high[:, j]
+        else:
+            low, high = -noise.high[:, j], -noise.low[:, j]
+        for column, end in zip(interval_columns(name), (low, high)):
+            configs = configs.append_column(column, pa.array(end, pa.float64()))
+    return configs
 
 
 def load_source(
@@ -131,7 +183,34 @@ def summary_line(frontier: Frontier) -> str:
     )
     if frontier.hypervolume is not None and frontier.reference is not None:
         ref = ", ".join(fmt_number(v) for v in frontier.reference)
-        line += f"; hypervolume {fmt_number(frontier.hypervolume)} (reference ({ref}))"
+        line += f"; hypervolume {fmt_number(frontier.hypervolume)}"
+        noise = frontier.noise
+        if noise is not None and noise.hypervolume is not None:
+            low, high = (fmt_number(v) for v in noise.hypervolume)
+            line += f" ({percent(noise.level)} interval over seeds [{low}, {high}])"
+        line += f" (reference ({ref}))"
+    return line
+
+
+def percent(level: float) -> str:
+    return f"{fmt_number(100 * level)} %"
+
+
+def noise_line(frontier: Frontier) -> str:
+    """How sure the frontier is, in one line ('' without configurations)."""
+    noise = frontier.noise
+    if not frontier.configs.num_rows:
+        return ""
+    if noise is None:
+        return ONE_SEED
+    line = (
+        f"seed noise: each configuration's seeds bootstrapped {noise.resamples} times (seed "
+        f"{noise.seed}); P(pareto) = share of resamples on the Pareto set, "
+        f"{percent(noise.level)} intervals of the seed means"
+    )
+    if noise.single_seed:
+        many = "s" if noise.single_seed > 1 else ""
+        line += f"; {noise.single_seed} configuration{many} with one seed: P(pareto) unknown (–)"
     return line
 
 
@@ -143,10 +222,16 @@ def frontier_table_text(frontier: Frontier, all_configs: bool = False) -> str:
         keys = frontier._by_objectives(configs)
         configs = configs.sort_by(keys) if keys else configs
     body = configs_table_text(frontier, configs, pareto_column=all_configs)
-    return f"{summary_line(frontier)}\n{body or NO_CONFIG}"
+    noise = noise_line(frontier)
+    return f"{summary_line(frontier)}\n{body or NO_CONFIG}" + (f"\n{noise}" if noise else "")
 
 
 NO_CONFIG = "(no configuration with complete, finite results)"
+
+
+def fmt_probability(value: float | None) -> str:
+    """'0.83'; '–' when unknown (one seed)."""
+    return fmt_number(None if value is None else round(value, 2))
 
 
 def configs_table_text(frontier: Frontier, configs: pa.Table, pareto_column: bool) -> str:
@@ -158,12 +243,16 @@ def configs_table_text(frontier: Frontier, configs: pa.Table, pareto_column: boo
     headers = [short_name(p) for p in params] + ["n"] + metrics
     if pareto_column:
         headers.append("pareto")
+    if frontier.noise is not None:
+        headers.append("P(pareto)")
     rows = []
     for row in configs.to_pylist():
         cells = [fmt_number(row[p]) for p in params] + [str(row["n"])]
         cells += [fmt_mean_std(row[f"{m}_mean"], row[f"{m}_std"]) for m in metrics]
         if pareto_column:
             cells.append("*" if row["pareto"] else "")
+        if frontier.noise is not None:
+            cells.append(fmt_probability(row[P_PARETO]))
         rows.append(cells)
     return text_table(headers, rows) if rows else ""
 
@@ -202,11 +291,35 @@ def best_per_strategy_text(frontier: Frontier) -> str:
     title = (f"Best configuration of each strategy by {frontier.objectives[first]} "
              f"({frontier.mode(first)}; mean over seeds):")
     text = f"{title}\n{configs_table_text(frontier, best, pareto_column=True)}"
+    separable = separability_text(frontier, best, first)
+    if separable:
+        text += f"\n{separable}"
     tried = set(frontier.trials.column(STRATEGY).to_pylist()) - {None}
     missing = sorted(tried - set(best.column(STRATEGY).to_pylist()))
     if missing:
         text += f"\nno complete trial with finite objectives: {', '.join(missing)}"
     return text
+
+
+def separability_text(frontier: Frontier, best: pa.Table, objective: int) -> str:
+    """Whether the best strategy's configuration and the runner-up's can be told apart on the
+    ranking objective: their bootstrap intervals of the seed mean overlap or not ('' without a
+    bootstrap or a runner-up)."""
+    if frontier.noise is None or best.num_rows < 2:
+        return ""
+    name = frontier.objectives[objective]
+    rows = best.slice(0, 2).to_pylist()
+    intervals = [tuple(row[c] for c in interval_columns(name)) for row in rows]
+    overlap = intervals_overlap(*intervals)
+    first, second = (row[STRATEGY] for row in rows)
+    level = percent(frontier.noise.level)
+    if overlap is None:
+        return f"best ({first}) vs runner-up ({second}): one has a single seed; not comparable"
+    shown = " vs ".join(f"[{fmt_number(lo)}, {fmt_number(hi)}]" for lo, hi in intervals)
+    verdict = "NOT separable" if overlap else "separable"
+    why = "overlap" if overlap else "do not overlap"
+    return (f"best ({first}) and runner-up ({second}) are {verdict} on {name}: their {level} "
+            f"intervals of the seed mean {why} ({shown})")
 
 
 def frontier_summary_text(frontier: Frontier) -> str:

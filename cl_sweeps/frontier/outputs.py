@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from cl_sweeps.frontier.build import (
+    ONE_SEED,
+    P_PARETO,
     Frontier,
     compute_frontier,
     frontier_summary_text,
@@ -40,7 +42,26 @@ def summary_dict(frontier: Frontier) -> dict[str, Any]:
         "pareto_config_keys": front.column("config_key").to_pylist(),
         "hypervolume": frontier.hypervolume,
         "hypervolume_reference": list(frontier.reference) if frontier.reference else None,
+        "seed_noise": noise_dict(frontier),
         "source": frontier.source.description if frontier.source else None,
+    }
+
+
+def noise_dict(frontier: Frontier) -> dict[str, Any]:
+    """The seed bootstrap in summary.json: settings, the hypervolume's interval and each
+    configuration's P(pareto); or why there is none."""
+    noise = frontier.noise
+    if noise is None:
+        return {"note": ONE_SEED}
+    keys = frontier.configs.column("config_key").to_pylist()
+    probabilities = frontier.configs.column(P_PARETO).to_pylist()
+    return {
+        "resamples": noise.resamples,
+        "level": noise.level,
+        "seed": noise.seed,
+        "hypervolume_interval": list(noise.hypervolume) if noise.hypervolume else None,
+        "configurations_with_one_seed": noise.single_seed,
+        "p_pareto": dict(zip(keys, probabilities)),
     }
 
 
@@ -86,6 +107,7 @@ def best_trials(frontier: Frontier) -> dict[str, Any]:
             "trial_ids": row["trial_ids"],
             "mean": {m: row[f"{m}_mean"] for m in frontier.objectives},
             "std": {m: row[f"{m}_std"] for m in frontier.objectives},
+            "p_pareto": row[P_PARETO],
         }
         for row in front
     ]

@@ -16,18 +16,21 @@ import numpy as np
 def pareto_mask(points: np.ndarray) -> np.ndarray:
     """Boolean mask of the non-dominated rows of an (n, d) array, all objectives minimised.
 
-    O(n² d) time and O(n d) memory: sweeps have thousands of configurations at most.
+    A stack of point sets (..., n, d) gives one mask per set (..., n): the seed bootstrap asks
+    for the frontier of a thousand resampled tables at once. O(n² d) time per set, vectorised
+    over the stack; sweeps have thousands of configurations at most.
     """
     points = np.asarray(points, dtype=float)
-    if points.ndim != 2:
+    if points.ndim < 2:
         raise ValueError(f"points must be an (n, d) array, got shape {points.shape}")
     if not np.isfinite(points).all():
         raise ValueError("points must be finite; exclude NaN/inf trials before the Pareto step")
-    mask = np.ones(len(points), dtype=bool)
-    for i, point in enumerate(points):
-        no_worse = (points <= point).all(axis=1)
-        better = (points < point).any(axis=1)
-        mask[i] = not (no_worse & better).any()
+    mask = np.ones(points.shape[:-1], dtype=bool)
+    for i in range(points.shape[-2]):
+        point = points[..., i : i + 1, :]
+        no_worse = (points <= point).all(axis=-1)
+        better = (points < point).any(axis=-1)
+        mask[..., i] = ~(no_worse & better).any(axis=-1)
     return mask
 
 

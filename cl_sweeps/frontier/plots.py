@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
 from cl_sweeps.formatting import LABEL_PARAMS, config_label, fmt_mean_std, fmt_number
-from cl_sweeps.frontier.build import STRATEGY, Frontier
+from cl_sweeps.frontier.build import P_PARETO, STRATEGY, Frontier
 from cl_sweeps.frontier.pareto import frontier_order
 from cl_sweeps.frontier.table import split_series_column
 
@@ -30,6 +31,9 @@ PALETTE = (
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
     "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
 )
+
+
+MIN_OPACITY = 0.2
 
 
 def axis_label(name: str) -> str:
@@ -48,6 +52,13 @@ class Point:
     label: str
     pareto: bool
     row: dict[str, Any]
+
+    @property
+    def opacity(self) -> float:
+        """Marker opacity from P(pareto): a point every seed resample puts on the front is
+        solid, one that only a lucky seed put there is faint; unknown (one seed): solid."""
+        p = self.row.get(P_PARETO)
+        return 1.0 if p is None or math.isnan(p) else MIN_OPACITY + (1 - MIN_OPACITY) * p
 
 
 def _nan_to_zero(value: float | None) -> float:
@@ -121,8 +132,10 @@ def frontier_figure(frontier: Frontier) -> Figure:
         ax.errorbar(
             [p.x for p in mine], [p.y for p in mine],
             xerr=[p.xerr for p in mine], yerr=[p.yerr for p in mine],
-            fmt="o", color=colour, ecolor=colour, alpha=0.85, capsize=3, label=strategy,
+            fmt="none", ecolor=colour, alpha=0.5, capsize=3,
         )
+        ax.scatter([p.x for p in mine], [p.y for p in mine], label=strategy,
+                   color=[to_rgba(colour, p.opacity) for p in mine], zorder=2.5)
     front = [p for p in points if p.pareto]
     if front:
         ax.scatter([p.x for p in front], [p.y for p in front], s=160, facecolors="none",
@@ -147,6 +160,9 @@ def frontier_figure(frontier: Frontier) -> Figure:
     ax.set_xlabel(axis_label(frontier.objectives[0]))
     ax.set_ylabel(axis_label(frontier.objectives[1]))
     ax.set_title(_title(frontier), fontsize=10)
+    if frontier.noise is not None:
+        ax.text(0.99, 0.99, "opacity: P(pareto) over seed resamples", ha="right", va="top",
+                fontsize=7, transform=ax.transAxes)
     ax.grid(True, which="both", alpha=0.3)
     if points:
         ax.legend(fontsize=8)
@@ -197,6 +213,8 @@ def per_task_figure(frontier: Frontier, metric: str = "fid") -> Figure:
 
 def _hover(p: Point, frontier: Frontier) -> str:
     lines = [f"<b>{p.strategy}</b> {p.label}", f"config {p.row['config_key']} (n={p.row['n']})"]
+    if frontier.noise is not None:
+        lines.append(f"P(pareto) over seed resamples: {fmt_number(p.row[P_PARETO])}")
     lines += [
         f"{name}: {fmt_mean_std(p.row[f'{name}_mean'], p.row[f'{name}_std'])}"
         for name in dict.fromkeys(frontier.objectives + ("fid_final", "kld"))
@@ -220,6 +238,7 @@ def frontier_plotly(frontier: Frontier) -> Any:
             x=[p.x for p in mine], y=[p.y for p in mine], mode="markers+text", name=strategy,
             text=[p.label for p in mine], textposition="top right",
             marker={"color": colour, "size": [14 if p.pareto else 9 for p in mine],
+                    "opacity": [p.opacity for p in mine],
                     "line": {"color": "black", "width": [2 if p.pareto else 0 for p in mine]}},
             error_x={"type": "data", "array": [p.xerr for p in mine], "visible": True},
             error_y={"type": "data", "array": [p.yerr for p in mine], "visible": True},
