@@ -199,6 +199,10 @@ def cmd_frontier(args: argparse.Namespace) -> int:
         print(frontier_table_text(frontier, all_configs=True))
     else:
         print(frontier_summary_text(frontier))
+    if args.seeds_advice:
+        from cl_sweeps.frontier.advice import seeds_advice_text
+
+        print(f"\n{seeds_advice_text(frontier)}")
     print("\nfiles:\n" + "\n".join(f"  {p}" for p in paths.values()))
     _log_on_parent_run(args, frontier.source, list(paths.values()))
     return 0
@@ -402,6 +406,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--third-objective", metavar="METRIC", help="a third minimised objective, e.g. kld"
     )
     frontier.add_argument("--all", action="store_true", help="print every configuration")
+    frontier.add_argument(
+        "--seeds-advice", action="store_true",
+        help="also print how many seeds would separate each pair of neighbouring frontier "
+        "configurations at the observed spread",
+    )
     frontier.set_defaults(handler=cmd_frontier)
     report = sub.add_parser(
         "report", help="paper-style table: strategy × fid_final, kld, forgetting, compute"
