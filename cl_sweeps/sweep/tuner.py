@@ -223,8 +223,7 @@ def prepare_output(
                 "resume with the same file and --set options"
             )
         return state
-    refuse_existing_sweep(layout)
-    layout.root.mkdir(parents=True, exist_ok=True)
+    layout.root.mkdir(parents=True, exist_ok=True)  # run_sweep called refuse_existing_sweep
     text = file_text
     if overrides:
         text += "\n# applied with --set: " + " ".join(overrides) + "\n"
