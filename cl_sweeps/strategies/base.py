@@ -9,6 +9,7 @@ image-forward it spends by purpose.
 from __future__ import annotations
 
 import importlib
+import sys
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -54,14 +55,14 @@ class LossOutput:
 class Strategy:
     """Base strategy: plain noise-prediction training on the real minibatch."""
 
-    name: ClassVar[str] = ""
+    name: ClassVar[str] = ""  # set by @register from the module's NAME
     needs_teacher: ClassVar[bool] = False
     # True if task 0 trains exactly like naive (same loss, same random draws, same counts) and
     # all strategy state comes from end_task: then trials may share one task-0 result
     # (cl_sweeps/prefix.py) and each runs only its own end_task on it. tests/test_prefix.py
     # checks every strategy that says so.
     shares_task0: ClassVar[bool] = False
-    knobs: ClassVar[tuple[str, ...]] = ()  # StrategyConfig fields this strategy reads
+    knobs: ClassVar[tuple[str, ...]] = ()  # StrategyConfig fields it reads: the module's KNOBS
 
     def __init__(self, config: StrategyConfig, context: TrainingContext):
         self.config = config
@@ -146,7 +147,12 @@ _REGISTRY: dict[str, type[Strategy]] = {}
 
 
 def register(cls: type[Strategy]) -> type[Strategy]:
-    """Class decorator: the implementation of the strategy its module declares (`NAME`)."""
+    """Class decorator: the implementation of the strategy its module declares. The module's
+    `NAME` and `KNOBS` (what the catalog reads without torch) are the class's name and knobs:
+    declared once, in the module."""
+    module = sys.modules[cls.__module__]
+    cls.name = getattr(module, "NAME", "")
+    cls.knobs = tuple(getattr(module, "KNOBS", ()))
     if not cls.name or cls.name in _REGISTRY:
         raise ValueError(f"strategy name {cls.name!r} is empty or registered twice")
     _REGISTRY[cls.name] = cls

@@ -14,8 +14,6 @@ KNOBS: tuple[str, ...] = ()
 
 @register
 class Cumulative(Naive):
-    name = NAME
-    knobs = KNOBS
 
     def training_set(self, task_index: int, current: ImageSet, previous: list[ImageSet]) -> ImageSet:
         parts = [*previous, current]

@@ -20,8 +20,6 @@ KNOBS = ("replay_ratio", "memory_size", "lambd", "weight_replay_loss")
 
 @register
 class ExperienceReplay(Strategy):
-    name = NAME
-    knobs = KNOBS
     shares_task0 = True  # the memory is filled by end_task
 
     def __init__(self, *args: Any, **kwargs: Any):

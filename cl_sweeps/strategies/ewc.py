@@ -28,8 +28,6 @@ KNOBS = ("ewc_lambda",)
 
 @register
 class EWC(AnchoredPenalty):
-    name = NAME
-    knobs = KNOBS
     shares_task0 = True  # no penalty in task 0; the Fisher comes from end_task
     strength_knob = "ewc_lambda"
     fisher_samples: int = 128  # images per Fisher estimate (fewer if the task has fewer)

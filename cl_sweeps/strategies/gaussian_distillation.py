@@ -20,8 +20,6 @@ KNOBS = ("replay_ratio", "lambd", "weight_replay_loss", "replay_timesteps")
 
 @register
 class GaussianDistillation(TeacherStrategy):
-    name = NAME
-    knobs = KNOBS
 
     def replay_loss(self, model: UNet2DModel, n: int, like: torch.Tensor) -> torch.Tensor:
         z = torch.randn(

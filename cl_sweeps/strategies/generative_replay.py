@@ -24,8 +24,6 @@ KNOBS = GENERATION_KNOBS
 
 @register
 class GenerativeReplay(TeacherStrategy):
-    name = NAME
-    knobs = KNOBS
 
     def replay_loss(self, model: UNet2DModel, n: int, like: torch.Tensor) -> torch.Tensor:
         x_t, t, noise = self.renoise(self.generate(n).images)

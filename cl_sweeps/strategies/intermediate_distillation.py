@@ -34,8 +34,6 @@ KNOBS = GENERATION_KNOBS
 
 @register
 class IntermediateDistillation(TeacherStrategy):
-    name = NAME
-    knobs = KNOBS
 
     def replay_loss(self, model: UNet2DModel, n: int, like: torch.Tensor) -> torch.Tensor:
         kept = set(self.generation_grid().tolist())

@@ -23,8 +23,6 @@ KNOBS = ("lambd", "weight_replay_loss")
 
 @register
 class LwFDistillation(TeacherStrategy):
-    name = NAME
-    knobs = KNOBS
 
     def loss(self, model: UNet2DModel, batch: ImageSet) -> LossOutput:
         x0 = batch.images

@@ -13,8 +13,6 @@ KNOBS: tuple[str, ...] = ()
 
 @register
 class Naive(Strategy):
-    name = NAME
-    knobs = KNOBS
     shares_task0 = True
 
     def loss(self, model: UNet2DModel, batch: ImageSet) -> LossOutput:

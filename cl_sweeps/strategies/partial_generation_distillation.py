@@ -27,8 +27,6 @@ KNOBS = GENERATION_KNOBS
 
 @register
 class PartialGenerationDistillation(TeacherStrategy):
-    name = NAME
-    knobs = KNOBS
 
     def replay_loss(self, model: UNet2DModel, n: int, like: torch.Tensor) -> torch.Tensor:
         tau = self.replay_timesteps(n)
