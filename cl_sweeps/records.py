@@ -40,6 +40,7 @@ RESOLVED_FILE = "sweep_resolved.yaml"
 
 RUNNING, COMPLETED, PRUNED, FAILED = "RUNNING", "COMPLETED", "PRUNED", "FAILED"
 STATUSES = (RUNNING, COMPLETED, PRUNED, FAILED)
+ENDED = (COMPLETED, PRUNED, FAILED)  # a trial in one of these will not report again
 UNKNOWN = "UNKNOWN"  # a record whose status cannot be read
 
 SEED_PARAM = "seed"  # the trial parameter holding the replica's seed

@@ -37,10 +37,9 @@ STEP_MARKER = f"{PREFIX}trials_completed"  # logged last at each step: the step 
 
 def ended_trials(trials: list[TrialRecord]) -> int:
     """The dashboard's step: trials that completed, were pruned or failed."""
-    return sum(t.status in ENDED for t in trials)
+    return sum(t.status in records.ENDED for t in trials)
 
 
-ENDED = (records.COMPLETED, records.PRUNED, records.FAILED)
 
 
 def frontier_of(source: SweepSource, objectives: list[Objective]) -> Any:
@@ -59,7 +58,7 @@ def sweep_metrics(
     frontier = frontier if frontier is not None else frontier_of(SweepSource(trials), objectives)
     metrics = {
         f"{PREFIX}trials_{status.lower()}": float(sum(t.status == status for t in trials))
-        for status in ENDED
+        for status in records.ENDED
     }
     metrics[f"{PREFIX}pareto_size"] = float(sum(frontier.configs.column("pareto").to_pylist()))
     spent = records.compute_spent(trials)["sweep_train_tflops_spent"]

@@ -24,7 +24,6 @@ from cl_sweeps.sweep.heartbeat import driver_state
 from cl_sweeps.sweep.schema import SweepConfig, parse_sweep_config
 from cl_sweeps.sweep.space import expected_tasks, num_trials
 
-TERMINAL = (records.COMPLETED, records.PRUNED, records.FAILED)
 INTERRUPTED = "INTERRUPTED"  # shown for a RUNNING record whose driver is gone (heartbeat.py)
 
 
@@ -135,7 +134,7 @@ def format_rows(sweep: SweepConfig, rows: list[TrialRow]) -> str:
     cells = [
         [r.trial_id, r.strategy, r.status, f"{r.tasks_done}/{r.num_tasks}",
          *[_value(r.objectives[o.metric]) for o in sweep.objectives],
-         _duration(r.elapsed), "-" if r.status in (*TERMINAL, INTERRUPTED) else _duration(r.eta)]
+         _duration(r.elapsed), "-" if r.status in (*records.ENDED, INTERRUPTED) else _duration(r.eta)]
         for r in rows
     ]
     return text_table(header, cells)
@@ -157,8 +156,8 @@ def sweep_status(output_dir: str | Path, now: float | None = None) -> tuple[str,
             if row.status == records.RUNNING:
                 row.status, row.eta = INTERRUPTED, None
     total = num_trials(sweep)
-    counts = {s: sum(r.status == s for r in rows) for s in ("RUNNING", INTERRUPTED, *TERMINAL)}
-    ended = sum(counts[s] for s in TERMINAL)
+    counts = {s: sum(r.status == s for r in rows) for s in ("RUNNING", INTERRUPTED, *records.ENDED)}
+    ended = sum(counts[s] for s in records.ENDED)
     done = ended >= total or (stopped and driver.certain)  # a dead driver's sweep is still
     head = (f"sweep {sweep.name!r} in {layout.root}: {ended}/{total} trials ended "
             f"({counts['COMPLETED']} completed, {counts['PRUNED']} pruned, "
