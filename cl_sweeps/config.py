@@ -73,21 +73,38 @@ class DataConfig(_Strict):
         default=None, description="Directory of torchvision datasets, or a flat directory of an "
         "MNIST-like dataset's four IDX files, gzipped or not (required for them)."
     )
-    download: bool = False
+    download: bool = Field(default=False, description="Let torchvision download the files into data_root.")
     image_size: int | None = Field(
         default=None, gt=0, description="Side of the square images; null: the dataset's default "
         "(data/catalog.py: 8 for digits, 32 for torchvision's)."
     )
-    num_tasks: int = Field(default=5, gt=0)
-    class_order: list[int] | None = None
+    num_tasks: int = Field(
+        default=5, gt=0, description="Classes cut into equal tasks in class order: {0,1},{2,3},..."
+    )
+    class_order: list[int] | None = Field(
+        default=None, description="The order classes are learned in, e.g. [9, 8, ..., 0]."
+    )
     class_order_seed: Seed | None = Field(
         default=None, description="If set, the class order is a permutation seeded by this."
     )
     tasks: list[list[int]] | None = Field(
         default=None, description="Explicit tasks as lists of classes; overrides num_tasks."
     )
-    max_train_per_class: int | None = Field(default=None, gt=0)
-    max_test_per_class: int | None = Field(default=None, gt=0)
+    max_train_per_class: int | None = Field(
+        default=None, gt=0, description="Cap on training images per class (quick experiments)."
+    )
+    max_test_per_class: int | None = Field(
+        default=None, gt=0, description="Cap on test images per class."
+    )
+    validation_per_class: int | None = Field(
+        default=None, gt=0, description="Training images per class held out as a validation "
+        "split (never trained on; fid_val, kld_val are measured on it, and a sweep selects on "
+        "them); null: no split. Drawn by validation_seed, the same for every trial."
+    )
+    validation_seed: Seed = Field(
+        default=0, description="Seed of the validation split: fixed, so every trial and seed of "
+        "a sweep (and a resumed trial) is validated on the same images."
+    )
     augment: bool | None = Field(
         default=None,
         description="Random horizontal flip of the real training images (seeded); "
@@ -169,12 +186,17 @@ class DataConfig(_Strict):
 class ModelConfig(_Strict):
     """The UNet (a diffusers UNet2DModel preset) and the noise schedule."""
 
-    preset: Literal["tiny", "paper", "paper_cifar"] = "tiny"
+    preset: Literal["tiny", "paper", "paper_cifar"] = Field(
+        default="tiny", description="UNet2DModel preset: tiny (CPU), paper (the paper's "
+        "Fashion-MNIST UNet), paper_cifar (its CIFAR-10 UNet)."
+    )
     timestep_spacing: Literal["trailing", "leading", "linspace"] = Field(
         default="trailing",
         description="DDIM timestep grid; 'trailing' starts few-step sampling at t=999.",
     )
-    clip_sample: bool = True
+    clip_sample: bool = Field(
+        default=True, description="Clip the x0 estimate to [-1, 1] in every DDIM step."
+    )
     zero_terminal_snr: bool = Field(
         default=True,
         description="Rescale the betas so that ᾱ at t=999 is 0 (the paper's code does).",
@@ -185,11 +207,13 @@ class StrategyConfig(_Strict):
     """A continual-learning strategy and its knobs; which knobs a strategy reads is documented
     per strategy (see cl_sweeps.strategies); the others are ignored and recorded as unused."""
 
-    name: str = "naive"
+    name: str = Field(default="naive", description="A strategy of the strategy catalog.")
     replay_ratio: float = Field(default=1.0, ge=0.0, description="Replay images per real image.")
     memory_size: int = Field(default=200, gt=0, description="ER memory capacity (images).")
     teacher_steps: int = Field(default=2, ge=1, description="DDIM steps of teacher generation.")
-    teacher_eta: float = Field(default=0.0, ge=0.0, le=1.0)
+    teacher_eta: float = Field(
+        default=0.0, ge=0.0, le=1.0, description="DDIM eta of the teacher's replay generation."
+    )
     lambd: float = Field(default=1.0, ge=0.0, description="Replay/distillation loss weight.")
     weight_replay_loss: bool = Field(
         default=True, description="Weight real 1/(t+1) and replay 1-1/(t+1) as in the paper."
@@ -200,8 +224,8 @@ class StrategyConfig(_Strict):
         description="Replay/distillation timesteps τ are drawn from [low, high) (default: all); "
         "the reference's replay_start_timestep=s is [s, 1000).",
     )
-    ewc_lambda: float = Field(default=100.0, ge=0.0)
-    si_c: float = Field(default=0.1, ge=0.0)
+    ewc_lambda: float = Field(default=100.0, ge=0.0, description="EWC penalty weight.")
+    si_c: float = Field(default=0.1, ge=0.0, description="SI penalty weight c.")
 
     @field_validator("name")
     @classmethod
@@ -246,11 +270,17 @@ class StrategyConfig(_Strict):
 class TrainConfig(_Strict):
     """Training budget and optimiser, per task."""
 
-    iterations_per_task: int | None = Field(default=None, gt=0)
-    epochs_per_task: float | None = Field(default=None, gt=0)
-    batch_size: int = Field(default=128, gt=0)
-    lr: float = Field(default=2e-4, gt=0)
-    grad_clip: float | None = Field(default=1.0, gt=0)
+    iterations_per_task: int | None = Field(
+        default=None, gt=0, description="Training iterations per task (or epochs_per_task)."
+    )
+    epochs_per_task: float | None = Field(
+        default=None, gt=0, description="Epochs over the task's training set (or iterations_per_task)."
+    )
+    batch_size: int = Field(default=128, gt=0, description="Real images per minibatch (B).")
+    lr: float = Field(default=2e-4, gt=0, description="Adam learning rate.")
+    grad_clip: float | None = Field(
+        default=1.0, gt=0, description="Gradient-norm clipping; null: off."
+    )
     reset_optimizer: bool = Field(
         default=True,
         description="A fresh Adam state at the start of every task (Avalanche rebuilds it per "
@@ -304,7 +334,9 @@ class EvaluationConfig(_Strict):
         default=10, ge=1, le=NUM_TRAIN_TIMESTEPS,
         description="DDIM steps (eta 0) of evaluation sampling (paper: 10 FMNIST, 20 CIFAR-10).",
     )
-    eval_batch_size: int = Field(default=500, gt=0)
+    eval_batch_size: int = Field(
+        default=500, gt=0, description="Images per batch when sampling for evaluation."
+    )
     fid_features: Literal["auto", "classifier", "inception"] = Field(
         default="auto", description="auto: the dataset's (classifier on digits, else Inception)."
     )
@@ -323,7 +355,7 @@ class EvaluationConfig(_Strict):
         description="Local torchvision ResNet-18 state dict (e.g. ImageNet weights, as the "
         "paper's classifier) to start resnet18 from; null: from scratch.",
     )
-    classifier_seed: Seed = 0
+    classifier_seed: Seed = Field(default=0, description="Seed of the evaluation classifier's training.")
     cache_dir: PathText | None = Field(
         default=None,
         description="Where trained classifiers are cached; default $CL_SWEEPS_CACHE or "
@@ -338,9 +370,11 @@ class EvaluationConfig(_Strict):
 class TrialConfig(_Strict):
     """One full continual sequence: data, model, strategy, budget, evaluation and where to write."""
 
-    seed: Seed = 0
+    seed: Seed = Field(default=0, description="Seeds the model, data order and noise.")
     device: str = Field(default="auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'.")
-    output_dir: PathText = "runs/trial"
+    output_dir: PathText = Field(
+        default="runs/trial", description="Where metrics, samples and checkpoints are written."
+    )
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     strategy: StrategyConfig = Field(default_factory=StrategyConfig)
