@@ -15,6 +15,9 @@ FID = "fid"
 FID_FINAL = "fid_final"
 FID_AVG = "fid_avg"
 FORGETTING = "forgetting"
+AIQ = "aiq"
+AFQ = "afq"
+FORGETTING_RATE = "fr"
 KLD = "kld"
 ARD = "ard"
 CLASSIFIER_ACCURACY = "classifier_accuracy"
@@ -82,6 +85,25 @@ METRICS: tuple[MetricSpec, ...] = (
         FORGETTING,
         "mean over tasks k < T-1 of fid_task_<k> after the last task minus fid_task_<k> right "
         "after task k was learned (NaN for a single task)",
+        AFTER_LAST_TASK,
+    ),
+    MetricSpec(
+        AIQ,
+        "CLoG's average incremental quality: mean over tasks t of the mean fid_task_<k> (k <= t) "
+        "after task t; unlike fid_avg it counts the quality along the way, not only at the end",
+        AFTER_LAST_TASK,
+    ),
+    MetricSpec(
+        AFQ,
+        "CLoG's average final quality: mean of fid_task_<k> after the last task (the same number "
+        "as fid_avg, under CLoG's name)",
+        AFTER_LAST_TASK,
+    ),
+    MetricSpec(
+        FORGETTING_RATE,
+        "CLoG's forgetting rate: mean over tasks k < T-1 of fid_task_<k> after the last task "
+        "minus its lowest fid_task_<k> before the last task (forgetting uses the value right "
+        "after task k instead, so fr >= forgetting)",
         AFTER_LAST_TASK,
     ),
     MetricSpec(

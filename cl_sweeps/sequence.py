@@ -34,7 +34,12 @@ from cl_sweeps.evaluation.compute import (
     measure_flops_per_image,
 )
 from cl_sweeps.evaluation.denoising import denoising_loss
-from cl_sweeps.evaluation.fid import fid_avg, forgetting
+from cl_sweeps.evaluation.fid import (
+    average_incremental_quality,
+    fid_avg,
+    forgetting,
+    forgetting_rate,
+)
 from cl_sweeps.evaluation.generation import GenerationEvaluator
 from cl_sweeps.metrics import task_metric
 from cl_sweeps.numerics import check_loss
@@ -253,7 +258,7 @@ class Engine:
         return Path(self.config.output_dir) / "samples"
 
     def final_metrics(self, last: dict[str, float]) -> dict[str, float]:
-        """fid_final, fid_avg and forgetting from the FID matrix of the whole sequence."""
+        """fid_final, fid_avg, forgetting and CLoG's aiq/afq/fr from the sequence's FID matrix."""
         rows = [*self.history, last]
         matrix = [
             {k: row[task_metric(M.FID_TASK, k)] for k in range(int(row[M.TASK]) + 1)}
@@ -263,6 +268,9 @@ class Engine:
             M.FID_FINAL: last[M.FID],
             M.FID_AVG: fid_avg(matrix[-1]),
             M.FORGETTING: forgetting(matrix),
+            M.AIQ: average_incremental_quality(matrix),
+            M.AFQ: fid_avg(matrix[-1]),
+            M.FORGETTING_RATE: forgetting_rate(matrix),
         }
 
     def training_tflops(self) -> float:

@@ -15,11 +15,13 @@ from cl_sweeps.evaluation.classifier import SmallCNN
 from cl_sweeps.evaluation.fid import (
     INCEPTION_WEIGHTS_OPTION,
     InceptionWeightsUnavailable,
+    average_incremental_quality,
     build_feature_extractor,
     compute_fid,
     fid_avg,
     fid_per_task,
     forgetting,
+    forgetting_rate,
 )
 
 
@@ -157,6 +159,35 @@ def test_fid_avg_and_forgetting_on_a_hand_made_matrix() -> None:
     assert forgetting(forgotten) == math.inf
     with pytest.raises(ValueError, match="lacks task 1"):
         forgetting([{0: 1.0}, {0: 2.0}, {0: 3.0, 2: 4.0}])
+
+
+def test_clog_summaries_on_a_hand_made_matrix() -> None:
+    """AIQ, AFQ (= fid_avg) and FR as CLoG defines them, computed by hand."""
+    # no task improves after it is learned: FR equals our forgetting
+    steady = [{0: 10.0}, {0: 15.0, 1: 12.0}, {0: 20.0, 1: 14.0, 2: 11.0}]
+    assert average_incremental_quality(steady) == pytest.approx((10 + 13.5 + 15) / 3)
+    assert forgetting_rate(steady) == pytest.approx(((20 - 10) + (14 - 12)) / 2)
+    assert forgetting_rate(steady) == pytest.approx(forgetting(steady))
+    # task 0 improves while task 1 is learned (FID 8 < 10): FR measures from the best value
+    improved = [{0: 10.0}, {0: 8.0, 1: 12.0}, {0: 20.0, 1: 14.0, 2: 11.0}]
+    assert average_incremental_quality(improved) == pytest.approx((10 + 10 + 15) / 3)
+    assert forgetting_rate(improved) == pytest.approx(((20 - 8) + (14 - 12)) / 2)
+    assert forgetting(improved) == pytest.approx(((20 - 10) + (14 - 12)) / 2)
+    # one task: FR is undefined, AIQ is that task's FID
+    assert math.isnan(forgetting_rate(steady[:1]))
+    assert average_incremental_quality(steady[:1]) == 10.0
+    # a task forgotten along the way makes AIQ inf even if it comes back at the end
+    assert average_incremental_quality([{0: 10.0}, {0: math.inf, 1: 12.0}]) == math.inf
+    with pytest.raises(ValueError, match="row 1 lacks tasks"):
+        average_incremental_quality([{0: 1.0}, {1: 2.0}])
+    with pytest.raises(ValueError, match="lacks task 0"):
+        forgetting_rate([{0: 1.0}, {1: 2.0}, {0: 3.0, 1: 4.0, 2: 5.0}])
+    # reported under names declared once, and usable as sweep objectives
+    from cl_sweeps import metrics
+    from cl_sweeps.sweep.schema import Objective
+
+    for name in (metrics.AIQ, metrics.AFQ, metrics.FORGETTING_RATE):
+        assert Objective(metric=name).metric == name
 
 
 def test_inception_without_network_or_path_fails_fast_and_names_the_option(

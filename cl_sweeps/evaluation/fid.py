@@ -274,3 +274,49 @@ def forgetting(fid_matrix: Sequence[Mapping[int, float]]) -> float:
             )
         rises.append(last[k] - fid_matrix[k][k])
     return sum(rises) / len(rises)
+
+
+# CLoG (Zhang et al. 2024) summarises the same per-task FID matrix a[t][k] (FID of task k after
+# training task t, k <= t) with three numbers. Their public code evaluates that matrix but leaves
+# the summaries to the paper; they are computed here from our matrix, so they inherit its
+# per-task FID (generated images assigned to a task by the evaluation classifier; CLoG generates
+# each task's classes with a label-conditioned model).
+
+
+def average_incremental_quality(fid_matrix: Sequence[Mapping[int, float]]) -> float:
+    """CLoG's AIQ: the mean over t of the mean FID of the tasks seen after task t,
+    (1/T) Σ_t (1/(t+1)) Σ_{k<=t} a[t][k]. Unlike fid_avg it rewards a model that was good
+    along the way, not only at the end (inf if any task was forgotten at any step)."""
+    if not fid_matrix:
+        raise ValueError("average_incremental_quality needs at least one row of FIDs")
+    row_means = []
+    for t, row in enumerate(fid_matrix):
+        missing = [k for k in range(t + 1) if k not in row]
+        if missing:
+            raise ValueError(f"fid_matrix row {t} lacks tasks {missing}")
+        row_means.append(sum(row[k] for k in range(t + 1)) / (t + 1))
+    return sum(row_means) / len(row_means)
+
+
+def forgetting_rate(fid_matrix: Sequence[Mapping[int, float]]) -> float:
+    """CLoG's FR: the mean over k < T-1 of a[T-1][k] − min_{k <= t < T-1} a[t][k], the rise of
+    each earlier task's final FID above the best FID it had before the last task (the forgetting
+    measure of Chaudhry et al. 2018, FID lower-is-better). `forgetting` compares with
+    a[k][k] instead, right after learning k: FR >= forgetting, equal when no task improved after
+    it was learned. NaN for a single task; inf entries follow IEEE arithmetic as in
+    `forgetting` (a task forgotten at every step gives NaN)."""
+    num_tasks = len(fid_matrix)
+    if num_tasks == 0:
+        raise ValueError("forgetting_rate needs at least one row of FIDs")
+    if num_tasks == 1:
+        return math.nan
+    last = fid_matrix[-1]
+    rises = []
+    for k in range(num_tasks - 1):
+        earlier = [fid_matrix[t].get(k) for t in range(k, num_tasks - 1)]
+        if None in earlier or k not in last:
+            raise ValueError(
+                f"fid_matrix lacks task {k}: needed in rows {k}..{num_tasks - 1}"
+            )
+        rises.append(last[k] - min(earlier))
+    return sum(rises) / len(rises)
