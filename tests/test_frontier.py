@@ -28,7 +28,7 @@ from cl_sweeps.frontier import (
     read_sweep_dir,
 )
 from cl_sweeps.frontier.pareto import frontier_order
-from cl_sweeps.frontier.table import aggregate_configs, mean_std, trials_table
+from cl_sweeps.frontier.table import aggregate_configs, mean_sem, mean_std, trials_table
 from cl_sweeps.records import SweepSource, TrialRecord
 
 # ---------------------------------------------------------------- Pareto on hand-made points
@@ -123,6 +123,17 @@ def test_mean_std_skips_missing_and_nan_keeps_inf() -> None:
     assert mean == math.inf and math.isnan(std) and n == 2
     assert fmt_mean_std(mean, std) == "inf"
     assert mean_std([])[2] == 0 and fmt_mean_std(*mean_std([])[:2]) == "–"
+
+
+def test_mean_sem_is_the_reference_reports_standard_error() -> None:
+    """The paper's ± : np.std (ddof=0) / sqrt(n), as in its utils/generate_report_cl.py."""
+    values = [21.3, 25.0, 30.1]
+    mean, sem, n = mean_sem(values)
+    assert (mean, n) == (pytest.approx(np.mean(values)), 3)
+    assert sem == pytest.approx(np.std(values) / np.sqrt(3))  # numpy's default ddof is 0
+    assert sem == pytest.approx(np.std(values, ddof=1) * np.sqrt(2 / 3) / np.sqrt(3))
+    assert sem == pytest.approx(0.4714 * mean_std(values)[1], rel=1e-3)
+    assert math.isnan(mean_sem([7.0])[1]) and math.isnan(mean_sem([1.0, math.inf])[1])
 
 
 def test_aggregate_configs_groups_seed_replicas() -> None:
