@@ -146,10 +146,12 @@ def _add_sweep_source(parser: argparse.ArgumentParser) -> None:
 
 def _frontier_of(args: argparse.Namespace, objectives: tuple[str, ...]) -> Frontier:
     from cl_sweeps.frontier import compute_frontier, load_source
+    from cl_sweeps.frontier.build import on_validation
 
     source = load_source(args.sweep_dir, args.experiment, args.tracking_uri, args.parent_run_id)
     if not source.records:
         raise LookupError(f"no trials found in {source.description}")
+    objectives = on_validation(objectives, source)
     frontier = compute_frontier(source, objectives)
     unknown = [name for name in objectives if name not in frontier.trials.column_names]
     if unknown:
@@ -210,6 +212,7 @@ def cmd_frontier(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from cl_sweeps.frontier import DEFAULT_OBJECTIVES, report_markdown, report_table, write_report
+    from cl_sweeps.frontier.report import report_selection
     from cl_sweeps.records import base_value
 
     try:
@@ -218,9 +221,10 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     steps = base_value(frontier.source.resolved, "strategy.teacher_steps")
-    report = report_table(frontier.trials, default_teacher_steps=steps)
-    paths = write_report(report, _out_dir(args))
-    print(report_markdown(report))
+    metrics, select_by = report_selection(frontier.trials)
+    report = report_table(frontier.trials, metrics, select_by, default_teacher_steps=steps)
+    paths = write_report(report, _out_dir(args), metrics, select_by)
+    print(report_markdown(report, metrics, select_by))
     print("files:\n" + "\n".join(f"  {p}" for p in paths.values()))
     _log_on_parent_run(args, frontier.source, list(paths.values()))
     return 0

@@ -19,6 +19,9 @@ AIQ = "aiq"
 AFQ = "afq"
 FORGETTING_RATE = "fr"
 KLD = "kld"
+FID_VAL = "fid_val"
+KLD_VAL = "kld_val"
+FID_FINAL_VAL = "fid_final_val"
 ARD = "ard"
 CLASSIFIER_ACCURACY = "classifier_accuracy"
 TRAIN_TFLOPS = "train_tflops"
@@ -40,6 +43,22 @@ COST_METRICS = (
     TRAIN_TFLOPS, TASK_TRAIN_TFLOPS, REUSED_TRAIN_TFLOPS, EVAL_TFLOPS, TRAIN_SECONDS,
     REPLAY_GENERATION_SECONDS, EVAL_SECONDS, ACCELERATOR_SECONDS, PEAK_MEMORY_MB,
 )
+
+
+# A quality metric -> the same measured on the validation split (data.validation_per_class).
+VALIDATION_FORMS = {FID: FID_VAL, KLD: KLD_VAL, FID_FINAL: FID_FINAL_VAL}
+
+
+def validation_form(name: str) -> str | None:
+    """The validation counterpart of a test metric (fid_final -> fid_final_val), else None."""
+    return VALIDATION_FORMS.get(name)
+
+
+def per_task_form(name: str) -> str:
+    """What an after-the-last-task objective is after every task (fid_final -> fid,
+    fid_final_val -> fid_val; ASHA compares trials on it); a per-task metric stays itself."""
+    stem = name.replace("_final", "", 1)
+    return stem if stem != name and is_per_task_metric(stem) else name
 
 
 def is_cost_metric(name: str) -> bool:
@@ -110,6 +129,18 @@ METRICS: tuple[MetricSpec, ...] = (
         KLD,
         "KL(true class histogram of the seen test data ‖ histogram of the classes the evaluation "
         "classifier predicts for the generated images), +1e-8 smoothing",
+        AFTER_EACH_TASK,
+    ),
+    MetricSpec(
+        FID_VAL,
+        "stream FID of the same generated images vs the validation images of all seen tasks "
+        "(data.validation_per_class; absent without a split)",
+        AFTER_EACH_TASK,
+    ),
+    MetricSpec(FID_FINAL_VAL, "fid_val after the last task", AFTER_LAST_TASK),
+    MetricSpec(
+        KLD_VAL,
+        "kld against the class histogram of the seen validation images (absent without a split)",
         AFTER_EACH_TASK,
     ),
     MetricSpec(ARD, "absolute ratio difference ½ Σ_c abs(ρ_true(c) − ρ_gen(c))", AFTER_EACH_TASK),

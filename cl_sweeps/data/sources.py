@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from cl_sweeps.config import DataConfig
 from cl_sweeps.data.catalog import DatasetInfo
 from cl_sweeps.data.idx import IDX_MAGIC, DataError, find_idx_file, missing_idx_message, read_idx
+from cl_sweeps.data.validation import held_out_index
 
 DIGITS_TEST_FRACTION = 0.2
 DIGITS_SPLIT_SEED = 0  # fixed: the train/test split never changes between trials
@@ -53,6 +54,7 @@ class SourceData:
     num_classes: int
     channels: int
     image_size: int
+    validation: ImageSet | None = None  # held out of train (data.validation_per_class)
 
 
 def _to_unit_range(images: torch.Tensor, max_value: float, size: int) -> torch.Tensor:
@@ -182,6 +184,14 @@ def _cap_per_class(images: ImageSet, cap: int | None, seed: int) -> ImageSet:
     return images.subset(torch.cat(keep).sort().values)
 
 
+def hold_out(train: ImageSet, per_class: int, seed: int) -> tuple[ImageSet, ImageSet]:
+    """(train without the validation split, the validation split); see data/validation.py."""
+    held = held_out_index(train.labels, per_class, seed)
+    keep = torch.ones(len(train), dtype=torch.bool)
+    keep[held] = False
+    return train.subset(keep.nonzero().flatten()), train.subset(held)
+
+
 def load_source(config: DataConfig) -> SourceData:
     """Load a dataset's splits as tensors in [-1, 1] at the configured image size."""
     size = config.resolved_image_size()
@@ -192,6 +202,9 @@ def load_source(config: DataConfig) -> SourceData:
         train, test = load(config.info, config.data_root or "", config.download, size)
     train = _cap_per_class(train, config.max_train_per_class, DIGITS_SPLIT_SEED)
     test = _cap_per_class(test, config.max_test_per_class, DIGITS_SPLIT_SEED + 1)
+    validation = None
+    if config.validation_per_class is not None:
+        train, validation = hold_out(train, config.validation_per_class, config.validation_seed)
     num_classes = config.info.num_classes
     largest = int(max(train.labels.max(), test.labels.max()))
     if largest >= num_classes:
@@ -204,4 +217,5 @@ def load_source(config: DataConfig) -> SourceData:
         num_classes=num_classes,
         channels=train.images.shape[1],
         image_size=size,
+        validation=validation,
     )

@@ -20,6 +20,7 @@ class TaskStream:
     num_classes: int
     channels: int
     image_size: int
+    validation: list[ImageSet] | None = None  # per task, when the data has a validation split
 
     def __len__(self) -> int:
         return len(self.task_classes)
@@ -28,10 +29,15 @@ class TaskStream:
         return [c for classes in self.task_classes[: task_index + 1] for c in classes]
 
     def seen_test(self, task_index: int) -> ImageSet:
-        parts = self.test[: task_index + 1]
-        return ImageSet(
-            torch.cat([p.images for p in parts]), torch.cat([p.labels for p in parts])
-        )
+        return _concat(self.test[: task_index + 1])
+
+    def seen_validation(self, task_index: int) -> ImageSet | None:
+        """The validation images of the tasks seen so far (None without a split)."""
+        return None if self.validation is None else _concat(self.validation[: task_index + 1])
+
+
+def _concat(parts: list[ImageSet]) -> ImageSet:
+    return ImageSet(torch.cat([p.images for p in parts]), torch.cat([p.labels for p in parts]))
 
 
 def build_task_stream(config: DataConfig, source: SourceData) -> TaskStream:
@@ -44,4 +50,6 @@ def build_task_stream(config: DataConfig, source: SourceData) -> TaskStream:
         num_classes=source.num_classes,
         channels=source.channels,
         image_size=source.image_size,
+        validation=None if source.validation is None
+        else [source.validation.of_classes(c) for c in task_classes],
     )

@@ -166,6 +166,11 @@ class GenerationEvaluator:
         )
         for k, value in per_task.items():
             metrics[task_metric(M.FID_TASK, k)] = value
+        validation = self.stream.seen_validation(task_index)
+        if validation is not None:  # the same samples, scored against held-out training images
+            val_hist = class_histogram(validation.labels, self.stream.num_classes)
+            metrics[M.FID_VAL] = compute_fid(validation.images, samples, self.extractor, batch)
+            metrics[M.KLD_VAL] = kld(val_hist, gen_hist)
         self.grid_samples = samples[: self.settings.sample_grid_size]
         self.write_grid(self.grid_samples, task_index, metrics[M.FID], sample_dir)
         return metrics

@@ -21,7 +21,7 @@ from cl_sweeps.frontier.table import (
     param_columns,
     trials_table,
 )
-from cl_sweeps.metrics import is_cost_metric
+from cl_sweeps.metrics import VALIDATION_FORMS, is_cost_metric, validation_form
 from cl_sweeps.records import SweepSource, read_sweep_dir
 
 STRATEGY = "strategy.name"
@@ -72,6 +72,26 @@ class Frontier:
 def objectives_for(third_objective: str | None = None) -> tuple[str, ...]:
     """(train_tflops, fid_final), plus an optional third objective such as kld."""
     return DEFAULT_OBJECTIVES + ((third_objective,) if third_objective else ())
+
+
+def on_validation(objectives: Sequence[str], source: SweepSource) -> tuple[str, ...]:
+    """The objectives a sweep with a validation split chose on (fid_final -> fid_final_val),
+    when its trials report them; else the objectives as given."""
+    forms = {name: validation_form(name) for name in objectives}
+    reported = {name for record in source.records for name in record.final}
+    if not any(form in reported for form in forms.values() if form):
+        return tuple(objectives)
+    return tuple(forms[name] or name for name in objectives)
+
+
+def selection_note(frontier: Frontier) -> str:
+    """Says which metrics chose and which report, when the objectives are validation ones."""
+    chosen = [name for name in frontier.objectives if name in VALIDATION_FORMS.values()]
+    if not chosen:
+        return ""
+    tests = [name for name, form in VALIDATION_FORMS.items() if form in chosen]
+    return (f"chosen on the validation split ({', '.join(chosen)}); the test metrics beside "
+            f"them ({', '.join(dict.fromkeys(tests + list(SHOWN_METRICS)))}) report the choice")
 
 
 def compute_frontier(
@@ -222,8 +242,9 @@ def frontier_table_text(frontier: Frontier, all_configs: bool = False) -> str:
         keys = frontier._by_objectives(configs)
         configs = configs.sort_by(keys) if keys else configs
     body = configs_table_text(frontier, configs, pareto_column=all_configs)
-    noise = noise_line(frontier)
-    return f"{summary_line(frontier)}\n{body or NO_CONFIG}" + (f"\n{noise}" if noise else "")
+    notes = "".join(f"\n{line}" for line in (selection_note(frontier), noise_line(frontier))
+                    if line)
+    return f"{summary_line(frontier)}\n{body or NO_CONFIG}{notes}"
 
 
 NO_CONFIG = "(no configuration with complete, finite results)"

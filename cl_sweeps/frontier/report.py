@@ -22,6 +22,15 @@ from cl_sweeps.frontier.table import mean_std, param_columns
 from cl_sweeps.strategies.catalog import strategy_knobs
 
 REPORT_METRICS = ("fid_final", "kld", "forgetting", "train_tflops")
+VALIDATION_METRICS = ("fid_final_val", "kld_val")  # with a split: chosen on, shown first
+
+
+def report_selection(trials: pa.Table) -> tuple[tuple[str, ...], str]:
+    """(metrics, select_by): with a validation split, each row's configuration is chosen on
+    fid_final_val and the test metrics beside it report the choice; else on fid_final."""
+    if VALIDATION_METRICS[0] in trials.column_names:
+        return VALIDATION_METRICS + REPORT_METRICS, VALIDATION_METRICS[0]
+    return REPORT_METRICS, "fid_final"
 STRATEGY = "strategy.name"
 TEACHER_STEPS = "strategy.teacher_steps"
 # The paper's order: baselines, replay, then the distillation variants.
@@ -110,7 +119,9 @@ def report_table(
     return pa.table({k: pa.array(v, types.get(k, pa.string())) for k, v in out.items()})
 
 
-def report_markdown(report: pa.Table, metrics: Sequence[str] = REPORT_METRICS) -> str:
+def report_markdown(
+    report: pa.Table, metrics: Sequence[str] = REPORT_METRICS, select_by: str = "fid_final"
+) -> str:
     """The report as a Markdown table with a note on what the numbers are."""
     headers = ["strategy", "teacher steps", "n"] + [HEADER_NAMES.get(m, m) for m in metrics]
     headers.append("settings (of configurations tried)")
@@ -122,19 +133,23 @@ def report_markdown(report: pa.Table, metrics: Sequence[str] = REPORT_METRICS) -
         rows.append(cells)
     note = (
         "Mean ± std (ddof=1) over seeds after the last task; '± –': a single seed; 'inf': a seed "
-        "diverged. Complete trials only; per row the configuration with the lowest mean fid_final."
+        f"diverged. Complete trials only; per row the configuration with the lowest mean "
+        f"{select_by}."
     )
+    if select_by.endswith("_val"):
+        note += " Chosen on the validation split (*_val); the other columns are test metrics."
     return f"{markdown_table(headers, rows)}\n\n{note}\n"
 
 
 def write_report(
-    report: pa.Table, out_dir: str | Path, metrics: Sequence[str] = REPORT_METRICS
+    report: pa.Table, out_dir: str | Path, metrics: Sequence[str] = REPORT_METRICS,
+    select_by: str = "fid_final",
 ) -> dict[str, Path]:
     """report.md and report.csv (the CSV keeps mean, std and n as separate numeric columns)."""
     from cl_sweeps.results import atomic_write
 
     out = Path(out_dir)
-    text = report_markdown(report, metrics)
+    text = report_markdown(report, metrics, select_by)
     return {
         "markdown": atomic_write(out / "report.md", lambda p: p.write_text(text)),
         "csv": atomic_write(out / "report.csv", lambda p: pacsv.write_csv(report, p)),

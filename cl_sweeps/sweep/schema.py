@@ -42,7 +42,14 @@ from cl_sweeps.config import (
 from cl_sweeps.config import _Strict as StrictModel
 from cl_sweeps.credentials import is_well_formed, redact_uri, uri_has_secret
 from cl_sweeps.documents import shorten
-from cl_sweeps.metrics import METRIC_NAMES, is_known_metric, is_per_task_metric, task_of_metric
+from cl_sweeps.metrics import (
+    METRIC_NAMES,
+    is_known_metric,
+    is_per_task_metric,
+    per_task_form,
+    task_of_metric,
+    validation_form,
+)
 from cl_sweeps.strategies.catalog import strategy_names
 from cl_sweeps.sweep.space import (
     MAX_GRID_POINTS,
@@ -462,6 +469,16 @@ class SweepConfig(StrictModel):
                     spec = {"type": "choice", **spec}
             result[key] = spec
         return result
+    @model_validator(mode="after")
+    def _select_on_validation(self) -> SweepConfig:
+        """With a validation split (base data.validation_per_class), the objectives are
+        measured on it (fid_final -> fid_final_val, kld -> kld_val): Optuna, ASHA/MO-ASHA and
+        the frontier choose on validation images, and the test metrics report the choice."""
+        if self.base.data.validation_per_class is not None:
+            for objective in self.objectives:
+                objective.metric = validation_form(objective.metric) or objective.metric
+        return self
+
     # --- derived views (used by validation and by the sweep layer) ---------------------------
     def seed_list(self) -> list[int]:
         """The seeds every configuration is replicated over (default: the base seed)."""
@@ -474,11 +491,7 @@ class SweepConfig(StrictModel):
     def scheduler_objectives(self) -> list[tuple[str, str]]:
         """MO-ASHA: (per-task metric, mode) of each objective (fid_final -> fid; a metric
         already reported after every task, such as train_tflops, stays itself)."""
-        pairs = []
-        for objective in self.objectives:
-            stem = objective.metric.removesuffix("_final")
-            pairs.append((stem if is_per_task_metric(stem) else objective.metric, objective.mode))
-        return pairs
+        return [(per_task_form(o.metric), o.mode) for o in self.objectives]
 
     def scheduler_metric(self) -> tuple[str, str] | None:
         """(metric, mode) of the ASHA scheduler, defaults filled in; None without a scheduler
@@ -490,8 +503,7 @@ class SweepConfig(StrictModel):
         first = self.objectives[0]
         metric = self.scheduler.metric
         if metric is None:
-            stem = first.metric.removesuffix("_final")
-            metric = stem if is_per_task_metric(stem) else first.metric
+            metric = per_task_form(first.metric)
         return metric, self.scheduler.mode or first.mode
 
 

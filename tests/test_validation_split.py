@@ -1,0 +1,72 @@
+"""The validation split: held out of the training images, disjoint from train and test, the same
+for every trial; measured with the same samples; chosen on by a sweep."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cl_sweeps.config import DataConfig
+from cl_sweeps.data import build_task_stream, load_source
+from cl_sweeps.data.idx import DataError
+from cl_sweeps.data.sources import ImageSet, hold_out
+from cl_sweeps.metrics import per_task_form
+from cl_sweeps.sweep.schema import parse_sweep_config
+
+
+def numbered(count: int, classes: int) -> ImageSet:
+    """Images whose single pixel is their index: where an image went is exactly known."""
+    return ImageSet(torch.arange(count, dtype=torch.float32).view(-1, 1, 1, 1),
+                    torch.arange(count) % classes)
+
+
+def ids(images: ImageSet) -> set[int]:
+    return set(images.images.flatten().long().tolist())
+
+
+def test_hold_out_is_disjoint_per_class_seeded_and_complete() -> None:
+    train = numbered(100, 5)
+    kept, validation = hold_out(train, 3, seed=0)
+    assert ids(kept).isdisjoint(ids(validation)) and ids(kept) | ids(validation) == set(range(100))
+    assert torch.bincount(validation.labels).tolist() == [3] * 5
+    again = hold_out(train, 3, seed=0)[1]
+    assert torch.equal(again.images, validation.images)  # stable: a resumed trial sees the same
+    assert not torch.equal(hold_out(train, 3, seed=1)[1].images, validation.images)
+    with pytest.raises(DataError, match=r"data.validation_per_class=20: class 0 has only 20"):
+        hold_out(train, 20, seed=0)
+
+
+def rows(images: torch.Tensor) -> set[bytes]:
+    return {row.numpy().tobytes() for row in images.flatten(1)}
+
+
+def test_digits_validation_is_disjoint_from_train_and_test() -> None:
+    plain = load_source(DataConfig(dataset="digits"))
+    split = load_source(DataConfig(dataset="digits", validation_per_class=36))
+    assert plain.validation is None
+    validation = split.validation
+    assert torch.bincount(validation.labels).tolist() == [36] * 10  # as many as test (35-37)
+    assert len(split.train) + len(validation) == len(plain.train)
+    assert torch.equal(split.test.images, plain.test.images)  # test untouched
+    # by content: no validation image is also a training or a test image
+    train_rows, test_rows = rows(split.train.images), rows(split.test.images)
+    assert not [r for r in rows(validation.images) if r in train_rows or r in test_rows]
+    stream = build_task_stream(DataConfig(dataset="digits", validation_per_class=36), split)
+    assert [sorted(v.labels.unique().tolist()) for v in stream.validation] == stream.task_classes
+    assert len(stream.seen_validation(1)) == 4 * 36 and build_task_stream(
+        DataConfig(dataset="digits"), plain).seen_validation(0) is None
+
+
+def test_a_sweep_with_a_split_chooses_on_validation_metrics() -> None:
+    sweep = {"base": {"data": {"dataset": "digits", "validation_per_class": 10}},
+             "objectives": {"fid_final": "min", "train_tflops": "min", "kld": "min"},
+             "scheduler": "moasha"}
+    parsed = parse_sweep_config(sweep)
+    assert [o.metric for o in parsed.objectives] == ["fid_final_val", "train_tflops", "kld_val"]
+    assert parsed.scheduler_objectives() == [
+        ("fid_val", "min"), ("train_tflops", "min"), ("kld_val", "min")]
+    asha = parse_sweep_config({**sweep, "scheduler": "asha"})
+    assert asha.scheduler_metric() == ("fid_val", "min")
+    plain = parse_sweep_config({**sweep, "base": {"data": {"dataset": "digits"}}})
+    assert [o.metric for o in plain.objectives] == ["fid_final", "train_tflops", "kld"]
+    assert per_task_form("fid_final") == "fid" and per_task_form("train_tflops") == "train_tflops"
