@@ -15,6 +15,7 @@ Layout of a sweep's output_dir (see the README's "Sweep output"):
     ray/
     frontier/                tables, plots and summary of the end-of-sweep frontier
     trials/<trial_id>/       params.json  status.json  metrics.jsonl  metrics.parquet
+                             feasibility.json (with `constraints:`, once its configuration ended)
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 
 PARAMS_FILE = "params.json"
 STATUS_FILE = "status.json"
+FEASIBILITY_FILE = "feasibility.json"
 SWEEP_FILE = "sweep.yaml"
 RESOLVED_FILE = "sweep_resolved.yaml"
 
@@ -60,6 +62,8 @@ ERROR_TAG = "error"
 RESTARTS_TAG = "restarts"  # how often a trial's run was continued after a failure
 OUTPUT_DIR_TAG = "output_dir"  # the parent run's sweep directory
 OPTUNA_STORAGE_TAG = "optuna_storage"
+FEASIBLE_TAG = "feasible"  # "true"/"false": the configuration keeps the sweep's constraints
+VIOLATIONS_TAG = "violations"  # what it breaks ('; '-joined), with `feasible: false`
 
 # Metrics whose whole per-task history a record keeps (the others keep only their last value):
 # the ones a frontier or a per-task plot needs, not all of them × T.
@@ -151,6 +155,7 @@ class TrialRecord:
     series: dict[str, dict[int, float]] = field(default_factory=dict)  # metric -> task -> value
     tasks_done: int = 0
     num_tasks: int | None = None  # tasks the trial's sequence has (None: not recorded)
+    violations: list[str] | None = None  # constraints its configuration breaks (None: not judged)
 
 
 def compute_spent(trials: list[TrialRecord]) -> dict[str, float]:
@@ -208,6 +213,13 @@ def write_status(directory: Path, status: str, error: str | None = None) -> None
     if status not in STATUSES:
         raise ValueError(f"unknown trial status {status!r}; allowed: {', '.join(STATUSES)}")
     write_json(directory / STATUS_FILE, {"status": status, "error": error})
+
+
+def write_feasibility(directory: Path, violations: list[str]) -> None:
+    """feasibility.json: whether the trial's configuration (judged on its seeds' mean,
+    cl_sweeps/constraints.py) keeps the sweep's constraints, and what it breaks."""
+    write_json(directory / FEASIBILITY_FILE, {"feasible": not violations,
+                                              "violations": violations})
 
 
 def read_history(directory: Path) -> list[dict[str, Any]]:
@@ -289,6 +301,7 @@ def read_trial(directory: Path) -> TrialRecord:
         status = UNKNOWN
     final, series, tasks_done = records_from_rows(_metric_rows(directory))
     num_tasks = meta.get("num_tasks")
+    feasibility = _read_json(directory / FEASIBILITY_FILE)
     return TrialRecord(
         trial_id=str(meta.get("trial_id") or directory.name),
         config_key=str(meta.get("config_key") or config_key(params)),
@@ -300,6 +313,7 @@ def read_trial(directory: Path) -> TrialRecord:
         series=series,
         tasks_done=tasks_done,
         num_tasks=num_tasks if isinstance(num_tasks, int) else None,
+        violations=None if feasibility is None else list(feasibility.get("violations") or []),
     )
 
 
@@ -310,6 +324,16 @@ def read_trials(trials_dir: Path) -> list[TrialRecord]:
     return [
         read_trial(d) for d in sorted(trials_dir.iterdir())
         if d.is_dir() and not d.name.startswith(".")
+    ]
+
+
+def trials_of_config(trials_dir: Path, key: str) -> list[TrialRecord]:
+    """The recorded trials of one configuration (its seed replicas), found by params.json."""
+    if not trials_dir.is_dir():
+        return []
+    return [
+        read_trial(d) for d in sorted(trials_dir.iterdir())
+        if d.is_dir() and (_read_json(d / PARAMS_FILE) or {}).get("config_key") == key
     ]
 
 

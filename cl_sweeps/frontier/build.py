@@ -4,12 +4,19 @@ and say it in a few lines of text (what `cl-sweeps frontier` and the end of a sw
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
+from cl_sweeps.constraints import (
+    FEASIBLE_COLUMN,
+    VIOLATIONS_COLUMN,
+    Constraint,
+    constraints_from,
+    violations,
+)
 from cl_sweeps.formatting import fmt_mean_std, fmt_number, short_name, text_table
 from cl_sweeps.frontier.bootstrap import SeedNoise, intervals_overlap, seed_noise
 from cl_sweeps.frontier.hypervolume import hypervolume, reference_point
@@ -51,6 +58,7 @@ class Frontier:
     reference: tuple[float, ...] | None = None  # the reference point of `hypervolume`
     modes: tuple[str, ...] = ()  # "min"/"max" per objective; empty: all minimised
     noise: SeedNoise | None = None  # seed bootstrap; None: no configuration has two seeds
+    constraints: tuple[Constraint, ...] = ()  # the sweep's; infeasible configs are off the front
 
     def mode(self, index: int) -> str:
         return self.modes[index] if self.modes else "min"
@@ -98,36 +106,69 @@ def compute_frontier(
     source: SweepSource,
     objectives: Sequence[str] = DEFAULT_OBJECTIVES,
     modes: Sequence[str] | None = None,
+    constraints: Sequence[Constraint] | None = None,
 ) -> Frontier:
     """Trials table -> seed aggregates -> Pareto flag over the objectives' seed means. `modes`
     ("min"/"max" per objective, default all "min"): a maximised objective is negated for the
-    Pareto set and the hypervolume (whose reference point is then in negated units)."""
+    Pareto set and the hypervolume (whose reference point is then in negated units).
+    `constraints` (default: the resolved sweep's): a configuration whose seed means break one
+    is marked infeasible and left out of the Pareto set, the hypervolume and the bootstrap."""
     objectives = tuple(objectives)
+    if constraints is None:
+        constraints = constraints_from((source.resolved or {}).get("constraints"))
+    constraints = tuple(constraints)
     modes = tuple(modes) if modes else ()
     if modes and (len(modes) != len(objectives) or set(modes) - {"min", "max"}):
         raise ValueError(f"modes {modes} must be 'min' or 'max', one per objective {objectives}")
     trials = trials_table(source.records, objectives)
-    configs = aggregate_configs(trials)
+    configs = with_feasibility(aggregate_configs(trials), constraints)
     signs = np.array([-1.0 if modes and modes[i] == "max" else 1.0 for i in range(len(objectives))])
     volume, reference, noise = None, None, None
-    if configs.num_rows:
+    mask = np.zeros(configs.num_rows, dtype=bool)
+    feasible = np.flatnonzero(configs.column(FEASIBLE_COLUMN).to_numpy(zero_copy_only=False))
+    if len(feasible):
         points = np.column_stack([
             sign * configs.column(f"{name}_mean").to_numpy(zero_copy_only=False)
             for sign, name in zip(signs, objectives)
-        ])
-        mask = pareto_mask(points)
+        ])[feasible]
+        mask[feasible] = pareto_mask(points)
         ref = reference_point(points)
         volume, reference = hypervolume(points, ref), tuple(float(v) for v in ref)
-        replicas = [values * signs for values in seed_replicas(trials, configs, objectives)]
-        noise = seed_noise(replicas, ref)
-    else:
-        mask = np.zeros(0, dtype=bool)
+        replicas = seed_replicas(trials, configs, objectives)
+        noise = seed_noise([replicas[i] * signs for i in feasible], ref)
+        noise = spread_noise(noise, feasible, configs.num_rows)
     configs = configs.append_column("pareto", pa.array(mask, pa.bool_()))
     configs = with_noise_columns(configs, objectives, signs, noise)
     return Frontier(
         trials, configs, objectives, excluded_counts(trials), source, volume, reference, modes,
-        noise,
+        noise, constraints,
     )
+
+
+def with_feasibility(configs: pa.Table, constraints: Sequence[Constraint]) -> pa.Table:
+    """`feasible` and `violations` columns: each configuration's seed means judged by the
+    constraints (all feasible without any)."""
+    broken = []
+    for row in configs.to_pylist():
+        means = {c.metric: row.get(f"{c.metric}_mean") for c in constraints}
+        broken.append(violations(list(constraints), {
+            m: float("nan") if v is None else v for m, v in means.items()
+        }))
+    configs = configs.append_column(FEASIBLE_COLUMN, pa.array([not b for b in broken], pa.bool_()))
+    return configs.append_column(VIOLATIONS_COLUMN, pa.array(["; ".join(b) for b in broken],
+                                                             pa.string()))
+
+
+def spread_noise(noise: SeedNoise | None, rows: np.ndarray, count: int) -> SeedNoise | None:
+    """The bootstrap of the feasible configurations `rows`, as rows of all `count`: an
+    infeasible one has P(pareto) 0 and no interval."""
+    if noise is None or len(rows) == count:
+        return noise
+    p_pareto = np.zeros(count)
+    low = np.full((count, noise.low.shape[1]), np.nan)
+    high = low.copy()
+    p_pareto[rows], low[rows], high[rows] = noise.p_pareto, noise.low, noise.high
+    return replace(noise, p_pareto=p_pareto, low=low, high=high)
 
 
 def seed_replicas(
@@ -201,6 +242,10 @@ def summary_line(frontier: Frontier) -> str:
         f"({', '.join(frontier.objectives)}); {frontier.trials.num_rows} trials, {included} "
         f"included; excluded: {excluded}"
     )
+    if frontier.constraints:
+        rules = ", ".join(c.describe() for c in frontier.constraints)
+        line += (f"; constraints {rules}: {len(infeasible_keys(frontier))} configurations "
+                 "infeasible (off the Pareto set and the hypervolume)")
     if frontier.hypervolume is not None and frontier.reference is not None:
         ref = ", ".join(fmt_number(v) for v in frontier.reference)
         line += f"; hypervolume {fmt_number(frontier.hypervolume)}"
@@ -210,6 +255,13 @@ def summary_line(frontier: Frontier) -> str:
             line += f" ({percent(noise.level)} interval over seeds [{low}, {high}])"
         line += f" (reference ({ref}))"
     return line
+
+
+def infeasible_keys(frontier: Frontier) -> list[str]:
+    """Config keys of the configurations that break a constraint."""
+    configs = frontier.configs
+    return [key for key, ok in zip(configs.column("config_key").to_pylist(),
+                                   configs.column(FEASIBLE_COLUMN).to_pylist()) if not ok]
 
 
 def percent(level: float) -> str:
@@ -264,6 +316,8 @@ def configs_table_text(frontier: Frontier, configs: pa.Table, pareto_column: boo
     headers = [short_name(p) for p in params] + ["n"] + metrics
     if pareto_column:
         headers.append("pareto")
+    if frontier.constraints and pareto_column:
+        headers.append("breaks")
     if frontier.noise is not None:
         headers.append("P(pareto)")
     rows = []
@@ -272,6 +326,8 @@ def configs_table_text(frontier: Frontier, configs: pa.Table, pareto_column: boo
         cells += [fmt_mean_std(row[f"{m}_mean"], row[f"{m}_std"]) for m in metrics]
         if pareto_column:
             cells.append("*" if row["pareto"] else "")
+        if frontier.constraints and pareto_column:
+            cells.append(row[VIOLATIONS_COLUMN])
         if frontier.noise is not None:
             cells.append(fmt_probability(row[P_PARETO]))
         rows.append(cells)
@@ -286,8 +342,8 @@ def quality_objective(frontier: Frontier) -> int:
 def best_per_strategy(frontier: Frontier) -> pa.Table:
     """Each strategy's best configuration on the first quality objective (seed means; ties go
     to the better one on the other objectives), best first: what a sweep found for every
-    strategy, also for those a cheaper one dominates."""
-    configs = frontier.configs
+    strategy, also for those a cheaper one dominates. Only feasible configurations compete."""
+    configs = frontier.configs.filter(frontier.configs.column(FEASIBLE_COLUMN))
     if not configs.num_rows or STRATEGY not in configs.column_names:
         return configs.slice(0, 0)
     keys = frontier._by_objectives(configs)
@@ -318,7 +374,8 @@ def best_per_strategy_text(frontier: Frontier) -> str:
     tried = set(frontier.trials.column(STRATEGY).to_pylist()) - {None}
     missing = sorted(tried - set(best.column(STRATEGY).to_pylist()))
     if missing:
-        text += f"\nno complete trial with finite objectives: {', '.join(missing)}"
+        kept = " keeping the constraints" if frontier.constraints else ""
+        text += f"\nno complete trial with finite objectives{kept}: {', '.join(missing)}"
     return text
 
 

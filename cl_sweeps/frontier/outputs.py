@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from cl_sweeps.constraints import FEASIBLE_COLUMN, VIOLATIONS_COLUMN
 from cl_sweeps.frontier.build import (
     ONE_SEED,
     P_PARETO,
@@ -40,10 +41,24 @@ def summary_dict(frontier: Frontier) -> dict[str, Any]:
         "excluded": frontier.excluded,
         "configurations": frontier.configs.num_rows,
         "pareto_config_keys": front.column("config_key").to_pylist(),
+        **constraints_dict(frontier),
         "hypervolume": frontier.hypervolume,
         "hypervolume_reference": list(frontier.reference) if frontier.reference else None,
         "seed_noise": noise_dict(frontier),
         "source": frontier.source.description if frontier.source else None,
+    }
+
+
+def constraints_dict(frontier: Frontier) -> dict[str, Any]:
+    """The sweep's constraints and what each infeasible configuration breaks ({} without)."""
+    if not frontier.constraints:
+        return {}
+    rows = frontier.configs.select(["config_key", FEASIBLE_COLUMN, VIOLATIONS_COLUMN]).to_pylist()
+    return {
+        "constraints": {c.metric: {k: v for k, v in (("min", c.min), ("max", c.max))
+                                   if v is not None} for c in frontier.constraints},
+        "infeasible": {r["config_key"]: r[VIOLATIONS_COLUMN] for r in rows
+                       if not r[FEASIBLE_COLUMN]},
     }
 
 
@@ -117,6 +132,7 @@ def best_trials(frontier: Frontier) -> dict[str, Any]:
         ],
         "selection": "best" if len(frontier.objectives) == 1 else "pareto",
         "configurations": configurations,
+        **constraints_dict(frontier),
     }
 
 

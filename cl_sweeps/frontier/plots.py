@@ -16,6 +16,7 @@ from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
+from cl_sweeps.constraints import FEASIBLE_COLUMN, VIOLATIONS_COLUMN
 from cl_sweeps.formatting import LABEL_PARAMS, config_label, fmt_mean_std, fmt_number
 from cl_sweeps.frontier.build import P_PARETO, STRATEGY, Frontier
 from cl_sweeps.frontier.pareto import frontier_order
@@ -34,6 +35,8 @@ PALETTE = (
 
 
 MIN_OPACITY = 0.2
+INFEASIBLE = "infeasible (breaks a constraint)"  # drawn apart: grey crosses, never on the front
+INFEASIBLE_COLOUR = "#9e9e9e"
 
 
 def axis_label(name: str) -> str:
@@ -52,6 +55,10 @@ class Point:
     label: str
     pareto: bool
     row: dict[str, Any]
+
+    @property
+    def feasible(self) -> bool:
+        return bool(self.row.get(FEASIBLE_COLUMN, True))
 
     @property
     def opacity(self) -> float:
@@ -124,11 +131,12 @@ def frontier_figure(frontier: Frontier) -> Figure:
     step line, frontier points ringed, points labelled with teacher steps and replay ratio
     (those the sweep varied)."""
     points = points_of(frontier)
+    feasible = [p for p in points if p.feasible]
     colours = strategy_colours(points)
     fig = Figure(figsize=(9, 6), layout="constrained")
     ax = fig.add_subplot()
     for strategy, colour in colours.items():
-        mine = [p for p in points if p.strategy == strategy]
+        mine = [p for p in feasible if p.strategy == strategy]
         ax.errorbar(
             [p.x for p in mine], [p.y for p in mine],
             xerr=[p.xerr for p in mine], yerr=[p.yerr for p in mine],
@@ -136,11 +144,15 @@ def frontier_figure(frontier: Frontier) -> Figure:
         )
         ax.scatter([p.x for p in mine], [p.y for p in mine], label=strategy,
                    color=[to_rgba(colour, p.opacity) for p in mine], zorder=2.5)
+    infeasible = [p for p in points if not p.feasible]
+    if infeasible:
+        ax.scatter([p.x for p in infeasible], [p.y for p in infeasible], marker="x",
+                   color=INFEASIBLE_COLOUR, label=INFEASIBLE, zorder=2)
     front = [p for p in points if p.pareto]
     if front:
         ax.scatter([p.x for p in front], [p.y for p in front], s=160, facecolors="none",
                    edgecolors="black", linewidths=1.2, label="Pareto-optimal", zorder=3)
-    xs, ys = step_line(points)
+    xs, ys = step_line(feasible)
     if xs:
         ax.step(xs, ys, where="post", color="black", linestyle="--", linewidth=1.2,
                 label="frontier", zorder=2)
@@ -215,6 +227,8 @@ def _hover(p: Point, frontier: Frontier) -> str:
     lines = [f"<b>{p.strategy}</b> {p.label}", f"config {p.row['config_key']} (n={p.row['n']})"]
     if frontier.noise is not None:
         lines.append(f"P(pareto) over seed resamples: {fmt_number(p.row[P_PARETO])}")
+    if not p.feasible:
+        lines.append(f"infeasible: {p.row.get(VIOLATIONS_COLUMN)}")
     lines += [
         f"{name}: {fmt_mean_std(p.row[f'{name}_mean'], p.row[f'{name}_std'])}"
         for name in dict.fromkeys(frontier.objectives + ("fid_final", "kld"))
@@ -230,10 +244,11 @@ def frontier_plotly(frontier: Frontier) -> Any:
     import plotly.graph_objects as go
 
     points = points_of(frontier)
+    feasible = [p for p in points if p.feasible]
     colours = strategy_colours(points)
     fig = go.Figure()
     for strategy, colour in colours.items():
-        mine = [p for p in points if p.strategy == strategy]
+        mine = [p for p in feasible if p.strategy == strategy]
         fig.add_trace(go.Scatter(
             x=[p.x for p in mine], y=[p.y for p in mine], mode="markers+text", name=strategy,
             text=[p.label for p in mine], textposition="top right",
@@ -244,7 +259,14 @@ def frontier_plotly(frontier: Frontier) -> Any:
             error_y={"type": "data", "array": [p.yerr for p in mine], "visible": True},
             hovertext=[_hover(p, frontier) for p in mine], hoverinfo="text",
         ))
-    xs, ys = step_line(points)
+    infeasible = [p for p in points if not p.feasible]
+    if infeasible:
+        fig.add_trace(go.Scatter(
+            x=[p.x for p in infeasible], y=[p.y for p in infeasible], mode="markers",
+            name=INFEASIBLE, marker={"color": INFEASIBLE_COLOUR, "symbol": "x", "size": 9},
+            hovertext=[_hover(p, frontier) for p in infeasible], hoverinfo="text",
+        ))
+    xs, ys = step_line(feasible)
     if xs:
         fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name="frontier",
                                  line={"shape": "hv", "dash": "dash", "color": "black"}))

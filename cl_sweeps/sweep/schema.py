@@ -40,6 +40,7 @@ from cl_sweeps.config import (
     set_dotted,
 )
 from cl_sweeps.config import _Strict as StrictModel
+from cl_sweeps.constraints import ConstraintBounds
 from cl_sweeps.credentials import is_well_formed, redact_uri, uri_has_secret
 from cl_sweeps.documents import shorten
 from cl_sweeps.metrics import (
@@ -424,6 +425,11 @@ class SweepConfig(StrictModel):
         "(Ray Tune's reuse_actors): no new process, torch and diffusers not imported again, a "
         "GPU's CUDA context kept. Trials share no state (each builds its own from its config)."
     )
+    constraints: dict[str, ConstraintBounds] = Field(
+        default_factory=dict, description="Final metric -> {max: x} and/or {min: y} on the "
+        "configuration's seed mean; Optuna (TPE, NSGA-II, GP) searches the feasible region, "
+        "and configurations that break one are marked infeasible and kept off the Pareto set."
+    )
 
     @field_validator("scheduler", mode="before")
     @classmethod
@@ -555,6 +561,7 @@ def check_sweep(sweep: SweepConfig) -> list[str]:
     problems += _check_scheduler(sweep)
     problems += _check_resources(sweep)
     problems += _check_uris(sweep)
+    problems += _check_constraints(sweep)
     return problems
 
 
@@ -736,6 +743,25 @@ def _check_algorithm(sweep: SweepConfig) -> list[str]:
     except ConfigError as error:
         return [str(error)]
     return []
+
+
+def _check_constraints(sweep: SweepConfig) -> list[str]:
+    """Constrained metrics must exist; the sampler must be one that honours constraints
+    (random and grid never look at results, so a constraint could not steer them)."""
+    problems = []
+    for metric in sweep.constraints:
+        if not is_known_metric(metric):
+            problems.append(f"constraints.{metric}: unknown metric; allowed: "
+                            f"{', '.join(METRIC_NAMES)} (see cl_sweeps/metrics.py)")
+        else:
+            problems += _task_in_range(sweep, f"constraints.{metric}", metric)
+    algorithm = sweep.search_algorithm.name
+    if sweep.constraints and algorithm != "optuna":
+        problems.append(
+            f"constraints: search_algorithm {algorithm!r} (Optuna's RandomSampler) cannot honour "
+            "constraints; allowed: search_algorithm optuna with sampler auto, tpe, nsga2 or gp"
+        )
+    return problems
 
 
 def _check_objectives(sweep: SweepConfig) -> list[str]:

@@ -10,6 +10,10 @@ never mistaken for a finished one, so the Pareto set holds finished sequences on
 Optuna may propose a configuration again (likely with few categorical choices). A repeat is not
 run: it is told the outcome of the configuration it repeats (or FAIL while that one runs, which
 TPE ignores) and Optuna is asked again, so `num_samples` counts distinct configurations.
+
+With `constraints:`, the seeds' mean of each constrained metric is told with the objectives, as
+Optuna's constraint values (`trial.set_constraint`, cl_sweeps/constraints.py): TPE, NSGA-II and
+GP then model the feasible region; the verdict is kept per configuration (`violations`).
 """
 
 from __future__ import annotations
@@ -24,6 +28,12 @@ from typing import Any
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from cl_sweeps.constraints import (
+    constraint_metrics,
+    constraint_values,
+    constraints_from,
+    violations,
+)
 from cl_sweeps.records import FAILED, PRUNED, SEED_PARAM
 from cl_sweeps.sweep.schema import SweepConfig
 from cl_sweeps.sweep.space import (
@@ -47,12 +57,15 @@ class _Group:
     outcomes: dict[str, str | dict[str, float]] = field(default_factory=dict)
     told: str | dict[str, float] | None = None  # what Optuna was told, once it was
     twin: str | None = None  # the configuration this one repeats (not run again)
+    violations: list[str] | None = None  # constraints it breaks, once told (None: not judged)
 
 
 def trial_outcome(
-    result: dict[str, Any] | None, error: bool, metrics: list[str], tasks: int
+    result: dict[str, Any] | None, error: bool, metrics: list[str], tasks: int,
+    extra: list[str] | tuple[str, ...] = (),
 ) -> str | dict[str, float]:
-    """FAILED, PRUNED (ended before its last task or without its objectives), or the values."""
+    """FAILED, PRUNED (ended before its last task or without its objectives), or the values
+    of `metrics` and of `extra` (NaN when not reported: a constraint nothing shows is kept)."""
     if error:
         return FAILED
     if not result or int(result.get("task", -1)) < tasks - 1:
@@ -62,7 +75,8 @@ def trial_outcome(
     if missing:
         log.warning("a finished trial did not report its objectives %s", missing)
         return PRUNED
-    return {m: float(v) for m, v in values.items()}
+    found = {m: float(v) for m, v in values.items()}
+    return {**{m: float(result.get(m, math.nan)) for m in extra if m not in found}, **found}
 
 
 class SeedReplicator(Searcher):
@@ -75,6 +89,7 @@ class SeedReplicator(Searcher):
         self.seeds = sweep.seed_list()
         self.seed_keys = list(sweep.seed_keys)
         self.metrics = [o.metric for o in sweep.objectives]
+        self.constraints = constraints_from(sweep.constraints)
         self.base = sweep.base.model_dump(mode="json")
         self._queue: deque[tuple[str, int]] = deque()
         self._groups: dict[str, _Group] = {}
@@ -135,7 +150,8 @@ class SeedReplicator(Searcher):
         group = self._groups[group_id]
         params = {**group.fields, SEED_PARAM: self.seeds[0]}
         tasks = expected_tasks(self.base, params, self.seed_keys)
-        group.outcomes[trial_id] = trial_outcome(result, error, self.metrics, tasks)
+        extra = constraint_metrics(self.constraints)
+        group.outcomes[trial_id] = trial_outcome(result, error, self.metrics, tasks, extra)
         if len(group.outcomes) == group.replicas:
             self._tell(group_id, group)
 
@@ -156,7 +172,24 @@ class SeedReplicator(Searcher):
                 self.inner.on_trial_complete(group_id, None, error=True)
             else:
                 group.told = mean
+                self._set_constraints(group_id, group, outcomes)
                 self.inner.on_trial_complete(group_id, mean)
+
+    def _set_constraints(
+        self, group_id: str, group: _Group, outcomes: list[dict[str, float]]
+    ) -> None:
+        """Judge the configuration on its seeds' means and tell Optuna the constraint values
+        (they must be set before the trial is told its objectives)."""
+        if not self.constraints:
+            return
+        means = {
+            m: sum(o.get(m, math.nan) for o in outcomes) / len(outcomes)
+            for m in constraint_metrics(self.constraints)
+        }
+        group.violations = violations(self.constraints, means)
+        trial = self.inner._ot_trials[group_id]  # OptunaSearch's optuna.Trial for this id
+        for name, value in constraint_values(self.constraints, means).items():
+            trial.set_constraint(name, value)
 
     # --- Tune checkpoints the searcher so that a sweep can be resumed -------------------------
     def get_state(self) -> dict[str, Any]:

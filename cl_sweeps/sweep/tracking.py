@@ -360,6 +360,9 @@ def apply_operation(clients: _Clients, state: dict[str, Any], op: dict[str, Any]
         client.log_text(run_id, op["text"], op["file"])
     elif kind == "status":
         _set_status(client, run_id, op)
+    elif kind == "tags":
+        tags = [RunTag(k, str(v)[:_TAG_LIMIT]) for k, v in op["tags"].items()]
+        client.log_batch(run_id, tags=tags)
     else:
         raise MlflowException(f"unknown spooled operation {kind!r}", INVALID_PARAMETER_VALUE)
 
@@ -500,6 +503,17 @@ class SweepTracker:
         spool.append({
             "op": "status", "status": status, "terminal": TERMINAL[status], "error": error,
             "trial_id": trial_id, "experiment_id": self.target.experiment_id,
+            "parent_run_id": self.target.parent_run_id, "sweep_name": self.target.sweep_name,
+        })
+        self.sender.add(spool)
+
+    def tag_trial(self, trial_id: str, tags: dict[str, str]) -> None:
+        """Tags on a trial's run set by the driver (its configuration's feasibility), via its
+        spool."""
+        spool = trial_spool(self.layout.trial(trial_id), self.target)
+        spool.append({
+            "op": "tags", "tags": tags, "trial_id": trial_id,
+            "experiment_id": self.target.experiment_id,
             "parent_run_id": self.target.parent_run_id, "sweep_name": self.target.sweep_name,
         })
         self.sender.add(spool)

@@ -25,6 +25,7 @@ from ray.tune.schedulers import ASHAScheduler
 
 from cl_sweeps import records
 from cl_sweeps.config import ConfigError, num_tasks_of
+from cl_sweeps.constraints import Constraint, constraints_from
 from cl_sweeps.credentials import redact_uri
 from cl_sweeps.errors import ensure_writable
 from cl_sweeps.frontier.tracking import log_sweep_metrics
@@ -33,6 +34,7 @@ from cl_sweeps.prefix_store import PrefixStore
 from cl_sweeps.records import SweepLayout
 from cl_sweeps.results import atomic_write
 from cl_sweeps.sweep.console import QuietConsole, quiet_logs, quiet_ray_output
+from cl_sweeps.sweep.constraints import judge_configuration
 from cl_sweeps.sweep.context import SweepContext, crash_at_task_from_env, divergence
 from cl_sweeps.sweep.dashboard import SweepDashboard, ended_trials
 from cl_sweeps.sweep.entry import run_trial
@@ -57,10 +59,16 @@ log = logging.getLogger(__name__)
 
 class TrialRecorder(tune.Callback):
     """Writes trials/<id>/params.json, status.json and metrics.{jsonl,parquet} as Tune reports,
-    and spools the final status of a trial's MLflow run (a stopped trial cannot set it)."""
+    and spools the final status of a trial's MLflow run (a stopped trial cannot set it); with
+    constraints, the verdict on a configuration whose replicas all ended (sweep/constraints.py)."""
 
-    def __init__(self, context: SweepContext):
+    def __init__(
+        self, context: SweepContext, constraints: list[Constraint] | None = None,
+        replicas: int = 1,
+    ):
         self.context = context
+        self.constraints = constraints or []
+        self.replicas = replicas
 
     def _dir(self, trial: Any) -> Path:
         return self.context.layout.trial(trial.trial_id)
@@ -95,6 +103,11 @@ class TrialRecorder(tune.Callback):
         records.write_status(self._dir(trial), status, error)
         tracker = SweepTracker.for_sweep(self.context.tracking, self.context.layout)
         tracker.end_trial(trial.trial_id, status, error)
+        key = records.config_key(dict(trial.config))
+        verdict = judge_configuration(self.context.layout.trials, key, self.replicas,
+                                      self.constraints)
+        for trial_id in verdict.trial_ids if verdict else []:
+            tracker.tag_trial(trial_id, verdict.tags())
 
 
 class DriverHeartbeat(tune.Callback):
@@ -351,7 +364,7 @@ def make_tuner(
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         callbacks=[
             DriverHeartbeat(context.layout, started=time.time()),
-            TrialRecorder(context),
+            TrialRecorder(context, constraints_from(sweep.constraints), len(sweep.seed_list())),
             SweepDashboard(context.tracking, sweep.objectives, context.output_dir),
             *console,
         ],
