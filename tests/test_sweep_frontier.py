@@ -1,12 +1,14 @@
 """The sweep -> frontier/report hand-off on a real sweep that shares task 0: `cl-sweeps sweep`
-with a `--set` that changes the number of tasks, then `cl-sweeps frontier` and `cl-sweeps
-report` on its output directory.
+with a `--set` that changes the number of tasks and one that holds out a validation split, then
+`cl-sweeps frontier` and `cl-sweeps report` on its output directory.
 
 - naive, ER and generative distillation with one seed agree on everything task 0 depends on,
   so it is trained and evaluated once and reused twice; every trial still reports its full
   train_tflops, and the sweep reports what it actually spent (summary, MLflow parent run);
 - frontier and report read the resolved sweep config the sweep saved, so they see the same
-  complete trials and the same Pareto set the sweep printed at its end."""
+  complete trials and the same Pareto set the sweep printed at its end;
+- with the validation split, Optuna, the frontier and the report choose on fid_final_val and
+  show the test metrics beside it."""
 
 from __future__ import annotations
 
@@ -38,7 +40,8 @@ def test_a_sweep_sharing_task_zero_hands_off_to_frontier_and_report_after_set(
     sweep["base"]["data"]["num_tasks"] = 5  # the file says 5; --set makes it 2
     path = write_yaml(tmp_path / "handoff.yaml", sweep)
     code, log = run(
-        [CLI, "sweep", str(path), "--set", "base.data.num_tasks=2"], env,
+        [CLI, "sweep", str(path), "--set", "base.data.num_tasks=2",
+         "--set", "base.data.validation_per_class=5"], env,
         tmp_path / "sweep.log", timeout_s=900,
     )
     assert code == 0, log[-5000:]
@@ -50,6 +53,7 @@ def test_a_sweep_sharing_task_zero_hands_off_to_frontier_and_report_after_set(
     assert len(trials) == len(STRATEGIES) and all(t.num_tasks == 2 for t in trials)
     assert all(t.status == records.COMPLETED and t.tasks_done == 2 for t in trials)
     assert_task_zero_was_shared(out, log)
+    assert_chosen_on_validation(out, resolved, trials)
 
     best = json.loads(layout.best.read_text(), parse_constant=lambda c: 1 / 0)
     printed = {c["config_key"] for c in best["configurations"]}
@@ -57,7 +61,9 @@ def test_a_sweep_sharing_task_zero_hands_off_to_frontier_and_report_after_set(
     code, text = run([CLI, "frontier", "--sweep-dir", str(out), "--out", str(tmp_path / "f"),
                       "--no-log"], env, tmp_path / "frontier.log", timeout_s=300)
     assert code == 0, text[-3000:]
+    assert "chosen on the validation split (fid_final_val)" in text and "fid_final " in text
     summary = json.loads((tmp_path / "f" / "summary.json").read_text())
+    assert summary["objectives"] == ["train_tflops", "fid_final_val"]
     assert set(summary["pareto_config_keys"]) == printed
     assert summary["configurations"] == len(trials)  # every finished trial counted
     on_front = f"{len(printed)} of {summary['configurations']} configurations on the Pareto"
@@ -68,6 +74,28 @@ def test_a_sweep_sharing_task_zero_hands_off_to_frontier_and_report_after_set(
     assert code == 0, text[-3000:]
     rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
     assert {row.split("|")[1].strip() for row in rows[1:]} == set(STRATEGIES)
+    headers = [cell.strip() for cell in rows[0].split("|")]
+    assert {"fid_final_val", "kld_val", "fid_final", "kld"} <= set(headers)
+    assert "lowest mean fid_final_val" in text
+
+
+def assert_chosen_on_validation(
+    out: Path, resolved: dict, trials: list[records.TrialRecord]
+) -> None:
+    """With base.data.validation_per_class the objectives are the validation metrics; Optuna
+    was told each configuration's fid_final_val (one seed: its value), not its test FID."""
+    import optuna
+
+    assert [o["metric"] for o in resolved["objectives"]] == ["fid_final_val", "train_tflops"]
+    for trial in trials:
+        assert {"fid_final_val", "fid_val", "kld_val", "fid_final"} <= set(trial.final)
+    for directory in (out / "trials").iterdir():  # after every task, task 0's shared ones too
+        rows = [json.loads(r) for r in (directory / "metrics.jsonl").read_text().splitlines()]
+        assert all({"fid_val", "kld_val"} <= set(row) for row in rows) and len(rows) == 2
+    study = optuna.load_study(study_name="handoff", storage=f"sqlite:///{out / 'optuna.db'}")
+    told = sorted(t.values[0] for t in study.get_trials(states=[optuna.trial.TrialState.COMPLETE]))
+    assert told == pytest.approx(sorted(t.final["fid_final_val"] for t in trials))
+    assert told != pytest.approx(sorted(t.final["fid_final"] for t in trials))
 
 
 def assert_task_zero_was_shared(out: Path, log: str) -> None:
