@@ -226,6 +226,11 @@ class StrategyConfig(_Strict):
     )
     ewc_lambda: float = Field(default=100.0, ge=0.0, description="EWC penalty weight.")
     si_c: float = Field(default=0.1, ge=0.0, description="SI penalty weight c.")
+    l2_lambda: float = Field(
+        default=1.0, ge=0.0, description="L2 penalty weight on the distance to the previous "
+        "task's parameters."
+    )
+    mas_lambda: float = Field(default=1.0, ge=0.0, description="MAS penalty weight.")
 
     @field_validator("name")
     @classmethod

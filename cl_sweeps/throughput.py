@@ -121,9 +121,18 @@ class OptimizerStep:
             settings.device.type, enabled=settings.precision == "fp16"
         )
 
-    def __call__(self, loss: torch.Tensor, model: nn.Module, optimizer: torch.optim.Optimizer):
+    def __call__(
+        self,
+        loss: torch.Tensor,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        adjust: Callable[[nn.Module], None] | None = None,
+    ):
+        """`adjust(model)` may change the (still scaled) gradients before clipping and step."""
         optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        if adjust is not None:
+            adjust(model)
         if self.grad_clip is not None:
             self.scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(model.parameters(), self.grad_clip)

@@ -76,6 +76,10 @@ class Strategy:
     def loss(self, model: UNet2DModel, batch: ImageSet) -> LossOutput:
         raise NotImplementedError
 
+    def adjust_gradients(self, model: UNet2DModel) -> None:
+        """Called between the backward and the clipping and optimiser step (gradient projection
+        methods such as A-GEM change the gradient here). Gradients may carry the fp16 scale."""
+
     def after_optimizer_step(self, model: UNet2DModel) -> None:
         """Called after every optimiser step (path-integral regularisers need it)."""
 

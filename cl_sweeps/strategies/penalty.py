@@ -1,8 +1,8 @@
-"""The common base of the quadratic-penalty regularisers (EWC, SI).
+"""The common base of the quadratic-penalty regularisers (EWC, SI, MAS, L2).
 
-Both add strength · Σ_i Ω_i (θ_i − θ*_i)² to the ordinary diffusion loss on the current task,
+All add strength · Σ_i Ω_i (θ_i − θ*_i)² to the ordinary diffusion loss on the current task,
 where θ* are the parameters at the end of the previous task and Ω a per-parameter importance
-accumulated over the tasks so far. Memory: two extra copies of the parameters (Ω and θ*),
+accumulated over the tasks so far (L2: no importance, Ω = 1 everywhere). Memory: two extra copies of the parameters (Ω and θ*),
 whatever the number of tasks. Ω and θ* are plain dicts of tensors keyed by parameter name, so they
 checkpoint with `torch.load(weights_only=True)`.
 """
@@ -35,12 +35,12 @@ class AnchoredPenalty(Strategy):
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self.importance: Tensors | None = None  # Ω, summed over past tasks
+        self.importance: Tensors | None = None  # Ω, summed over past tasks (None: Ω = 1)
         self.anchor: Tensors | None = None  # θ* at the end of the previous task
 
     def loss(self, model: UNet2DModel, batch: ImageSet) -> LossOutput:
         real = self.denoising_loss(model, batch.images)
-        if self.importance is None:
+        if self.anchor is None:
             return LossOutput(real, {"loss_real": real.detach()})
         penalty = self.penalty(model)
         loss = real + getattr(self.config, self.strength_knob) * penalty
@@ -48,28 +48,32 @@ class AnchoredPenalty(Strategy):
 
     def penalty(self, model: torch.nn.Module) -> torch.Tensor:
         """Σ_i Ω_i (θ_i − θ*_i)² (without the strength)."""
-        assert self.importance is not None and self.anchor is not None
-        terms = [
-            (self.importance[name] * (p - self.anchor[name]).pow(2)).sum()
-            for name, p in trainable_parameters(model).items()
-        ]
+        assert self.anchor is not None
+        squares = {n: (p - self.anchor[n]).pow(2) for n, p in trainable_parameters(model).items()}
+        if self.importance is not None:
+            squares = {n: self.importance[n] * square for n, square in squares.items()}
+        terms = [square.sum() for square in squares.values()]
         return torch.stack(terms).sum()
 
-    def consolidate(self, model: torch.nn.Module, importance: Tensors) -> None:
-        """Add this task's importance to Ω and move the anchor θ* to the current parameters."""
-        if self.importance is None:
+    def consolidate(self, model: torch.nn.Module, importance: Tensors | None) -> None:
+        """Add this task's importance to Ω (None: none, Ω = 1) and move the anchor θ* to the
+        current parameters."""
+        if importance is None or self.importance is None:
             self.importance = importance
         else:
             self.importance = {n: self.importance[n] + importance[n] for n in self.importance}
         self.anchor = detached_copy(model)
 
     def state_dict(self) -> dict[str, Any]:
-        if self.importance is None:
+        if self.anchor is None:
             return {}
+        if self.importance is None:
+            return {"anchor": self.anchor}
         return {"importance": self.importance, "anchor": self.anchor}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state:
             device = self.context.device
-            self.importance = {n: v.to(device) for n, v in state["importance"].items()}
+            if "importance" in state:
+                self.importance = {n: v.to(device) for n, v in state["importance"].items()}
             self.anchor = {n: v.to(device) for n, v in state["anchor"].items()}
