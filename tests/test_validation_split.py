@@ -85,3 +85,33 @@ def test_the_paper_presets_choose_on_validation_and_the_quickstart_does_not() ->
     quickstart = load_sweep_config(spaces / "quickstart.yaml")
     assert quickstart.base.data.validation_per_class is None  # its printed numbers stay as measured
     assert quickstart.objectives[0].metric == "fid_final"
+
+
+def test_the_schedulers_a_split_sweep_builds_stop_on_validation_metrics() -> None:
+    """A trial better on test FID but worse on validation FID is the one MO-ASHA stops."""
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers import TrialScheduler
+
+    from cl_sweeps.sweep.tuner import make_scheduler
+
+    sweep = parse_sweep_config({
+        "base": {"data": {"dataset": "digits", "num_tasks": 5, "validation_per_class": 10}},
+        "search": {"strategy.name": ["naive", "cumulative"]},
+        "scheduler": {"type": "moasha", "grace_period": 1, "reduction_factor": 2},
+    })
+    built = make_scheduler(sweep)
+    assert built.core.metrics == ["fid_val", "train_tflops"]
+
+    def trial(trial_id: str, name: str) -> SimpleNamespace:
+        return SimpleNamespace(trial_id=trial_id, config={"strategy.name": name, "seed": 0})
+
+    good = {"task": 1, "fid": 30.0, "fid_val": 10.0, "train_tflops": 1.0}
+    lucky_on_test = {"task": 1, "fid": 5.0, "fid_val": 20.0, "train_tflops": 1.0}
+    assert built.on_trial_result(None, trial("a", "naive"), good) == "CONTINUE"
+    assert built.on_trial_result(None, trial("b", "cumulative"), lucky_on_test) == (
+        TrialScheduler.STOP)
+    asha = make_scheduler(parse_sweep_config({
+        "base": {"data": {"dataset": "digits", "num_tasks": 5, "validation_per_class": 10}},
+        "scheduler": "asha"}))
+    assert asha.metric == "fid_val"
