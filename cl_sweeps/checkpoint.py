@@ -2,8 +2,9 @@
 
 Layout of `<output_dir>/checkpoints/task_<k>/`: a complete diffusers DDIMPipeline directory
 (`model_index.json`, `unet/`, `scheduler/` with the noise schedule the run trained with, so
-`DDIMPipeline.from_pretrained(path)` samples as the run did), `state.pt`
-(optimizer, RNG states, strategy state, compute counters; loaded with weights_only=True) and
+`DDIMPipeline.from_pretrained(path)` samples as the run did), `state.pt` (the rest of the
+engine's snapshot, `Engine.snapshot()`: optimizer, RNG states, strategy state, compute counters;
+loaded with weights_only=True) and
 `state.json` (task index and the metric history). A checkpoint directory appears only complete:
 it is written under a temporary name and renamed.
 """
@@ -21,6 +22,8 @@ import torch
 from diffusers import DDIMPipeline, DDIMScheduler, UNet2DModel
 
 from cl_sweeps.checkpoint_files import META_FILE, STATE_FILE, UNET_DIR, read_meta
+
+MODEL_WEIGHTS = "model"  # the snapshot's UNet weights: stored in unet/, not in state.pt
 
 
 @dataclass
@@ -41,15 +44,16 @@ def save_checkpoint(
     history: list[dict[str, float]],
     scheduler: DDIMScheduler,
 ) -> Path:
-    """Write a checkpoint atomically to `directory` (replacing an older one there); `scheduler`
-    is the object the run trained and sampled with, saved as is (never rebuilt)."""
+    """Write a checkpoint atomically to `directory` (replacing an older one there). `state` is
+    the engine's snapshot; its UNet weights are written as `model`'s diffusers directory.
+    `scheduler` is the object the run trained and sampled with, saved as is (never rebuilt)."""
     directory = Path(directory)
     tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     DDIMPipeline(unet=model, scheduler=scheduler).save_pretrained(tmp, safe_serialization=True)
-    torch.save(state, tmp / STATE_FILE)
+    torch.save({k: v for k, v in state.items() if k != MODEL_WEIGHTS}, tmp / STATE_FILE)
     (tmp / META_FILE).write_text(json.dumps({"task_index": task_index, "history": history}))
     if directory.exists():
         shutil.rmtree(directory)
@@ -58,10 +62,12 @@ def save_checkpoint(
 
 
 def load_checkpoint(directory: Path, model: UNet2DModel) -> Checkpoint:
-    """Load weights into `model` in place and return the rest of the checkpoint."""
+    """Load weights into `model` in place and return the checkpoint, its state a snapshot
+    again (the weights under MODEL_WEIGHTS)."""
     directory = Path(directory)
     meta = read_meta(directory)
     trained = UNet2DModel.from_pretrained(directory / UNET_DIR)
     model.load_state_dict(trained.state_dict())
     state = torch.load(directory / STATE_FILE, map_location="cpu", weights_only=True)
+    state[MODEL_WEIGHTS] = model.state_dict()
     return Checkpoint(meta["task_index"], state, meta["history"], directory)

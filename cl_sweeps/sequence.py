@@ -6,18 +6,21 @@ Per task: train (the strategy forms each minibatch's loss), evaluate, checkpoint
 
 from __future__ import annotations
 
+import copy
 import logging
+import math
 import resource
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from diffusers import UNet2DModel
 from tqdm.auto import tqdm
 
 from cl_sweeps import metrics as M
-from cl_sweeps.checkpoint import load_checkpoint, save_checkpoint
+from cl_sweeps.checkpoint import MODEL_WEIGHTS, load_checkpoint, save_checkpoint
 from cl_sweeps.checkpoint_files import task_checkpoint_dir
 from cl_sweeps.config import TrialConfig
 from cl_sweeps.data import ImageSet, TaskStream, build_task_stream, load_source
@@ -42,7 +45,7 @@ from cl_sweeps.evaluation.fid import (
 from cl_sweeps.evaluation.generation import GenerationEvaluator
 from cl_sweeps.metrics import task_metric
 from cl_sweeps.numerics import check_loss
-from cl_sweeps.prefix import prefix_key, shared_task_zero
+from cl_sweeps.prefix import computed_once, prefix_key
 from cl_sweeps.prefix_store import PrefixStore
 from cl_sweeps.strategies import Strategy, TrainingContext, build_strategy, unused_knobs
 from cl_sweeps.throughput import LossReader, OptimizerStep, PersistentTeacher, Throughput
@@ -70,7 +73,9 @@ def resolve_device(name: str) -> torch.device:
 
 def iterations_for(config: TrialConfig, train_size: int) -> int:
     """The task's iteration budget: fixed, or epochs over the strategy's training set."""
-    return config.train.iterations(train_size)
+    if config.train.iterations_per_task is not None:
+        return config.train.iterations_per_task
+    return max(1, math.ceil(config.train.epochs_per_task * train_size / config.train.batch_size))
 
 
 def minibatches(data: ImageSet, batch_size: int, generator: torch.Generator) -> Iterator[ImageSet]:
@@ -140,35 +145,93 @@ class Engine:
         self.next_task = 0
         self.reused_train_tflops = 0.0  # task-0 training taken from a shared prefix
 
-    # --- checkpoint state -----------------------------------------------------------------
-    def state(self) -> dict:
-        return {
-            "optimizer": self.optimizer.state_dict(),
+    # --- the trial's state -----------------------------------------------------------------
+    def snapshot(self, *, strategy: bool = True) -> dict[str, Any]:
+        """Everything needed to continue this sequence exactly, as copies: task checkpoints and
+        shared task-0 prefixes both store this. `strategy=False` leaves out the strategy's own
+        state (a task-0 prefix is shared by strategies whose task 0 trains alike)."""
+        state: dict[str, Any] = {
+            MODEL_WEIGHTS: {k: v.detach().clone() for k, v in self.model.state_dict().items()},
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
             "grad_scaler": self.optimizer_step.scaler.state_dict(),
             "data_generator": self.data_generator.get_state(),
             "train_generator": self.context.generator.get_state(),
             "torch_rng": torch.get_rng_state(),
-            "strategy": self.strategy.state_dict(),
             "forward_counts": self.counter.snapshot(),
             "phase_seconds": dict(self.timer.seconds),
             M.REUSED_TRAIN_TFLOPS: self.reused_train_tflops,
         }
+        if strategy:
+            state["strategy"] = self.strategy.state_dict()
+        return state
+
+    def load(self, snapshot: dict[str, Any]) -> None:
+        """Continue from a `snapshot()` (the strategy's state only if it holds one)."""
+        self.model.load_state_dict(snapshot[MODEL_WEIGHTS])
+        self.optimizer.load_state_dict(snapshot["optimizer"])
+        self.optimizer_step.scaler.load_state_dict(snapshot.get("grad_scaler", {}))
+        self.data_generator.set_state(snapshot["data_generator"])
+        self.context.generator.set_state(snapshot["train_generator"])
+        torch.set_rng_state(snapshot["torch_rng"])
+        if "strategy" in snapshot:
+            self.strategy.load_state_dict(snapshot["strategy"])
+        self.counter.load(snapshot["forward_counts"])
+        self.timer.seconds.update(snapshot["phase_seconds"])
+        self.reused_train_tflops = float(snapshot.get(M.REUSED_TRAIN_TFLOPS, 0.0))
 
     def restore(self, directory: Path) -> None:
+        """Continue from a task checkpoint (its snapshot and metric history)."""
         checkpoint = load_checkpoint(directory, self.model)
-        state = checkpoint.state
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.optimizer_step.scaler.load_state_dict(state.get("grad_scaler", {}))
-        self.data_generator.set_state(state["data_generator"])
-        self.context.generator.set_state(state["train_generator"])
-        torch.set_rng_state(state["torch_rng"])
-        self.strategy.load_state_dict(state["strategy"])
-        self.counter.load(state["forward_counts"])
-        self.timer.seconds.update(state["phase_seconds"])
-        self.reused_train_tflops = float(state.get(M.REUSED_TRAIN_TFLOPS, 0.0))
+        self.load(checkpoint.state)
         self.history = checkpoint.history
         self.next_task = checkpoint.task_index + 1
         log.info("resumed from %s: continuing at task %d", directory, self.next_task)
+
+    # --- task 0 shared between runs (cl_sweeps/prefix.py) ----------------------------------
+    def shared_task_zero(self, store: PrefixStore, progress: bool) -> dict[str, float]:
+        """Task 0 computed and published as a prefix, or loaded from one; its metrics."""
+        return computed_once(
+            store, self.config, lambda: self.compute_task_zero(progress), self.reuse_task_zero
+        )
+
+    def compute_task_zero(self, progress: bool) -> tuple[dict[str, float], dict[str, Any], float]:
+        """Train and evaluate task 0 as an unshared run does; (metrics, what a prefix holds,
+        its training TFLOPs). A prefix holds the snapshot right after the optimisation steps
+        (before this strategy's end_task) and task 0's evaluation: its metrics, the forwards
+        and seconds it spent, torch's RNG after it and the samples of its grid."""
+        self.fit_task(0, progress)
+        trained = self.snapshot(strategy=False)
+        self.end_task(0)
+        counts, seconds = self.counter.snapshot(), dict(self.timer.seconds)
+        metrics = self.evaluate(0, 0.0)
+        compute = set(self.compute_metrics(0.0))  # recomputed by every run that reuses it
+        evaluated = {
+            "metrics": {k: v for k, v in metrics.items() if k not in compute},
+            "forward_counts": _minus(self.counter.snapshot(), counts),
+            "phase_seconds": _minus(self.timer.seconds, seconds),
+            "torch_rng": torch.get_rng_state(),
+            "grid_samples": self.evaluator.grid_samples.detach().cpu(),
+        }
+        payload = {"trained": trained, "evaluation": evaluated}
+        return metrics, payload, self.training_tflops(trained["forward_counts"])
+
+    def reuse_task_zero(self, stored: dict[str, Any]) -> dict[str, float]:
+        """Continue from a stored prefix: its snapshot, this run's end_task, its evaluation."""
+        trained, evaluated = stored["trained"], stored["evaluation"]
+        self.load(trained)
+        self.reused_train_tflops = self.training_tflops()
+        self.end_task(0)
+        for purpose, images in evaluated["forward_counts"].items():
+            self.counter.add(purpose, images)
+        for phase, spent in evaluated["phase_seconds"].items():
+            self.timer.seconds[phase] = self.timer.seconds.get(phase, 0.0) + spent
+        torch.set_rng_state(evaluated["torch_rng"])
+        metrics = dict(evaluated["metrics"])
+        samples = evaluated["grid_samples"].to(self.device)
+        self.evaluator.write_grid(samples, 0, metrics[M.FID], self.sample_dir)
+        metrics.update(self.compute_metrics(0.0))
+        log.info("%.4g train TFLOPs of task 0 not recomputed", self.reused_train_tflops)
+        return metrics
 
     # --- one task -----------------------------------------------------------------------------
     def train_task(self, task_index: int, progress: bool) -> None:
@@ -212,9 +275,7 @@ class Engine:
             for _ in bar:
                 with self.throughput.autocast():
                     output = self.strategy.loss(self.model, next(batches))
-                self.optimizer_step(
-                    output.loss, self.model, self.optimizer, self.strategy.adjust_gradients
-                )
+                self.optimizer_step(output.loss, self.model, self.optimizer)
                 self.strategy.after_optimizer_step(self.model)
                 self.loss_read(task_index, losses.add(output.loss, output.parts), bar)
             self.loss_read(task_index, losses.read(), bar)
@@ -275,8 +336,9 @@ class Engine:
             final[M.FID_FINAL_VAL] = last[M.FID_VAL]
         return final
 
-    def training_tflops(self) -> float:
-        spent = flops_by_purpose(self.counter.snapshot(), self.flops)
+    def training_tflops(self, counts: dict[str, int] | None = None) -> float:
+        """Training TFLOPs of the forwards counted so far (or of `counts`)."""
+        spent = flops_by_purpose(self.counter.snapshot() if counts is None else counts, self.flops)
         return sum(spent[p] for p in TRAIN_PURPOSES) / 1e12
 
     def compute_metrics(self, tflops_before: float) -> dict[str, float]:
@@ -297,6 +359,10 @@ class Engine:
             M.ACCELERATOR_SECONDS: wall * self.accelerators_held,
             M.PEAK_MEMORY_MB: peak_memory_mb(self.device),
         }
+
+
+def _minus(after: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
+    return {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}
 
 
 PROC_STATUS, PROC_CLEAR_REFS = Path("/proc/self/status"), Path("/proc/self/clear_refs")
@@ -351,7 +417,7 @@ def run_sequence(
     for task_index in range(engine.next_task, len(engine.stream)):
         tflops_before = engine.training_tflops()
         if task_index == 0 and prefixes is not None and prefix_key(config) is not None:
-            metrics = shared_task_zero(engine, prefixes, progress)
+            metrics = engine.shared_task_zero(prefixes, progress)
         else:
             engine.train_task(task_index, progress)
             metrics = engine.evaluate(task_index, tflops_before)
@@ -360,7 +426,7 @@ def run_sequence(
             task_checkpoint_dir(output_dir, task_index),
             engine.model,
             task_index,
-            engine.state(),
+            engine.snapshot(),
             engine.history,
             engine.scheduler,
         )

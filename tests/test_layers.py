@@ -45,23 +45,26 @@ def layer(module: str) -> int:
     raise AssertionError(f"{module} is in no layer; add it to LAYERS (and the README)")
 
 
-def _walk(node: ast.AST):
-    """Every node, except what `if TYPE_CHECKING:` guards (never run)."""
+def _walk(node: ast.AST, type_checking: bool = False):
+    """Every node, except what `if TYPE_CHECKING:` guards (never run) unless `type_checking`."""
     yield node
     for child in ast.iter_child_nodes(node):
-        if isinstance(child, ast.If) and getattr(child.test, "id", None) == "TYPE_CHECKING":
+        guarded = isinstance(child, ast.If) and getattr(child.test, "id", None) == "TYPE_CHECKING"
+        if guarded and not type_checking:
             for other in child.orelse:
                 yield from _walk(other)
             continue
-        yield from _walk(child)
+        yield from _walk(child, type_checking)
 
 
-def imports(module: str, top_level_only: bool) -> tuple[set[str], set[str]]:
+def imports(
+    module: str, top_level_only: bool, type_checking: bool = False
+) -> tuple[set[str], set[str]]:
     """(package modules, third-party top-level names) that `module` imports; with
     `top_level_only`, only imports run when the module is imported (not inside functions or
-    `if TYPE_CHECKING:`)."""
+    `if TYPE_CHECKING:`); with `type_checking`, also those only a type checker follows."""
     tree = ast.parse(MODULES[module].read_text())
-    nodes = tree.body if top_level_only else list(_walk(tree))
+    nodes = tree.body if top_level_only else list(_walk(tree, type_checking))
     ours, others = set(), set()
     package = module if MODULES[module].name == "__init__.py" else module.rpartition(".")[0]
     for node in nodes:
@@ -99,8 +102,22 @@ def test_imports_point_down(module: str) -> None:
     assert not upward, f"{module} (layer {layer(module)}) imports {upward} from above"
 
 
+# Type-only imports that still close a cycle; each is a debt with its way out named.
+TYPE_ONLY_CYCLE_EDGES = {
+    # schema validates with space's functions, space annotates with schema's models: the
+    # resolved sweep plan (ARCHITECTURE.md) takes space's input types out of schema.
+    ("cl_sweeps.sweep.space", "cl_sweeps.sweep.schema"),
+}
+
+
 def test_no_import_cycle() -> None:
-    graph = {m: imports(m, top_level_only=False)[0] for m in MODULES}
+    """Imports under `if TYPE_CHECKING:` count: a cycle hidden there is still two modules that
+    each need the other to be understood."""
+    graph = {
+        m: {t for t in imports(m, top_level_only=False, type_checking=True)[0]
+            if (m, t) not in TYPE_ONLY_CYCLE_EDGES}
+        for m in MODULES
+    }
     state: dict[str, int] = {}  # 1: on the current path, 2: done
     path: list[str] = []
 
@@ -119,6 +136,23 @@ def test_no_import_cycle() -> None:
     for module in sorted(graph):
         if module not in state:
             visit(module)
+
+
+def test_type_only_cycle_edges_are_still_type_only() -> None:
+    """A tolerated edge must stay under TYPE_CHECKING (else it is a real cycle) and still exist
+    (else the entry is stale and goes)."""
+    for module, target in TYPE_ONLY_CYCLE_EDGES:
+        assert target in imports(module, top_level_only=False, type_checking=True)[0]
+        assert target not in imports(module, top_level_only=False)[0]
+
+
+def test_the_cycle_check_sees_type_checking_imports(tmp_path, monkeypatch) -> None:
+    source = "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from cl_sweeps.sequence import Engine\n"
+    fake = tmp_path / "prefix.py"
+    fake.write_text(source)
+    monkeypatch.setitem(MODULES, "cl_sweeps.prefix", fake)
+    assert "cl_sweeps.sequence" in imports("cl_sweeps.prefix", False, type_checking=True)[0]
+    assert "cl_sweeps.sequence" not in imports("cl_sweeps.prefix", False)[0]
 
 
 def loaded_with(module: str) -> tuple[set[str], set[str]]:

@@ -163,3 +163,46 @@ def test_first_writer_wins(tmp_path: Path) -> None:
     assert not store.publish("k", lambda path: path.write_text("second"), {"key": "k"})
     assert store.payload("k").read_text() == "first"
     assert [p.name for p in tmp_path.iterdir()] == ["k"]  # no temporary left behind
+
+
+def test_a_field_added_to_the_engine_state_is_restored_by_resume_and_by_prefix_reuse(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """State added once, in Engine.snapshot/load, reaches both task checkpoints and task-0
+    prefixes: prefix.py and checkpoint.py are not told about it."""
+    snapshot, load, fit_task, evaluate = Engine.snapshot, Engine.load, Engine.fit_task, Engine.evaluate
+
+    def snapshot_with_probe(self, **kw):
+        return {**snapshot(self, **kw), "probe": torch.tensor(getattr(self, "probe", 0))}
+
+    def load_with_probe(self, state):
+        load(self, state)
+        self.probe = int(state["probe"])
+
+    def fit_task_counting(self, task_index, progress):
+        fit_task(self, task_index, progress)
+        self.probe = getattr(self, "probe", 0) + 1  # tasks trained by this engine's lineage
+
+    def evaluate_showing(self, task_index, tflops_before):
+        return {**evaluate(self, task_index, tflops_before), "probe": float(self.probe)}
+
+    monkeypatch.setattr(Engine, "snapshot", snapshot_with_probe)
+    monkeypatch.setattr(Engine, "load", load_with_probe)
+    monkeypatch.setattr(Engine, "fit_task", fit_task_counting)
+    monkeypatch.setattr(Engine, "evaluate", evaluate_showing)
+    config = TrialConfig.model_validate(two_tasks(tmp_path, "naive"))
+
+    store = PrefixStore(tmp_path / "prefixes")
+    computed = run_sequence(config, prefixes=store).history
+    reused = run_sequence(config.model_copy(update={"output_dir": str(tmp_path / "b")}),
+                          prefixes=store).history
+    assert reused[0]["reused_train_tflops"] > 0  # task 0 came from the prefix
+    assert [row["probe"] for row in computed] == [row["probe"] for row in reused] == [1.0, 2.0]
+
+    def crash_after_task_0(task_index, metrics, checkpoint_dir):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_sequence(config, crash_after_task_0)
+    resumed = run_sequence(config, resume_from=Path(config.output_dir) / "checkpoints" / "task_0")
+    assert resumed.history[-1]["probe"] == 2.0  # 1 without the restored field
