@@ -5,8 +5,12 @@ checkpoints through here."""
 from __future__ import annotations
 
 import json
+import logging
+import time
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 UNET_DIR = "unet"
 PIPELINE_FILES = ("model_index.json", UNET_DIR, "scheduler")  # what DDIMPipeline loads
@@ -18,9 +22,20 @@ def task_checkpoint_dir(output_dir: Path, task_index: int) -> Path:
     return output_dir / "checkpoints" / f"task_{task_index}"
 
 
+class CorruptCheckpoint(ValueError):
+    """A checkpoint's record cannot be read (a truncated or damaged file); names the file."""
+
+
 def read_meta(directory: Path) -> dict[str, Any]:
     """A checkpoint's state.json: `task_index` (the task it completed) and `history`."""
-    return json.loads((Path(directory) / META_FILE).read_text())
+    path = Path(directory) / META_FILE
+    try:
+        meta = json.loads(path.read_text())
+        int(meta["task_index"])
+        list(meta["history"])
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as error:
+        raise CorruptCheckpoint(f"{path} cannot be read ({type(error).__name__}: {error})") from None
+    return meta
 
 
 def checkpoint_task(directory: Path) -> int:
@@ -34,10 +49,21 @@ def read_history(directory: Path) -> list[dict[str, float]]:
 
 
 def latest_checkpoint(output_dir: Path) -> Path | None:
-    """The checkpoint of the highest completed task under `output_dir`, if any."""
+    """The checkpoint of the highest completed task under `output_dir` whose record reads, if
+    any. One that does not is named in a warning and set aside (renamed, not deleted), and the
+    previous one is used: a damaged file costs one task, not the trial."""
     root = Path(output_dir) / "checkpoints"
     done = [
         p for p in root.glob("task_*")
         if p.is_dir() and p.name[5:].isdigit() and (p / META_FILE).is_file()
     ]
-    return max(done, key=lambda p: int(p.name[5:]), default=None)
+    for candidate in sorted(done, key=lambda p: int(p.name[5:]), reverse=True):
+        try:
+            read_meta(candidate)
+        except CorruptCheckpoint as error:
+            aside = candidate.with_name(f"{candidate.name}.corrupt-{int(time.time())}")
+            candidate.rename(aside)
+            log.warning("%s; set aside as %s, using the previous checkpoint", error, aside.name)
+            continue
+        return candidate
+    return None

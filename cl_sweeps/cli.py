@@ -435,6 +435,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl+C before a sweep's trials run: nothing to keep
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

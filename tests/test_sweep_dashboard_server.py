@@ -3,15 +3,19 @@ read back through the server's REST API as the UI reads it: the experiment kind,
 run's live sweep/* metrics and files, frontier files that appear while the sweep runs and are
 refreshed, every trial's nested run (tags, params, each metric at every task, legible sample
 grids, complete pipeline models) agreeing with the trial records on disk; `cl-sweeps status`
-while it runs and after; the quiet console."""
+while it runs and after; the quiet console. The tracking URI comes from MLFLOW_TRACKING_URI with
+a user name and password in it: the password appears nowhere, neither on the console, nor in the
+output directory, nor in Ray's session logs."""
 
 from __future__ import annotations
 
 import io
 import json
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -83,12 +87,24 @@ def status_text(env: dict[str, str], out: Path) -> str:
     return result.stdout
 
 
+SECRET = "s3cr3t-Pa55word"
+
+
 def test_quickstart_sweep_as_seen_through_the_mlflow_rest_api(tmp_path: Path) -> None:
-    env = child_env(tmp_path / "cache")
+    ray_tmp = Path(tempfile.mkdtemp(prefix="r", dir="/tmp"))  # short: Ray's socket paths
+    try:
+        _quickstart_against_a_server(tmp_path, ray_tmp)
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def _quickstart_against_a_server(tmp_path: Path, ray_tmp: Path) -> None:
+    env = child_env(tmp_path / "cache", RAY_TMPDIR=str(ray_tmp))
     out = tmp_path / "out"
     with mlflow_server(tmp_path / "mlflow", env) as uri:
+        env["MLFLOW_TRACKING_URI"] = uri.replace("http://", f"http://cl-user:{SECRET}@")
         command = [CLI, "sweep", str(ROOT / "search_spaces" / "quickstart.yaml"),
-                   "--set", f"output_dir={out}", "--set", f"mlflow.tracking_uri={uri}"]
+                   "--set", f"output_dir={out}"]
         for item in SHRINK:
             command += ["--set", item]
         running_status = None
@@ -159,6 +175,22 @@ def test_quickstart_sweep_as_seen_through_the_mlflow_rest_api(tmp_path: Path) ->
     assert "started with configuration" not in log and "Trial status:" not in log
     print(f"console: {len(log.splitlines())} lines")
     assert len(log.splitlines()) < 250, log
+    assert_secret_nowhere(log, [out, ray_tmp])
+
+
+def assert_secret_nowhere(console: str, directories: list[Path]) -> None:
+    """The password is not on the console nor in any file under the directories."""
+    assert SECRET not in console
+    leaks, seen = [], 0
+    for directory in directories:
+        for path in directory.rglob("*"):
+            if path.is_file() and not path.is_symlink():
+                seen += 1
+                if SECRET.encode() in path.read_bytes():
+                    leaks.append(str(path))
+    assert not leaks, leaks
+    assert seen > 20 and any(p.name.endswith((".out", ".err", ".log"))
+                             for p in directories[-1].rglob("*")), "no Ray session logs read"
 
 
 def _tags(run: dict[str, Any]) -> dict[str, str]:

@@ -33,7 +33,7 @@ from mlflow.tracking import MlflowClient
 
 from cl_sweeps.checkpoint_files import PIPELINE_FILES
 from cl_sweeps.config import TrialConfig
-from cl_sweeps.credentials import redact_uri, uri_has_secret
+from cl_sweeps.credentials import redact_uri, split_credentials, uri_has_secret
 from cl_sweeps.errors import UsageError
 from cl_sweeps.records import (
     ERROR_TAG,
@@ -57,6 +57,7 @@ from cl_sweeps.sweep.spool import Sender, Spool
 log = logging.getLogger(__name__)
 
 TRACKING_ENV = "MLFLOW_TRACKING_URI"
+USERNAME_ENV, PASSWORD_ENV = "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"
 # MLflow 3 picks the UI's mode from this experiment tag; without it the GenAI pages open first.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
@@ -100,6 +101,25 @@ def resolve_tracking_uri(sweep: SweepConfig, layout: SweepLayout) -> tuple[str, 
     if env:
         return absolute_sqlite(env, base_directory()), TRACKING_ENV
     return f"sqlite:///{layout.mlflow_db}", "default (SQLite in output_dir)"
+
+
+def move_tracking_credentials() -> None:
+    """An http(s) MLFLOW_TRACKING_URI with user-info: its user name and password move into
+    MLFLOW_TRACKING_USERNAME/PASSWORD (which MLflow's REST client reads; values already set
+    there win) and the URI without them replaces it, before any client or Ray worker starts.
+    So no MLflow client prints the secret ("View run at ..."), and Ray workers, which inherit
+    this environment, log and pickle only the bare URI."""
+    uri = os.environ.get(TRACKING_ENV, "")
+    if not uri.lower().startswith(("http://", "https://")):
+        return
+    clean, user, password = split_credentials(uri)
+    if clean == uri:
+        return
+    if user:
+        os.environ.setdefault(USERNAME_ENV, user)
+    if password is not None:
+        os.environ.setdefault(PASSWORD_ENV, password)
+    os.environ[TRACKING_ENV] = clean
 
 
 def is_local_store(uri: str) -> bool:

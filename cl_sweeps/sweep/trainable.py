@@ -34,7 +34,13 @@ from ray import tune
 
 from cl_sweeps import metrics as M
 from cl_sweeps import records
-from cl_sweeps.checkpoint_files import checkpoint_task, latest_checkpoint, read_history
+from cl_sweeps.checkpoint_files import (
+    CorruptCheckpoint,
+    checkpoint_task,
+    latest_checkpoint,
+    read_history,
+    read_meta,
+)
 from cl_sweeps.config import TrialConfig, num_tasks_of
 from cl_sweeps.numerics import NonFiniteError
 from cl_sweeps.prefix_store import PrefixStore
@@ -96,6 +102,19 @@ def resume_point(from_tune: Path | None, directory: Path) -> Path | None:
     return own
 
 
+def readable_or_none(from_tune: Path | None) -> Path | None:
+    """Tune's checkpoint, unless its record cannot be read (named in a warning): the trial then
+    continues from its own checkpoints, as if Tune had none."""
+    if from_tune is None:
+        return None
+    try:
+        read_meta(from_tune)
+    except CorruptCheckpoint as error:
+        log.warning("Tune's checkpoint: %s; continuing from the trial's own", error)
+        return None
+    return from_tune
+
+
 def unreported_tasks(resume_dir: Path | None, from_tune: Path | None) -> list[dict[str, Any]]:
     """The metric rows of tasks the resume point holds and Tune's checkpoint does not."""
     if resume_dir is None or resume_dir == from_tune:
@@ -123,6 +142,7 @@ def train_sequence(config: dict[str, Any], context: SweepContext) -> None:
             from_tune = (
                 Path(stack.enter_context(checkpoint.as_directory())) if checkpoint else None
             )
+            from_tune = readable_or_none(from_tune)
             resume_dir = resume_point(from_tune, directory)
             run.open({**params, **resolved_throughput(trial)}, trial_tags(params, trial))
             log_event(directory, "attempt", resume_from=str(resume_dir) if resume_dir else None,

@@ -12,13 +12,17 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import time
 import warnings
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import optuna
+import pyarrow.fs
 import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
@@ -37,16 +41,21 @@ from cl_sweeps.sweep.console import QuietConsole, quiet_logs, quiet_ray_output
 from cl_sweeps.sweep.constraints import judge_configuration
 from cl_sweeps.sweep.context import SweepContext, crash_at_task_from_env, divergence
 from cl_sweeps.sweep.dashboard import SweepDashboard, ended_trials
+from cl_sweeps.sweep.databases import database_errors
+from cl_sweeps.sweep.driver_lock import hold_driver_lock
 from cl_sweeps.sweep.entry import run_trial
 from cl_sweeps.sweep.heartbeat import BEAT_EVERY_S, write_beat
 from cl_sweeps.sweep.layout import base_directory, with_absolute_paths
 from cl_sweeps.sweep.moasha import MOASHA, MOASHAScheduler, rung_levels
-from cl_sweeps.sweep.schema import SweepConfig
+from cl_sweeps.sweep.schema import SweepConfig, store_uri_problems
 from cl_sweeps.sweep.searcher import build_searcher
+from cl_sweeps.sweep.signals import StopSignals
 from cl_sweeps.sweep.space import SearchSpace, expected_tasks, num_trials
 from cl_sweeps.sweep.tracking import (
+    TRACKING_ENV,
     SweepTracker,
     is_local_store,
+    move_tracking_credentials,
     resolve_tracking_uri,
     start_sweep_run,
 )
@@ -110,6 +119,30 @@ class TrialRecorder(tune.Callback):
             tracker.tag_trial(trial_id, verdict.tags())
 
 
+class OwnCheckpointFallback(tune.Callback):
+    """Tune's saved experiment state can name a checkpoint Tune had already deleted (the driver
+    died after Tune kept a newer one and before it saved its state again); restoring it fails
+    every attempt. Tune calls on_trial_start before it restores a trial, so a checkpoint that
+    no longer exists is dropped there: the trial then continues from the newest intact
+    checkpoint of its own (trainable.resume_point) and reports again the tasks Tune lost."""
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        result = trial.latest_checkpoint_result
+        if result is None or _checkpoint_exists(result.checkpoint):
+            return
+        log.warning("trial %s: Tune's checkpoint %s no longer exists; it continues from its own "
+                    "checkpoints", trial.trial_id, result.checkpoint.path)
+        manager = trial.run_metadata.checkpoint_manager
+        manager._latest_checkpoint_result = None  # Ray has no public way to forget one
+        manager._checkpoint_results = []
+        trial._restore_checkpoint_result = None
+
+
+def _checkpoint_exists(checkpoint: Any) -> bool:
+    info = checkpoint.filesystem.get_file_info(checkpoint.path)
+    return info.type != pyarrow.fs.FileType.NotFound
+
+
 class DriverHeartbeat(tune.Callback):
     """Beats into driver.json (sweep/heartbeat.py) from the Tune loop, so a hung or killed
     driver stops beating; a failed write is logged once and never stops the sweep. Wall-clock
@@ -118,7 +151,7 @@ class DriverHeartbeat(tune.Callback):
     def __init__(self, layout: SweepLayout, started: float):
         self.layout = layout
         self.started = started
-        self._last = time.time()  # run_sweep beat just before the Tuner started
+        self._last = 0.0  # beat at the loop's first step: starting Ray may take minutes
         self._warned = False
 
     def _beat(self, ended: bool = False) -> None:
@@ -130,7 +163,7 @@ class DriverHeartbeat(tune.Callback):
                             "trials as INTERRUPTED", error)
                 self._warned = True
 
-    def on_step(self, iteration: int, trials: list, **info: Any) -> None:
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         now = time.time()
         if now - self._last >= BEAT_EVERY_S:
             self._last = now
@@ -236,7 +269,7 @@ def prepare_output(
                 "resume with the same file and --set options"
             )
         return state
-    layout.root.mkdir(parents=True, exist_ok=True)  # run_sweep called refuse_existing_sweep
+    layout.root.mkdir(parents=True, exist_ok=True)  # refuse_existing_sweep ran under the lock
     text = file_text
     if overrides:
         text += "\n# applied with --set: " + " ".join(overrides) + "\n"
@@ -249,15 +282,34 @@ def prepare_output(
     return state
 
 
+@contextmanager
+def undone_if_failed(layout: SweepLayout, fresh: bool) -> Iterator[None]:
+    """A fresh start that fails before any trial ran (the tracking server does not answer)
+    takes back what it wrote, so that starting again is not refused as 'already holds a
+    sweep'. The directory held nothing else: refuse_existing_sweep checked it under the lock."""
+    try:
+        yield
+    except BaseException:
+        if fresh:
+            for path in layout.root.iterdir():
+                if path.is_dir():
+                    shutil.rmtree(path)
+                elif path != layout.lock:
+                    path.unlink(missing_ok=True)
+        raise
+
+
 def check_optuna_study(sweep: SweepConfig, resume: bool) -> None:
-    """A fresh sweep must not silently continue an older study of the same name."""
-    if sweep.optuna_storage is None or resume:
+    """The study's database can be used (one line otherwise), and a fresh sweep does not
+    silently continue an older study of the same name."""
+    if sweep.optuna_storage is None:
         return
     sqlite = sweep.optuna_storage.removeprefix("sqlite:///")
     if sqlite != sweep.optuna_storage and not Path(sqlite).exists():
         return  # a new database: no study yet (and do not create it here)
-    names = optuna.study.get_all_study_names(storage=sweep.optuna_storage)
-    if sweep.name in names:
+    with database_errors("optuna_storage", sweep.optuna_storage):
+        names = optuna.study.get_all_study_names(storage=sweep.optuna_storage)
+    if not resume and sweep.name in names:
         raise ConfigError(
             f"optuna_storage: {redact_uri(sweep.optuna_storage)} already has a study named "
             f"{sweep.name!r}; resume the sweep with --resume, choose another `name`, or delete it "
@@ -364,6 +416,7 @@ def make_tuner(
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         callbacks=[
             DriverHeartbeat(context.layout, started=time.time()),
+            OwnCheckpointFallback(),
             TrialRecorder(context, constraints_from(sweep.constraints), len(sweep.seed_list())),
             SweepDashboard(context.tracking, sweep.objectives, context.output_dir),
             *console,
@@ -424,12 +477,20 @@ def run_sweep(
     if not verbose:
         quiet_logs()
         quiet_ray_output()
+    stop = StopSignals()
+    stop.install()
+    move_tracking_credentials()  # before any MLflow client or Ray worker exists
     sweep = with_absolute_paths(sweep, base_directory())
     layout = SweepLayout(Path(sweep.output_dir))
     space = SearchSpace(sweep)
+    check_tracking_environment(sweep)
+    if not resume:
+        refuse_foreign_directory(layout)
+    ensure_writable(layout.root, "output_dir")
+    _lock = hold_driver_lock(layout)  # held until run_sweep returns or the process dies
     if not resume:
         refuse_existing_sweep(layout)
-    ensure_writable(layout.root, "output_dir")
+    write_beat(layout, time.time())  # names this driver to a second one
     if "://" not in sweep.storage_path:
         ensure_writable(sweep.storage_path, "storage_path")
     check_optuna_study(sweep, resume)
@@ -437,7 +498,8 @@ def run_sweep(
     uri, _ = resolve_tracking_uri(sweep, layout)
     trials = num_trials(sweep)
     print(f"sweep {sweep.name!r}: {trials} trials -> {layout.root}", flush=True)
-    tracking = start_sweep_run(sweep, layout, state.get("parent_run_id"))
+    with undone_if_failed(layout, fresh=not resume), database_errors("mlflow.tracking_uri", uri):
+        tracking = start_sweep_run(sweep, layout, state.get("parent_run_id"))
     print(f"MLflow: {mlflow_ui_command(uri, tracking.experiment_id)}", flush=True)
     records.write_json(layout.state, {**state, "parent_run_id": tracking.parent_run_id,
                                       "experiment_id": tracking.experiment_id})
@@ -459,17 +521,42 @@ def run_sweep(
     quiet_known_noise()
     write_beat(layout, time.time())  # a resumed sweep is alive again before Ray is up
     init_ray(address, verbose)
+    stop.install()  # again: Ray installs its own SIGTERM handler
     warn_if_storage_not_shared(sweep, uri)
+    stop.graceful = True
     try:
         results = make_tuner(sweep, space, context, resume).fit()
-    except BaseException as error:
-        status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
-        tracker.finish(status, {}, None)
+    except KeyboardInterrupt:  # a second stop signal: at once
+        tracker.finish("KILLED", {}, None)
+        close_tracking(tracker, layout)
+        print_resume_hint(layout)
+        return stop.exit_code(130)
+    except BaseException:
+        tracker.finish("FAILED", {}, None)
         close_tracking(tracker, layout)
         raise
     ended = results.num_terminated + results.num_errors
     interrupted = ended < len(results) or len(results) < trials
-    return finish(sweep, layout, tracker, uri, interrupted)
+    code = finish(sweep, layout, tracker, uri, interrupted)
+    return stop.exit_code(code) if interrupted else code
+
+
+def check_tracking_environment(sweep: SweepConfig) -> None:
+    """MLFLOW_TRACKING_URI, when the sweep file sets none, obeys the sweep file's rules (its
+    credentials aside: they were moved into the client's variables), before any compute."""
+    uri = os.environ.get(TRACKING_ENV)
+    if sweep.mlflow.tracking_uri or not uri:
+        return
+    problems = store_uri_problems(TRACKING_ENV, uri, from_environment=True)
+    if problems:
+        raise ConfigError(problems[0])
+
+
+def print_resume_hint(layout: SweepLayout) -> None:
+    print(
+        "interrupted: continue with  cl-sweeps sweep FILE --resume  (the same file and "
+        f"--set options; a copy of the file is in {layout.sweep_file})", flush=True,
+    )
 
 
 def prefix_directory(sweep: SweepConfig) -> str | None:
@@ -564,9 +651,6 @@ def finish(
     if failed:
         print(f"warning: {failed} trial(s) failed; see trials/<id>/status.json", flush=True)
     if interrupted:
-        print(
-            "interrupted: continue with  cl-sweeps sweep FILE --resume  (the same file and "
-            f"--set options; a copy of the file is in {layout.sweep_file})", flush=True,
-        )
+        print_resume_hint(layout)
         return 130
     return 0 if counts[records.COMPLETED] else 1
