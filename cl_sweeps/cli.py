@@ -221,10 +221,26 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     steps = base_value(frontier.source.resolved, "strategy.teacher_steps")
+    if args.paper:
+        return _paper_report(args, frontier, steps)
     metrics, select_by = report_selection(frontier.trials)
     report = report_table(frontier.trials, metrics, select_by, default_teacher_steps=steps)
     paths = write_report(report, _out_dir(args), metrics, select_by)
     print(report_markdown(report, metrics, select_by))
+    print("files:\n" + "\n".join(f"  {p}" for p in paths.values()))
+    _log_on_parent_run(args, frontier.source, list(paths.values()))
+    return 0
+
+
+def _paper_report(args: argparse.Namespace, frontier: Frontier, steps: int | None) -> int:
+    """`report --paper`: every (strategy, teacher steps, λ) row, mean ± SEM (frontier/paper.py)."""
+    from cl_sweeps.frontier.paper import paper_markdown, paper_table, write_paper_report
+    from cl_sweeps.records import base_value
+
+    table = paper_table(frontier.trials, default_teacher_steps=steps,
+                        default_lambda=base_value(frontier.source.resolved, "strategy.lambd"))
+    paths = write_paper_report(frontier.trials, table, _out_dir(args))
+    print(paper_markdown(table))
     print("files:\n" + "\n".join(f"  {p}" for p in paths.values()))
     _log_on_parent_run(args, frontier.source, list(paths.values()))
     return 0
@@ -420,6 +436,11 @@ def build_parser() -> argparse.ArgumentParser:
         "report", help="paper-style table: strategy × fid_final, kld, forgetting, compute"
     )
     _add_sweep_source(report)
+    report.add_argument(
+        "--paper", action="store_true",
+        help="the paper's table instead: one row per (strategy, teacher steps, λ), mean ± SEM "
+        "over seeds, as Markdown, CSV and LaTeX, with per-task FID curves",
+    )
     report.set_defaults(handler=cmd_report)
     return parser
 

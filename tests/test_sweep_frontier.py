@@ -78,6 +78,16 @@ def test_a_sweep_sharing_task_zero_hands_off_to_frontier_and_report_after_set(
     assert {"fid_final_val", "kld_val", "fid_final", "kld"} <= set(headers)
     assert "lowest mean fid_final_val" in text
 
+    code, text = run([CLI, "report", "--paper", "--sweep-dir", str(out), "--out",
+                      str(tmp_path / "p"), "--no-log"], env, tmp_path / "paper.log", timeout_s=300)
+    assert code == 0, text[-3000:]
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
+    assert rows[0].startswith("| strategy | teacher steps | λ | n | FID | KLD | ARD |")
+    assert [row.split("|")[1].strip() for row in rows[1:]] == ["naive", "er", STRATEGIES[2]]
+    assert "mean ± SEM over seeds (n = 1)" in text
+    for name in ("paper.md", "paper.csv", "paper.tex", "paper_fid_per_task.png"):
+        assert (tmp_path / "p" / name).stat().st_size > 0, name
+
 
 def assert_chosen_on_validation(
     out: Path, resolved: dict, trials: list[records.TrialRecord]

@@ -1,0 +1,92 @@
+"""`cl-sweeps report --paper`: one row per (strategy, teacher steps, λ), mean ± SEM, three formats
+and per-task FID curves (on the hand-made sweep; tests/test_sweep_frontier.py runs it on a real
+sweep's output)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pyarrow.csv as pacsv
+import pytest
+from test_frontier_fakes import GD, GR, write_sweep_dir
+
+from cl_sweeps.cli import main
+from cl_sweeps.frontier import compute_frontier, read_sweep_dir
+from cl_sweeps.frontier.paper import fid_curves, paper_latex, paper_markdown, paper_table
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory: pytest.TempPathFactory):
+    root = write_sweep_dir(tmp_path_factory.mktemp("p") / "sweep")
+    trials = compute_frontier(read_sweep_dir(root)).trials
+    return root, trials, paper_table(trials)
+
+
+def test_one_row_per_strategy_teacher_steps_and_lambda(swept) -> None:
+    _, _, table = swept
+    keys = list(zip(*(table.column(c).to_pylist() for c in ("strategy", "teacher_steps",
+                                                              "lambd"))))
+    # both GD λ at k=2 are rows (the old report kept only the best); naive reads neither knob
+    assert keys == [("naive", None, None), ("cumulative", None, None), ("er", None, None),
+                    (GR, 1, 1.0), (GR, 2, 1.0), (GD, 2, 0.75), (GD, 2, 1.5), (GD, 10, 0.75)]
+
+
+def test_values_are_mean_and_the_papers_sem(swept) -> None:
+    _, _, table = swept
+    rows = {(r["strategy"], r["teacher_steps"], r["lambd"]): r for r in table.to_pylist()}
+    naive = rows[("naive", None, None)]
+    assert naive["n"] == 3 and naive["fid_final_mean"] == 82.0
+    assert naive["fid_final_sem"] == pytest.approx(np.std([80, 82, 84]) / math.sqrt(3))
+    gd = rows[(GD, 2, 0.75)]
+    assert gd["fid_final_sem"] == pytest.approx(np.std([20.0, 40.0]) / math.sqrt(2))  # = 7.07
+    assert rows[("cumulative", None, None)]["n"] == 2  # complete trials only
+    assert rows[(GR, 1, 1.0)]["fid_final_mean"] == math.inf  # a diverged seed is shown
+
+
+def test_markdown_bolds_the_best_and_says_what_the_spread_is(swept) -> None:
+    _, _, table = swept
+    text = paper_markdown(table)
+    lines = text.splitlines()
+    assert lines[0] == "| strategy | teacher steps | λ | n | FID | KLD | train TFLOPs |"
+    cumulative = next(line for line in lines if line.startswith("| cumulative |"))
+    assert "| **20.5 ± 0.3536** | **0.055 ± 0.003536** |" in cumulative  # lowest FID and KLD
+    naive = next(line for line in lines if line.startswith("| naive |"))
+    assert naive.endswith("| **1 ± 0** |")  # the cheapest
+    gd = next(line for line in lines if line.startswith(f"| {GD} | 2 | 0.75 |"))
+    assert "| 30 ± 7.071 |" in gd and "**" not in gd
+    assert "mean ± SEM over seeds (n = 2..3); SEM = std (ddof 0) / √n" in text
+
+
+def test_latex_is_a_tabular_with_bold_best(swept) -> None:
+    _, _, table = swept
+    tex = paper_latex(table)
+    assert tex.startswith(r"\begin{tabular}{lrrrrrr}") and r"\end{tabular}" in tex
+    assert r"\textbf{20.5 $\pm$ 0.3536}" in tex and r"generative\_distillation" in tex
+    assert tex.count(r"\\") == 1 + table.num_rows  # header and one line per row
+
+
+def test_fid_curves_have_a_sem_band_per_row(swept) -> None:
+    _, trials, table = swept
+    fig = fid_curves(trials, table)
+    ax = fig.axes[0]
+    assert len(ax.lines) == table.num_rows and len(ax.collections) == table.num_rows
+    assert "± SEM (std ddof 0 / √n" in ax.get_title()
+    naive = ax.lines[0]
+    assert list(naive.get_xdata()) == [0, 1, 2]
+    # tasks 0 and 1: 100 + 10 t + seed over seeds 0, 1, 2 -> mean 101 + 10 t
+    assert list(naive.get_ydata())[:2] == pytest.approx([101.0, 111.0])
+
+
+def test_cli_writes_the_three_formats_and_the_plot(swept, tmp_path: Path, capsys) -> None:
+    root, _, table = swept
+    assert main(["report", "--paper", "--sweep-dir", str(root), "--out", str(tmp_path),
+                 "--no-log"]) == 0
+    printed = capsys.readouterr().out
+    assert "| strategy | teacher steps | λ | n |" in printed
+    for name in ("paper.md", "paper.csv", "paper.tex", "paper_fid_per_task.png"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    csv = pacsv.read_csv(tmp_path / "paper.csv")
+    assert csv.column("fid_final_sem").to_pylist()[0] == pytest.approx(
+        table.column("fid_final_sem").to_pylist()[0])
