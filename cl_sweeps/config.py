@@ -232,6 +232,21 @@ class StrategyConfig(_Strict):
         "task's parameters."
     )
     mas_lambda: float = Field(default=1.0, ge=0.0, description="MAS penalty weight.")
+    teacher: Literal["frozen", "ema"] = Field(
+        default="frozen",
+        description="Teacher strategies: the copy of the model at the end of the previous task "
+        "(frozen, the paper's) or that copy tracking the student as an EMA every iteration (ema).",
+    )
+    ema_decay: float = Field(
+        default=0.999, ge=0.0, le=1.0,
+        description="teacher: ema: φ ← d·φ + (1 − d)·θ after every optimiser step (1: frozen).",
+    )
+    snr_threshold: float = Field(
+        default=0.0, ge=0.0,
+        description="generative_distillation: replay pairs whose τ has SNR ᾱ/(1 − ᾱ) below this "
+        "take pure noise as input instead of a generated image (no generation); 0: off.",
+    )
+
 
     @field_validator("name")
     @classmethod

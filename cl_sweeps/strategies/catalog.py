@@ -5,7 +5,7 @@ A strategy is one file in this folder that declares, at module level,
     NAME = "er"
     KNOBS = ("replay_ratio", "memory_size", "lambd", "weight_replay_loss")
 
-(string literals, or the shared tuples below). The declarations are read from the source with
+(string literals, the shared tuples below, or sums of them). The declarations are read from the source with
 `ast`, so listing the strategies, validating a config or a sweep file never imports torch or
 diffusers; the implementation is imported by name only when a trial builds its strategy
 (`cl_sweeps.strategies.strategy_class`). Adding a strategy is adding its file (and README row).
@@ -27,7 +27,9 @@ GENERATION_KNOBS = (
     "weight_replay_loss",
     "replay_timesteps",
 )
-SHARED_KNOBS = {"GENERATION_KNOBS": GENERATION_KNOBS}
+# The knobs every strategy with a teacher reads: which teacher (frozen or EMA) and its decay.
+TEACHER_KNOBS = ("teacher", "ema_decay")
+SHARED_KNOBS = {"GENERATION_KNOBS": GENERATION_KNOBS, "TEACHER_KNOBS": TEACHER_KNOBS}
 
 
 @dataclass(frozen=True)

@@ -12,10 +12,11 @@ import torch
 from diffusers import UNet2DModel
 
 from cl_sweeps.strategies.base import register
+from cl_sweeps.strategies.catalog import TEACHER_KNOBS
 from cl_sweeps.strategies.teacher import TeacherStrategy
 
 NAME = "gaussian_distillation"
-KNOBS = ("replay_ratio", "lambd", "weight_replay_loss", "replay_timesteps")
+KNOBS = ("replay_ratio", "lambd", "weight_replay_loss", "replay_timesteps") + TEACHER_KNOBS
 
 
 @register

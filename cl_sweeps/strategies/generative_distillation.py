@@ -6,7 +6,17 @@ the teacher with k = teacher_steps DDIM steps, re-noised to x̂_τ at τ drawn f
 prediction on them: L_replay = ‖ε_φ(x̂_τ, τ) − ε_θ(x̂_τ, τ)‖². As τ covers all timesteps, the whole
 reverse process is distilled, not only the (possibly poor) k-step samples.
 
-Cost per iteration: student 3(B + R), teacher generation k·R, teacher targets R.
+SNR-gated generation (`snr_threshold` > 0, after MAGD's SNR-guided generation): at a τ whose
+signal-to-noise ratio SNR(τ) = ᾱ_τ/(1 − ᾱ_τ) is below the threshold, x̂_τ is almost all noise and
+the generated image hardly shows in it (under zero terminal SNR, at τ = 999 not at all), so those
+pairs take z ~ N(0, I) as input, as `gaussian_distillation` does, and need no generation. SNR
+falls with τ, so the gated timesteps are the top of the range, [τ_s, high). The R pairs are split
+in proportion: G = round(R·(high − τ_s)/(high − low)) gated pairs with τ ~ U[τ_s, high) and R − G
+generated ones with τ ~ U[low, τ_s) — τ stays uniform over the range in expectation, and the
+split is fixed, so no host sync decides how many images to generate.
+
+Cost per iteration: student 3(B + R), teacher generation k·(R − G), teacher targets R (G = 0
+without gating).
 """
 
 from __future__ import annotations
@@ -15,16 +25,40 @@ import torch
 from diffusers import UNet2DModel
 
 from cl_sweeps.strategies.base import register
-from cl_sweeps.strategies.catalog import GENERATION_KNOBS
+from cl_sweeps.strategies.catalog import GENERATION_KNOBS, TEACHER_KNOBS
 from cl_sweeps.strategies.teacher import TeacherStrategy
 
 NAME = "generative_distillation"
-KNOBS = GENERATION_KNOBS
+KNOBS = GENERATION_KNOBS + TEACHER_KNOBS + ("snr_threshold",)
 
 
 @register
 class GenerativeDistillation(TeacherStrategy):
+    _gate_start: int | None = None  # τ_s, found on first use
 
     def replay_loss(self, model: UNet2DModel, n: int, like: torch.Tensor) -> torch.Tensor:
-        x_t, t, _ = self.renoise(self.generate(n).images)
-        return self.distillation_loss(model, x_t, t)
+        low, high = self.config.replay_timesteps
+        split = self.gate_start()
+        gated = round(n * (high - split) / (high - low))
+        if gated == 0:
+            x_t, t, _ = self.renoise(self.generate(n).images)
+            return self.distillation_loss(model, x_t, t)
+        inputs, steps = [], []
+        if gated < n:
+            x0 = self.generate(n - gated).images
+            t = self.random_timesteps(n - gated, low, split)
+            inputs.append(self.context.scheduler.add_noise(x0, self.random_noise(x0), t))
+            steps.append(t)
+        inputs.append(self.random_noise(like[:1].expand(gated, *like.shape[1:])))
+        steps.append(self.random_timesteps(gated, split, high))
+        return self.distillation_loss(model, torch.cat(inputs), torch.cat(steps))
+
+    def gate_start(self) -> int:
+        """τ_s: the first timestep of `replay_timesteps` whose SNR is below `snr_threshold`
+        (the range's end if none is, so nothing is gated). Found once: the schedule is fixed."""
+        if self._gate_start is None:
+            low, high = self.config.replay_timesteps
+            abar = self.context.scheduler.alphas_cumprod[low:high].double().cpu()
+            below = (abar / (1 - abar) < self.config.snr_threshold).nonzero()
+            self._gate_start = low + int(below[0]) if len(below) else high
+        return self._gate_start

@@ -15,11 +15,11 @@ import torch.nn.functional as F
 from diffusers import UNet2DModel
 
 from cl_sweeps.strategies.base import register
-from cl_sweeps.strategies.catalog import GENERATION_KNOBS
+from cl_sweeps.strategies.catalog import GENERATION_KNOBS, TEACHER_KNOBS
 from cl_sweeps.strategies.teacher import TeacherStrategy
 
 NAME = "generative_replay"
-KNOBS = GENERATION_KNOBS
+KNOBS = GENERATION_KNOBS + TEACHER_KNOBS
 
 
 @register

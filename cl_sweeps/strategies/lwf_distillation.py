@@ -15,10 +15,11 @@ from diffusers import UNet2DModel
 
 from cl_sweeps.data.sources import ImageSet
 from cl_sweeps.strategies.base import LossOutput, register
+from cl_sweeps.strategies.catalog import TEACHER_KNOBS
 from cl_sweeps.strategies.teacher import TeacherStrategy
 
 NAME = "lwf_distillation"
-KNOBS = ("lambd", "weight_replay_loss")
+KNOBS = ("lambd", "weight_replay_loss") + TEACHER_KNOBS
 
 
 @register

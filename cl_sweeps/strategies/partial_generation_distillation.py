@@ -18,11 +18,11 @@ from diffusers import UNet2DModel
 
 from cl_sweeps.evaluation.compute import TEACHER_GENERATION
 from cl_sweeps.strategies.base import register
-from cl_sweeps.strategies.catalog import GENERATION_KNOBS
+from cl_sweeps.strategies.catalog import GENERATION_KNOBS, TEACHER_KNOBS
 from cl_sweeps.strategies.teacher import TeacherStrategy
 
 NAME = "partial_generation_distillation"
-KNOBS = GENERATION_KNOBS
+KNOBS = GENERATION_KNOBS + TEACHER_KNOBS
 
 
 @register
