@@ -235,11 +235,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 def _paper_report(args: argparse.Namespace, frontier: Frontier, steps: int | None) -> int:
     """`report --paper`: every (strategy, teacher steps, λ) row, mean ± SEM (frontier/paper.py)."""
     from cl_sweeps.frontier.paper import paper_markdown, paper_table, write_paper_report
-    from cl_sweeps.records import base_value
+    from cl_sweeps.records import SweepLayout, base_value
 
     table = paper_table(frontier.trials, default_teacher_steps=steps,
                         default_lambda=base_value(frontier.source.resolved, "strategy.lambd"))
-    paths = write_paper_report(frontier.trials, table, _out_dir(args))
+    trials_dir = SweepLayout(Path(args.sweep_dir)).trials if args.sweep_dir else None
+    paths = write_paper_report(frontier.trials, table, _out_dir(args), trials_dir)
     print(paper_markdown(table))
     print("files:\n" + "\n".join(f"  {p}" for p in paths.values()))
     _log_on_parent_run(args, frontier.source, list(paths.values()))

@@ -13,6 +13,8 @@ if TYPE_CHECKING:
 
 METRICS_JSONL = "metrics.jsonl"
 METRICS_PARQUET = "metrics.parquet"
+SAMPLES_DIR = "samples"  # a run's sample grids and class histograms
+CLASS_HISTOGRAMS = "task_{task}_classes.json"  # in SAMPLES_DIR: {"true": [...], "generated": [...]}
 
 
 def atomic_write(path: Path, write: Callable[[Path], Any]) -> Path:
@@ -49,3 +51,22 @@ def write_task_metrics(output_dir: Path, history: list[dict[str, Any]]) -> None:
     lines = "".join(json.dumps(row) + "\n" for row in history)
     atomic_write(output_dir / METRICS_JSONL, lambda tmp: tmp.write_text(lines))
     atomic_write_table(rows_to_table(history), output_dir / METRICS_PARQUET)
+
+
+def write_class_histograms(
+    sample_dir: Path, task: int, true: list[float], generated: list[float]
+) -> Path:
+    """The class fractions of the seen test data and of the generated samples after `task`
+    (what KLD and ARD compare), for the paper report's histograms."""
+    text = json.dumps({"true": list(true), "generated": list(generated)})
+    path = Path(sample_dir) / CLASS_HISTOGRAMS.format(task=task)
+    return atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def read_class_histograms(output_dir: Path, task: int) -> dict[str, list[float]] | None:
+    """What `write_class_histograms` wrote in a run's output_dir; None if it is absent."""
+    path = Path(output_dir) / SAMPLES_DIR / CLASS_HISTOGRAMS.format(task=task)
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
+import torch
 import yaml
 from helpers import SMALL_TRIAL
 
@@ -35,6 +37,14 @@ def test_run_writes_per_task_metrics_as_jsonl_and_parquet(tmp_path):
     assert "task" in result.stdout and "fid" in result.stdout  # the per-task table
     assert (out / "samples" / "task_2.png").stat().st_size > 0
     assert (out / "checkpoints" / "task_2" / "unet" / "config.json").is_file()
+    # the class histograms the KLD compared, kept for the paper report's plots
+    from cl_sweeps.evaluation.distribution import kld
+    from cl_sweeps.results import read_class_histograms
+
+    hist = read_class_histograms(out, 2)
+    assert hist is not None and sum(hist["generated"]) == pytest.approx(1.0)
+    assert kld(torch.tensor(hist["true"]), torch.tensor(hist["generated"])) == pytest.approx(
+        rows[2]["kld"])
 
 
 def test_run_resume_continues_after_the_last_checkpoint(tmp_path):

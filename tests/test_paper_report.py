@@ -90,3 +90,23 @@ def test_cli_writes_the_three_formats_and_the_plot(swept, tmp_path: Path, capsys
     csv = pacsv.read_csv(tmp_path / "paper.csv")
     assert csv.column("fid_final_sem").to_pylist()[0] == pytest.approx(
         table.column("fid_final_sem").to_pylist()[0])
+
+
+def test_class_histograms_average_the_seeds_of_each_row(tmp_path: Path) -> None:
+    from cl_sweeps.frontier.paper import class_histograms
+    from cl_sweeps.results import write_class_histograms
+
+    root = write_sweep_dir(tmp_path / "sweep")
+    trials = compute_frontier(read_sweep_dir(root)).trials
+    table = paper_table(trials)
+    last = 2  # the fake sweep's 3 tasks
+    true = [0.1] * 10
+    for trial_id, generated in (("t00", [1.0] + [0.0] * 9), ("t01", [0.0, 1.0] + [0.0] * 8)):
+        write_class_histograms(root / "trials" / trial_id / "samples", last, true, generated)
+    assert class_histograms(trials, table.slice(1), root / "trials") is None  # none wrote any
+    fig = class_histograms(trials, table, root / "trials")
+    ax = fig.axes[0]  # naive: the only row with histograms
+    assert len(fig.axes) == 1 and "naive (mean of n=2)" in ax.get_title()
+    true_bars, generated_bars = ax.containers
+    assert [b.get_height() for b in generated_bars][:3] == pytest.approx([0.5, 0.5, 0.0])
+    assert [b.get_height() for b in true_bars] == pytest.approx(true)

@@ -85,7 +85,8 @@ def test_a_sweep_sharing_task_zero_hands_off_to_frontier_and_report_after_set(
     assert rows[0].startswith("| strategy | teacher steps | λ | n | FID | KLD | ARD |")
     assert [row.split("|")[1].strip() for row in rows[1:]] == ["naive", "er", STRATEGIES[2]]
     assert "mean ± SEM over seeds (n = 1)" in text
-    for name in ("paper.md", "paper.csv", "paper.tex", "paper_fid_per_task.png"):
+    for name in ("paper.md", "paper.csv", "paper.tex", "paper_fid_per_task.png",
+                 "paper_class_histograms.png"):
         assert (tmp_path / "p" / name).stat().st_size > 0, name
 
 

@@ -26,7 +26,7 @@ from cl_sweeps.evaluation.fid import build_feature_extractor, compute_fid, fid_p
 from cl_sweeps.evaluation.grids import grid_caption, grid_image
 from cl_sweeps.metrics import task_metric
 from cl_sweeps.numerics import check_samples
-from cl_sweeps.results import atomic_write
+from cl_sweeps.results import atomic_write, write_class_histograms
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +173,7 @@ class GenerationEvaluator:
             metrics[M.KLD_VAL] = kld(val_hist, gen_hist)
         self.grid_samples = samples[: self.settings.sample_grid_size]
         self.write_grid(self.grid_samples, task_index, metrics[M.FID], sample_dir)
+        write_class_histograms(sample_dir, task_index, true_hist.tolist(), gen_hist.tolist())
         return metrics
 
     def write_grid(

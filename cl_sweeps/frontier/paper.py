@@ -3,8 +3,8 @@
 As the reference's report script (utils/generate_report_cl.py): every configuration it ran is a
 row (no best-of selection), the values are those after the last task, and ± is the standard
 error of the mean with the population std, np.std(v) / sqrt(n) (`table.mean_sem`). The best mean
-of each column is bold (the lowest: every metric here is better lower). Written as Markdown, CSV and LaTeX, with
-per-task FID curves (SEM bands) beside them.
+of each column is bold (the lowest: every metric here is better lower). Written as Markdown, CSV
+and LaTeX, with per-task FID curves (SEM bands) and true-vs-generated class histograms beside.
 """
 
 from __future__ import annotations
@@ -206,22 +206,64 @@ def fid_curves(trials: pa.Table, table: pa.Table, metric: str = FID) -> Figure:
     return fig
 
 
+def class_histograms(trials: pa.Table, table: pa.Table, trials_dir: Path) -> Figure | None:
+    """Per row, the class fractions of the test data (true) and of the generated samples after
+    the last task, averaged over the row's seeds, from each trial's samples folder
+    (results.read_class_histograms); None when no trial wrote them."""
+    from cl_sweeps.results import read_class_histograms
+
+    last = {r["trial_id"]: r["num_tasks"] - 1 for r in trials.to_pylist()}
+    shown = []
+    for row in table.to_pylist():
+        found = [read_class_histograms(trials_dir / t, last[t]) for t in row["trial_ids"].split()]
+        found = [h for h in found if h]
+        if found:
+            true = np.mean([h["true"] for h in found], axis=0)
+            shown.append((row, true, np.mean([h["generated"] for h in found], axis=0), len(found)))
+    if not shown:
+        return None
+    cols = min(4, len(shown))
+    rows = -(-len(shown) // cols)
+    fig = Figure(figsize=(3.2 * cols, 2.4 * rows), layout="constrained")
+    for i, (row, true, generated, n) in enumerate(shown):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        classes = np.arange(len(true))
+        ax.bar(classes - 0.2, true, width=0.4, label="true (test)")
+        ax.bar(classes + 0.2, generated, width=0.4, label="generated")
+        ax.set_title(f"{row_label(row)} (mean of n={n})", fontsize=8)
+        ax.set_xticks(classes)
+        ax.tick_params(labelsize=7)
+        if i == 0:
+            ax.legend(fontsize=7)
+    fig.supxlabel("class")
+    fig.supylabel("fraction of images after the last task")
+    return fig
+
+
 def _task_of(column: str, metric: str) -> int | None:
     prefix = f"{metric}@task"
     return int(column[len(prefix):]) if column.startswith(prefix) else None
 
 
-def write_paper_report(trials: pa.Table, table: pa.Table, out_dir: str | Path) -> dict[str, Path]:
-    """paper.md, paper.csv, paper.tex and paper_fid_per_task.png in `out_dir`."""
+def write_paper_report(
+    trials: pa.Table, table: pa.Table, out_dir: str | Path, trials_dir: Path | None = None
+) -> dict[str, Path]:
+    """paper.md, paper.csv, paper.tex, paper_fid_per_task.png and, when the trials in
+    `trials_dir` wrote class histograms, paper_class_histograms.png in `out_dir`."""
     from cl_sweeps.results import atomic_write
 
     out = Path(out_dir)
     markdown, latex = paper_markdown(table), paper_latex(table)
-    figure = fid_curves(trials, table)
-    return {
+    curves = fid_curves(trials, table)
+    paths = {
         "markdown": atomic_write(out / "paper.md", lambda p: p.write_text(markdown)),
         "csv": atomic_write(out / "paper.csv", lambda p: pacsv.write_csv(table, p)),
         "latex": atomic_write(out / "paper.tex", lambda p: p.write_text(latex)),
         "fid_plot": atomic_write(out / "paper_fid_per_task.png",
-                                 lambda p: figure.savefig(p, format="png", dpi=120)),
+                                 lambda p: curves.savefig(p, format="png", dpi=120)),
     }
+    histograms = class_histograms(trials, table, trials_dir) if trials_dir else None
+    if histograms is not None:
+        paths["histograms"] = atomic_write(out / "paper_class_histograms.png",
+                                           lambda p: histograms.savefig(p, format="png", dpi=120))
+    return paths
