@@ -16,6 +16,7 @@ Layout of a sweep's output_dir (see the README's "Sweep output"):
     frontier/                tables, plots and summary of the end-of-sweep frontier
     trials/<trial_id>/       params.json  status.json  metrics.jsonl  metrics.parquet
                              feasibility.json (with `constraints:`, once its configuration ended)
+                             stop_reason.json (stopped by a hard budget)
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 PARAMS_FILE = "params.json"
 STATUS_FILE = "status.json"
 FEASIBILITY_FILE = "feasibility.json"
+STOP_REASON_FILE = "stop_reason.json"
 SWEEP_FILE = "sweep.yaml"
 RESOLVED_FILE = "sweep_resolved.yaml"
 
@@ -222,6 +224,15 @@ def write_feasibility(directory: Path, violations: list[str]) -> None:
                                               "violations": violations})
 
 
+def write_stop_reason(directory: Path, reason: str) -> None:
+    """Why the sweep stops a running trial (a hard budget); the trial ends PRUNED with it."""
+    write_json(directory / STOP_REASON_FILE, {"reason": reason})
+
+
+def read_stop_reason(directory: Path) -> str | None:
+    return (_read_json(directory / STOP_REASON_FILE) or {}).get("reason")
+
+
 def read_history(directory: Path) -> list[dict[str, Any]]:
     """The per-task rows of metrics.jsonl; a line cut by a crash ends the usable history."""
     path = directory / METRICS_JSONL
@@ -285,6 +296,11 @@ def _metric_rows(directory: Path) -> list[dict[str, Any]]:
         except Exception as error:  # noqa: BLE001 - a damaged file must not hide the other trials
             log.warning("cannot read %s (%s); trying %s", parquet, error, METRICS_JSONL)
     return read_history(directory)
+
+
+def read_json_mapping(path: Path) -> dict[str, Any] | None:
+    """A JSON object written by write_json, or None if absent or unreadable."""
+    return _read_json(path)
 
 
 def read_trial(directory: Path) -> TrialRecord:

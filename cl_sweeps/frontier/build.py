@@ -296,10 +296,12 @@ def frontier_table_text(frontier: Frontier, all_configs: bool = False) -> str:
     body = configs_table_text(frontier, configs, pareto_column=all_configs)
     notes = "".join(f"\n{line}" for line in (selection_note(frontier), noise_line(frontier))
                     if line)
-    return f"{summary_line(frontier)}\n{body or NO_CONFIG}{notes}"
+    empty = NO_FEASIBLE_CONFIG if frontier.constraints else NO_CONFIG
+    return f"{summary_line(frontier)}\n{body or empty}{notes}"
 
 
 NO_CONFIG = "(no configuration with complete, finite results)"
+NO_FEASIBLE_CONFIG = "(no feasible configuration with complete, finite results)"
 
 
 def fmt_probability(value: float | None) -> str:

@@ -19,6 +19,7 @@ from ray import tune
 
 from cl_sweeps import records
 from cl_sweeps.records import SEED_PARAM, SweepLayout
+from cl_sweeps.sweep import budget as budgets
 from cl_sweeps.sweep.schema import SweepConfig
 from cl_sweeps.sweep.status import format_rows, sweep_eta, trial_rows
 
@@ -99,7 +100,8 @@ class QuietConsole(tune.Callback):
         status = record.status if record is not None else records.COMPLETED
         tasks = record.tasks_done if record is not None else "?"
         word = "finished" if status == records.COMPLETED else "pruned  "
-        self._say(f"{word} {trial.trial_id}  after {tasks} tasks  {self._objectives(record)}")
+        why = f"  ({record.error})" if record is not None and record.error else ""
+        self._say(f"{word} {trial.trial_id}  after {tasks} tasks  {self._objectives(record)}{why}")
         self._changed = True
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -122,4 +124,6 @@ class QuietConsole(tune.Callback):
             return
         eta = sweep_eta(self.sweep, rows)
         eta_text = "?" if eta is None else f"{eta / 60:.1f} min"
-        print(f"\n{format_rows(self.sweep, rows)}\n(sweep ETA {eta_text})\n", flush=True)
+        budget = budgets.sweep_summary(self.sweep, layout)
+        spent = f"\n{budgets.summary_line(budget)}" if budget is not None else ""
+        print(f"\n{format_rows(self.sweep, rows)}\n(sweep ETA {eta_text}){spent}\n", flush=True)

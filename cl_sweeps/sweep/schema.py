@@ -52,6 +52,7 @@ from cl_sweeps.metrics import (
     validation_form,
 )
 from cl_sweeps.strategies.catalog import strategy_names
+from cl_sweeps.sweep.budget import BudgetConfig
 from cl_sweeps.sweep.space import (
     MAX_GRID_POINTS,
     conditions,
@@ -429,6 +430,10 @@ class SweepConfig(StrictModel):
         default_factory=dict, description="Final metric -> {max: x} and/or {min: y} on the "
         "configuration's seed mean; Optuna (TPE, NSGA-II, GP) searches the feasible region, "
         "and configurations that break one are marked infeasible and kept off the Pareto set."
+    )
+    budget: BudgetConfig | None = Field(
+        default=None, description="Any of train_tflops, tflops, wall_hours, trials (and hard): "
+        "no configuration is started that could not finish within what is left."
     )
 
     @field_validator("scheduler", mode="before")

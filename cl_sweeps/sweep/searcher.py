@@ -14,6 +14,10 @@ TPE ignores) and Optuna is asked again, so `num_samples` counts distinct configu
 With `constraints:`, the seeds' mean of each constrained metric is told with the objectives, as
 Optuna's constraint values (`trial.set_constraint`, cl_sweeps/constraints.py): TPE, NSGA-II and
 GP then model the feasible region; the verdict is kept per configuration (`violations`).
+
+With `budget:`, a new configuration is handed to Tune only if it fits what is left
+(sweep/budget.py); the first that does not is told FAIL (it never ran) and the searcher is
+FINISHED: running trials end, and budget.json says why the sweep ended.
 """
 
 from __future__ import annotations
@@ -21,20 +25,24 @@ from __future__ import annotations
 import logging
 import math
 import pickle
+import time
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from cl_sweeps import records
 from cl_sweeps.constraints import (
     constraint_metrics,
     constraint_values,
     constraints_from,
     violations,
 )
-from cl_sweeps.records import FAILED, PRUNED, SEED_PARAM
+from cl_sweeps.records import FAILED, PRUNED, SEED_PARAM, SweepLayout
+from cl_sweeps.sweep import budget as budgets
 from cl_sweeps.sweep.schema import SweepConfig
 from cl_sweeps.sweep.space import (
     SearchSpace,
@@ -90,6 +98,12 @@ class SeedReplicator(Searcher):
         self.seed_keys = list(sweep.seed_keys)
         self.metrics = [o.metric for o in sweep.objectives]
         self.constraints = constraints_from(sweep.constraints)
+        self.budget = sweep.budget
+        self.layout = SweepLayout(Path(sweep.output_dir)) if sweep.output_dir else None
+        self.default_strategy = sweep.base.strategy.name
+        self.ended: str | None = None  # why the budget ended the search
+        self._wall_before = 0.0  # the driver's seconds in earlier runs (a resumed sweep)
+        self._session_start = time.time()
         self.base = sweep.base.model_dump(mode="json")
         self._queue: deque[tuple[str, int]] = deque()
         self._groups: dict[str, _Group] = {}
@@ -101,9 +115,13 @@ class SeedReplicator(Searcher):
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         if not self._queue:
+            if self.ended is not None:
+                return Searcher.FINISHED
             group_id = self._new_configuration()
             if group_id is None or group_id == Searcher.FINISHED:
                 return group_id
+            if self._over_budget(group_id):
+                return Searcher.FINISHED
             self._queue.extend((group_id, seed) for seed in self.seeds)
         group_id, seed = self._queue.popleft()
         self._group_of[trial_id] = group_id
@@ -130,6 +148,28 @@ class SeedReplicator(Searcher):
             else:
                 self.inner.on_trial_complete(group_id, None, error=True)
         raise AssertionError("unreachable")
+
+    def wall_seconds(self) -> float:
+        """The driver's wall clock over all runs of this sweep."""
+        return self._wall_before + time.time() - self._session_start
+
+    def _over_budget(self, group_id: str) -> bool:
+        """Whether the new configuration does not fit the budget; if so Optuna is told FAIL
+        (it never ran) and the search ends with the reason."""
+        if self.budget is None or self.layout is None:
+            return False
+        strategy = budgets.strategy_of(self._groups[group_id].fields, self.default_strategy)
+        reason = budgets.why_not(
+            self.budget, records.read_trials(self.layout.trials), strategy, len(self.seeds),
+            self.wall_seconds(), len(self._group_of), self.default_strategy,
+        )
+        if reason is not None:
+            self.ended = reason
+            self.inner.on_trial_complete(group_id, None, error=True)
+            del self._groups[group_id]
+            log.warning("no new configuration: %s", reason)
+        budgets.write_state(self.layout, self.wall_seconds(), len(self._group_of), self.ended)
+        return reason is not None
 
     def _twin_of(self, group_id: str) -> str | None:
         fields = self._groups[group_id].fields
@@ -193,10 +233,11 @@ class SeedReplicator(Searcher):
 
     # --- Tune checkpoints the searcher so that a sweep can be resumed -------------------------
     def get_state(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return {**self.__dict__, "_wall_before": self.wall_seconds()}
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        self._session_start = time.time()  # the clock runs on from what the saved run spent
 
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as handle:

@@ -20,6 +20,7 @@ from cl_sweeps import records
 from cl_sweeps.formatting import text_table
 from cl_sweeps.records import SweepLayout, TrialRecord
 from cl_sweeps.results import METRICS_JSONL
+from cl_sweeps.sweep import budget as budgets
 from cl_sweeps.sweep.heartbeat import driver_state
 from cl_sweeps.sweep.schema import SweepConfig, parse_sweep_config
 from cl_sweeps.sweep.space import expected_tasks, num_trials
@@ -158,18 +159,24 @@ def sweep_status(output_dir: str | Path, now: float | None = None) -> tuple[str,
     total = num_trials(sweep)
     counts = {s: sum(r.status == s for r in rows) for s in ("RUNNING", INTERRUPTED, *records.ENDED)}
     ended = sum(counts[s] for s in records.ENDED)
-    done = ended >= total or (stopped and driver.certain)  # a dead driver's sweep is still
+    budget = budgets.sweep_summary(sweep, layout)
+    by_budget = bool(budget and budget.get("ended")) and not counts["RUNNING"]
+    done = ended >= total or (stopped and driver.certain) or by_budget
     head = (f"sweep {sweep.name!r} in {layout.root}: {ended}/{total} trials ended "
             f"({counts['COMPLETED']} completed, {counts['PRUNED']} pruned, "
             f"{counts['FAILED']} failed), {counts['RUNNING']} running, "
             f"{max(0, total - len(rows))} not started")
-    if stopped and ended < total:
+    if by_budget:
+        head += "; ended by its budget"
+    elif stopped and ended < total:
         head += (f"; the sweep's driver is not running (last seen "
                  f"{_duration(driver.since_beat)} ago): {counts[INTERRUPTED]} interrupted; "
                  f"continue with  cl-sweeps sweep FILE --resume  (FILE: {layout.sweep_file})")
     elif not done:
         head += f"; ETA {_duration(sweep_eta(sweep, rows))}"
     parts = [head, format_rows(sweep, rows) if rows else "no trial has started yet"]
+    if budget is not None:
+        parts.insert(1, budgets.summary_line(budget))
     parts.append(frontier_so_far(sweep, layout))
     return "\n\n".join(parts), done
 

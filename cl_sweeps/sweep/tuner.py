@@ -37,6 +37,8 @@ from cl_sweeps.metrics import is_known_metric
 from cl_sweeps.prefix_store import PrefixStore
 from cl_sweeps.records import SweepLayout
 from cl_sweeps.results import atomic_write
+from cl_sweeps.sweep import budget as budgets
+from cl_sweeps.sweep.budget_stop import budget_stopper
 from cl_sweeps.sweep.console import QuietConsole, quiet_logs, quiet_ray_output
 from cl_sweeps.sweep.constraints import judge_configuration
 from cl_sweeps.sweep.context import SweepContext, crash_at_task_from_env, divergence
@@ -99,7 +101,8 @@ class TrialRecorder(tune.Callback):
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         tasks = expected_tasks(self.context.base, dict(trial.config), list(self.context.seed_keys))
         done = int((trial.last_result or {}).get("task", -1)) >= tasks - 1
-        self._end(trial, records.COMPLETED if done else records.PRUNED, None)
+        reason = None if done else records.read_stop_reason(self._dir(trial))  # a hard budget
+        self._end(trial, records.COMPLETED if done else records.PRUNED, reason)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._end(trial, records.FAILED, divergence(self._dir(trial)) or _error_text(trial))
@@ -413,6 +416,7 @@ def make_tuner(
         name=sweep.name,
         storage_path=sweep.storage_path,
         failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
+        stop=budget_stopper(sweep),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         callbacks=[
             DriverHeartbeat(context.layout, started=time.time()),
@@ -536,7 +540,8 @@ def run_sweep(
         close_tracking(tracker, layout)
         raise
     ended = results.num_terminated + results.num_errors
-    interrupted = ended < len(results) or len(results) < trials
+    by_budget = sweep.budget is not None and budgets.read_state(layout).get("ended")
+    interrupted = ended < len(results) or (len(results) < trials and not by_budget)
     code = finish(sweep, layout, tracker, uri, interrupted)
     return stop.exit_code(code) if interrupted else code
 
@@ -638,7 +643,11 @@ def finish(
     listed = ", ".join(f"{n} {status.lower()}" for status, n in sorted(counts.items()))
     print(f"\nSweep {sweep.name!r}: {len(trials)} trials ({listed or 'none'})", flush=True)
     compute = report_compute(sweep, trials, tracker)
-    print_summary(sweep, layout, tracker, {"compute": compute})
+    budget = budgets.sweep_summary(sweep, layout)
+    if budget is not None:
+        print(f"\n{budgets.summary_line(budget)}", flush=True)
+    print_summary(sweep, layout, tracker, {"compute": compute,
+                                           **({"budget": budget} if budget else {})})
     tags = {f"trials_{k.lower()}": str(v) for k, v in counts.items()}
     tracker.finish("KILLED" if interrupted else "FINISHED", tags, layout.best)
     close_tracking(tracker, layout)
