@@ -24,6 +24,10 @@ KLD_VAL = "kld_val"
 FID_FINAL_VAL = "fid_final_val"
 ARD = "ard"
 CLASSIFIER_ACCURACY = "classifier_accuracy"
+ACCURACY = "accuracy"
+ACCURACY_FINAL = "accuracy_final"
+ACCURACY_FORGETTING = "accuracy_forgetting"
+CLASSIFIER_TRAIN_TFLOPS = "classifier_train_tflops"
 TRAIN_TFLOPS = "train_tflops"
 TASK_TRAIN_TFLOPS = "task_train_tflops"
 REUSED_TRAIN_TFLOPS = "reused_train_tflops"
@@ -35,12 +39,14 @@ ACCELERATOR_SECONDS = "accelerator_seconds"
 PEAK_MEMORY_MB = "peak_memory_mb"
 DENOISE_LOSS_TASK = "denoise_loss_task_"  # + task index
 FID_TASK = "fid_task_"  # + task index
+ACCURACY_TASK = "accuracy_task_"  # + task index (classifier_replay)
 FORWARDS = "forwards_"  # + the purpose of the image-forwards (evaluation/compute.py)
 
-TASK_PREFIXES = (DENOISE_LOSS_TASK, FID_TASK)  # followed by the 0-based task index k
+TASK_PREFIXES = (DENOISE_LOSS_TASK, FID_TASK, ACCURACY_TASK)  # followed by the 0-based task index k
 # What a trial costs (a frontier's compute axis), as opposed to what it achieves.
 COST_METRICS = (
-    TRAIN_TFLOPS, TASK_TRAIN_TFLOPS, REUSED_TRAIN_TFLOPS, EVAL_TFLOPS, TRAIN_SECONDS,
+    TRAIN_TFLOPS, TASK_TRAIN_TFLOPS, REUSED_TRAIN_TFLOPS, CLASSIFIER_TRAIN_TFLOPS, EVAL_TFLOPS,
+    TRAIN_SECONDS,
     REPLAY_GENERATION_SECONDS, EVAL_SECONDS, ACCELERATOR_SECONDS, PEAK_MEMORY_MB,
 )
 
@@ -150,9 +156,38 @@ METRICS: tuple[MetricSpec, ...] = (
         AFTER_EACH_TASK,
     ),
     MetricSpec(
+        ACCURACY,
+        "classifier_replay: top-1 accuracy of the continually trained classifier on the test "
+        "images of all seen tasks (sample-weighted)",
+        AFTER_EACH_TASK,
+    ),
+    MetricSpec(
+        "accuracy_task_<k>", "classifier_replay: the same on task k's test images only",
+        AFTER_EACH_TASK,
+    ),
+    MetricSpec(
+        ACCURACY_FINAL,
+        "classifier_replay: accuracy after the last task (on the whole test set)",
+        AFTER_LAST_TASK,
+    ),
+    MetricSpec(
+        ACCURACY_FORGETTING,
+        "classifier_replay: mean over tasks k < T-1 of the best accuracy_task_<k> ever reported "
+        "minus accuracy_task_<k> after the last task (NaN for a single task)",
+        AFTER_LAST_TASK,
+    ),
+    MetricSpec(
         TRAIN_TFLOPS,
         "cumulative training compute in TFLOPs: student forward+backward, teacher generation "
-        "and teacher targets (image-forwards × measured FLOPs per image-forward)",
+        "and teacher targets (image-forwards × measured FLOPs per image-forward), plus "
+        "classifier_train_tflops and the generator forwards of classifier replay",
+        AFTER_EACH_TASK,
+    ),
+    MetricSpec(
+        CLASSIFIER_TRAIN_TFLOPS,
+        "classifier_replay: cumulative TFLOPs of the classifier's own training (its "
+        "forward+backward per image, the frozen labeller's forwards on replay images); part "
+        "of train_tflops",
         AFTER_EACH_TASK,
     ),
     MetricSpec(TASK_TRAIN_TFLOPS, "training TFLOPs of this task alone", AFTER_EACH_TASK),
@@ -176,6 +211,12 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec(
         "forwards_teacher_target",
         "cumulative teacher image-forwards spent computing distillation targets",
+        AFTER_EACH_TASK,
+    ),
+    MetricSpec(
+        "forwards_classifier_replay_generation",
+        "cumulative generator (previous diffusion model) image-forwards spent generating the "
+        "classifier's replay: batch_size × generation_steps per classifier iteration",
         AFTER_EACH_TASK,
     ),
     MetricSpec(

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from cl_sweeps import metrics as M
 from cl_sweeps.checkpoint import MODEL_WEIGHTS, load_checkpoint, save_checkpoint
 from cl_sweeps.checkpoint_files import task_checkpoint_dir
+from cl_sweeps.classifier_replay import ClassifierReplay, final_accuracy_metrics
 from cl_sweeps.config import TrialConfig
 from cl_sweeps.data import ImageSet, TaskStream, build_task_stream, load_source
 from cl_sweeps.data.augment import augmented
@@ -141,6 +142,12 @@ class Engine:
             config, source, self.stream, self.context.sampler, self.counter, self.device,
             autocast=self.throughput.autocast,
         )
+        self.classifier = None if config.classifier_replay is None else ClassifierReplay(
+            config.classifier_replay, channels=self.stream.channels,
+            image_size=self.stream.image_size, num_classes=source.num_classes,
+            generation_steps=config.evaluation.eval_steps, sampler=self.context.sampler,
+            counter=self.counter, device=self.device, seed=config.seed,
+        )
         self.history: list[dict[str, float]] = []
         self.next_task = 0
         self.reused_train_tflops = 0.0  # task-0 training taken from a shared prefix
@@ -163,6 +170,8 @@ class Engine:
         }
         if strategy:
             state["strategy"] = self.strategy.state_dict()
+        if self.classifier is not None:
+            state["classifier"] = self.classifier.state_dict()
         return state
 
     def load(self, snapshot: dict[str, Any]) -> None:
@@ -175,6 +184,8 @@ class Engine:
         torch.set_rng_state(snapshot["torch_rng"])
         if "strategy" in snapshot:
             self.strategy.load_state_dict(snapshot["strategy"])
+        if self.classifier is not None:
+            self.classifier.load_state_dict(snapshot["classifier"])
         self.counter.load(snapshot["forward_counts"])
         self.timer.seconds.update(snapshot["phase_seconds"])
         self.reused_train_tflops = float(snapshot.get(M.REUSED_TRAIN_TFLOPS, 0.0))
@@ -248,11 +259,18 @@ class Engine:
         """The task's optimisation steps alone (what a shared task-0 prefix holds)."""
         cfg = self.config
         self.context.task_index = task_index
-        self.context.teacher = (
-            self.teacher.copy_of(self.model)
-            if self.strategy.needs_teacher and task_index > 0
-            else None
-        )
+        classifier = self.classifier
+        generative = classifier is not None and classifier.uses_generator
+        wanted = self.strategy.needs_teacher or generative
+        # one frozen copy of the previous model: the strategy's teacher and the classifier's
+        # generator alike
+        frozen = self.teacher.copy_of(self.model) if wanted and task_index > 0 else None
+        self.context.teacher = frozen if self.strategy.needs_teacher else None
+        if classifier is not None:  # the reference's order: the classifier first
+            with self.timer.phase("train"):
+                classifier.train_task(
+                    task_index, self.stream.train, frozen, minibatches, self.throughput.autocast
+                )
         data = self.strategy.training_set(
             task_index, self.stream.train[task_index], self.stream.train[:task_index]
         )
@@ -308,6 +326,8 @@ class Engine:
                 losses.append(value)
             metrics[M.DENOISE_LOSS] = sum(losses) / len(losses)
             metrics.update(self.evaluator(self.model, task_index, self.sample_dir))
+            if self.classifier is not None:
+                metrics.update(self.classifier.evaluate(task_index, self.stream.test))
         if task_index == len(self.stream) - 1:
             metrics.update(self.final_metrics(metrics))
         metrics.update(self.compute_metrics(tflops_before))
@@ -334,12 +354,15 @@ class Engine:
         }
         if M.FID_VAL in last:
             final[M.FID_FINAL_VAL] = last[M.FID_VAL]
+        if self.classifier is not None:
+            final.update(final_accuracy_metrics(rows))
         return final
 
     def training_tflops(self, counts: dict[str, int] | None = None) -> float:
         """Training TFLOPs of the forwards counted so far (or of `counts`)."""
         spent = flops_by_purpose(self.counter.snapshot() if counts is None else counts, self.flops)
-        return sum(spent[p] for p in TRAIN_PURPOSES) / 1e12
+        unet = sum(spent[p] for p in TRAIN_PURPOSES) / 1e12
+        return unet + (self.classifier.tflops() if self.classifier is not None else 0.0)
 
     def compute_metrics(self, tflops_before: float) -> dict[str, float]:
         counts = self.counter.snapshot()
@@ -351,6 +374,7 @@ class Engine:
             M.TRAIN_TFLOPS: train_tflops,
             M.TASK_TRAIN_TFLOPS: train_tflops - tflops_before,
             M.REUSED_TRAIN_TFLOPS: self.reused_train_tflops,
+            **({M.CLASSIFIER_TRAIN_TFLOPS: self.classifier.tflops()} if self.classifier else {}),
             M.EVAL_TFLOPS: spent[EVAL_SAMPLING] / 1e12,
             **{f"{M.FORWARDS}{p}": float(n) for p, n in counts.items()},
             M.TRAIN_SECONDS: seconds["train"],

@@ -10,8 +10,8 @@ from pathlib import Path
 from cl_sweeps import metrics
 
 PACKAGE = Path(metrics.__file__).parent
-COMPUTED_IN = ("sequence.py", "evaluation/generation.py")
-PREFIXES = (metrics.DENOISE_LOSS_TASK, metrics.FID_TASK, metrics.FORWARDS)
+COMPUTED_IN = ("sequence.py", "evaluation/generation.py", "classifier_replay.py")
+PREFIXES = (*metrics.TASK_PREFIXES, metrics.FORWARDS)
 
 
 def constants() -> dict[str, str]:
