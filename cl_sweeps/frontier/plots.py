@@ -177,7 +177,8 @@ def frontier_figure(frontier: Frontier) -> Figure:
                 fontsize=7, transform=ax.transAxes)
     ax.grid(True, which="both", alpha=0.3)
     if points:
-        ax.legend(fontsize=8)
+        for handle in ax.legend(fontsize=8).legend_handles:
+            handle.set_alpha(1.0)  # a strategy's colour, not its first point's opacity
     else:
         ax.text(0.5, 0.5, "no configuration with complete, finite results",
                 ha="center", va="center", transform=ax.transAxes)
