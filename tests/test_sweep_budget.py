@@ -175,3 +175,12 @@ def test_a_real_sweep_ends_by_its_budget_and_resume_honours_it(tmp_path: Path) -
     assert code == 0, log[-5000:]
     assert len(records.read_trials(layout.trials)) == 2
     assert "ended by the budget: budget trials: 2 of 2 spent" in log
+
+
+def test_the_parent_run_gets_the_share_of_the_tightest_limit(fake) -> None:
+    layout, _ = fake
+    resolved = records.read_yaml_mapping(layout.resolved)
+    assert budgets.parent_metrics(resolved, layout.root) == {}
+    resolved["budget"] = {"train_tflops": 4 * reported_tflops(), "trials": 44}
+    assert budgets.parent_metrics(resolved, layout.root) == pytest.approx(
+        {"sweep/budget_used": 0.5, "sweep/budget_left": 0.5})  # 22 of 44 trials

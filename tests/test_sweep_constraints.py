@@ -27,7 +27,8 @@ from cl_sweeps.frontier.hypervolume import hypervolume, reference_point
 from cl_sweeps.frontier.outputs import best_trials, summary_dict
 from cl_sweeps.frontier.plots import INFEASIBLE, frontier_figure, frontier_plotly
 from cl_sweeps.sweep.constraints import judge_configuration
-from cl_sweeps.sweep.schema import parse_sweep_config
+from cl_sweeps.sweep.dashboard import frontier_of, sweep_metrics
+from cl_sweeps.sweep.schema import Objective, parse_sweep_config
 from cl_sweeps.sweep.searcher import build_searcher
 from cl_sweeps.sweep.space import SearchSpace
 
@@ -190,3 +191,11 @@ def test_the_verdict_is_written_into_every_replica_once_all_ended(tmp_path) -> N
     gd = records.read_trial(layout.trial("t07"))  # t15 failed: judged on the completed two
     assert judge_configuration(layout.trials, gd.config_key, 3, rules).violations == []
     assert records.read_trial(layout.trial("t15")).violations == []
+
+
+def test_the_dashboards_best_is_the_best_feasible_configuration(tmp_path) -> None:
+    source = read_sweep_dir(constrained_dir(tmp_path))
+    objectives = [Objective(metric="fid_final"), Objective(metric="train_tflops")]
+    metrics = sweep_metrics(source.records, objectives, frontier_of(source, objectives))
+    assert metrics["sweep/best_fid_final"] == pytest.approx(30.0)  # GD k=2; cumulative breaks
+    assert metrics["sweep/pareto_size"] == 2

@@ -263,6 +263,20 @@ def summary_line(budget_summary: dict[str, Any]) -> str:
     return line + (f"\nended by the budget: {ended}" if ended else "")
 
 
+def parent_metrics(resolved: dict[str, Any] | None, output_dir: Path) -> dict[str, float]:
+    """The parent run's live sweep/budget_used (the largest share of a limit spent, 1 = used
+    up) and sweep/budget_left (1 minus it, at least 0); {} without a budget."""
+    section = (resolved or {}).get("budget")
+    if not section:
+        return {}
+    budget = BudgetConfig.model_validate(section)
+    default = ((resolved.get("base") or {}).get("strategy") or {}).get("name") or "naive"
+    shares = [v["spent"] / v["budget"] for v in summary(budget, SweepLayout(output_dir), default)
+              .values() if isinstance(v, dict)]
+    used = max(shares)
+    return {"sweep/budget_used": used, "sweep/budget_left": max(0.0, 1.0 - used)}
+
+
 def sweep_summary(sweep: Any, layout: SweepLayout) -> dict[str, Any] | None:
     """`summary` of a SweepConfig's budget; None for a sweep without one."""
     if sweep.budget is None:

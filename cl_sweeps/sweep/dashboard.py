@@ -4,7 +4,7 @@ Each time a trial ends, the parent run gets, at step = number of ended trials:
 sweep/trials_completed, sweep/trials_pruned, sweep/trials_failed, sweep/best_<objective> (the
 best seed-mean of finished configurations), sweep/pareto_size, sweep/train_tflops_spent (training
 compute of every trial so far, pruned and failed included, a shared task-0 prefix once) and sweep/hypervolume (of the
-frontier); the frontier PNG/HTML under frontier/ are refreshed at most every
+frontier); with `budget:`, sweep/budget_used and sweep/budget_left (sweep/budget.py); the frontier PNG/HTML under frontier/ are refreshed at most every
 `artifacts_every_s` seconds, and once more when the sweep ends.
 
 All of it runs on a background thread fed from the trial records, never in Tune's loop, and goes
@@ -23,7 +23,9 @@ from typing import Any
 from ray import tune
 
 from cl_sweeps import records
+from cl_sweeps.constraints import FEASIBLE_COLUMN
 from cl_sweeps.records import SweepLayout, SweepSource, TrialRecord
+from cl_sweeps.sweep import budget as budgets
 from cl_sweeps.sweep.schema import Objective
 from cl_sweeps.sweep.tracking import SweepTracker, TrackingTarget
 
@@ -63,9 +65,10 @@ def sweep_metrics(
     metrics[f"{PREFIX}pareto_size"] = float(sum(frontier.configs.column("pareto").to_pylist()))
     spent = records.compute_spent(trials)["sweep_train_tflops_spent"]
     metrics[f"{PREFIX}train_tflops_spent"] = spent
-    if frontier.configs.num_rows:
+    feasible = frontier.configs.filter(frontier.configs.column(FEASIBLE_COLUMN))
+    if feasible.num_rows:  # with constraints, the best feasible configuration
         for objective in objectives:
-            means = frontier.configs.column(f"{objective.metric}_mean").to_pylist()
+            means = feasible.column(f"{objective.metric}_mean").to_pylist()
             best = min(means) if objective.mode == "min" else max(means)
             metrics[f"{PREFIX}best_{objective.metric}"] = best
     return metrics
@@ -158,6 +161,7 @@ class SweepDashboard(tune.Callback):
             self._frontier = frontier if finished else None
             if self._frontier is not None and self._frontier.hypervolume is not None:
                 metrics[f"{PREFIX}hypervolume"] = float(self._frontier.hypervolume)
+            metrics.update(budgets.parent_metrics(source.resolved, Path(self.output_dir)))
             tracker.log_metrics(step, metrics, marker=STEP_MARKER)  # spooled, sent beside
             self._logged_step = step
         due = final or time.monotonic() - self._last_artifacts >= self.artifacts_every_s

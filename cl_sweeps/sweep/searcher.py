@@ -102,7 +102,9 @@ class SeedReplicator(Searcher):
         self.layout = SweepLayout(Path(sweep.output_dir)) if sweep.output_dir else None
         self.default_strategy = sweep.base.strategy.name
         self.ended: str | None = None  # why the budget ended the search
-        self._wall_before = 0.0  # the driver's seconds in earlier runs (a resumed sweep)
+        self._wall_before = 0.0  # the driver's seconds in earlier runs (set_state restores them)
+        if self.budget is not None and self.layout is not None:  # a resume before Tune saved
+            self._wall_before = float(budgets.read_state(self.layout).get("wall_seconds") or 0.0)
         self._session_start = time.time()
         self.base = sweep.base.model_dump(mode="json")
         self._queue: deque[tuple[str, int]] = deque()
