@@ -103,6 +103,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_search(args: argparse.Namespace) -> int:
+    from cl_sweeps.constraints import parse_constraint
     from cl_sweeps.sweep.bench_search import format_table, run_bench_search, write_outputs
 
     grid_dir = Path(args.grid_dir)
@@ -110,7 +111,16 @@ def cmd_bench_search(args: argparse.Namespace) -> int:
         print(f"error: --grid-dir: {grid_dir} holds no sweep (no trials/); run the grid first: "
               "cl-sweeps sweep search_spaces/bench_digits.yaml", file=sys.stderr)
         return 2
-    result = run_bench_search(grid_dir, repeats=args.repeats, extra_dirs=args.extra_dir or [])
+    try:
+        constraints = [parse_constraint(text) for text in args.constraint or []]
+    except ValueError as error:
+        print(f"error: --constraint: {error}", file=sys.stderr)
+        return 2
+    result = run_bench_search(grid_dir, repeats=args.repeats, extra_dirs=args.extra_dir or [],
+                              constraints=constraints)
+    if constraints:
+        print(f"constraints {', '.join(result['constraints'])}: "
+              f"{result['feasible_configurations']} feasible configurations")
     paths = write_outputs(result, Path(args.out) if args.out else grid_dir / "bench_search")
     print(f"{result['configurations']} configurations; grid: hypervolume "
           f"{result['grid_hypervolume']:.4g} for {result['grid_train_tflops']:.4g} training "
@@ -418,6 +428,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench_search.add_argument(
         "--extra-dir", action="append", help="a sweep with the same base and seed that ran "
         "part of the grid (e.g. on more workers); its finished trials fill in the grid's")
+    bench_search.add_argument(
+        "--constraint", action="append", metavar="METRIC<=X|METRIC>=Y",
+        help="replay a constrained search: only configurations whose last task keeps every "
+        "constraint count (repeatable; e.g. train_tflops<=3)")
     bench_search.set_defaults(handler=cmd_bench_search)
     frontier = sub.add_parser(
         "frontier", help="compute–quality Pareto frontier of a sweep: table, plots, artifacts"

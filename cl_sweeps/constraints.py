@@ -14,6 +14,7 @@ searcher and the frontier all import this module (no torch, Ray or Optuna).
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -68,6 +69,26 @@ class Constraint:
         bounds = [f"min {fmt_number(self.min)}" if self.min is not None else "",
                   f"max {fmt_number(self.max)}" if self.max is not None else ""]
         return f"{self.metric} ({', '.join(b for b in bounds if b)})"
+
+
+CONSTRAINT_TEXT = re.compile(r"^\s*([A-Za-z0-9_]+)\s*(<=|>=)\s*(\S+)\s*$")
+
+
+def parse_constraint(text: str) -> Constraint:
+    """'train_tflops<=3' or 'classifier_accuracy>=0.8' (the command line's form); ValueError
+    naming the text and what is allowed."""
+    match = CONSTRAINT_TEXT.match(text)
+    value = None
+    if match:
+        try:
+            value = float(match.group(3))
+        except ValueError:
+            value = None
+    if match is None or value is None or not math.isfinite(value):
+        raise ValueError(f"{text!r} is not a constraint; allowed: METRIC<=NUMBER or "
+                         "METRIC>=NUMBER, e.g. train_tflops<=3")
+    metric, sign = match.group(1), match.group(2)
+    return Constraint(metric, max=value) if sign == "<=" else Constraint(metric, min=value)
 
 
 def constraints_from(section: Mapping[str, Any] | None) -> list[Constraint]:

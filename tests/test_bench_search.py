@@ -7,10 +7,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+import pytest
 from helpers import tiny_sweep
 
 from cl_sweeps import records
 from cl_sweeps.cli import main
+from cl_sweeps.constraints import parse_constraint
+from cl_sweeps.frontier.hypervolume import hypervolume, reference_point
 from cl_sweeps.records import SEED_PARAM
 from cl_sweeps.sweep.bench_search import load_table, run_bench_search
 from cl_sweeps.sweep.schema import parse_sweep_config
@@ -86,3 +90,27 @@ def test_part_of_the_grid_from_another_sweep_of_the_same_base(tmp_path: Path) ->
     with pytest.raises(ValueError, match="has no trial for"):
         load_table(root)
     assert len(load_table(root, [extra]).rows) == 5
+
+
+def test_a_constrained_replay_counts_only_feasible_configurations(tmp_path: Path, capsys) -> None:
+    root = write_grid(tmp_path / "grid")
+    result = run_bench_search(root, repeats=1, constraints=[parse_constraint("train_tflops<=5")])
+    feasible = np.array([(3.0, 60.0), (4.0, 25.0), (5.0, 20.0)])  # both GD points cost 6 and 7
+    assert result["feasible_configurations"] == 3
+    assert result["reference"] == pytest.approx(reference_point(feasible).tolist())
+    assert result["grid_hypervolume"] == pytest.approx(
+        hypervolume(feasible, reference_point(feasible)))
+    for curve in result["curves"]:
+        assert max(curve["volume"]) <= result["grid_hypervolume"] * (1 + 1e-9)
+    rows = {row["method"]: row for row in result["summary"]}
+    assert rows["grid"]["tflops_to_99"] == 12.0  # naive + both er: the GD points add nothing
+
+    out = tmp_path / "bench"
+    assert main(["bench-search", "--grid-dir", str(root), "--repeats", "1", "--out", str(out),
+                 "--constraint", "train_tflops<=5"]) == 0
+    assert "constraints train_tflops (max 5): 3 feasible configurations" in capsys.readouterr().out
+    assert json.loads((out / "bench_search.json").read_text())["constraints"] == [
+        "train_tflops (max 5)"]
+    assert main(["bench-search", "--grid-dir", str(root), "--constraint", "tflops<5"]) == 2
+    assert "--constraint: 'tflops<5' is not a constraint; allowed: METRIC<=NUMBER" in (
+        capsys.readouterr().err)

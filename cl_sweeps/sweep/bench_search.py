@@ -17,6 +17,11 @@ frontier/hypervolume.py over every configuration of the grid). Output: for each 
 training TFLOPs spent until it first reaches 90/95/99 % of the grid's final hypervolume (median
 over repeats with different sampler seeds), the fraction reached with a third of the grid's
 TFLOPs, a plot of hypervolume versus TFLOPs spent, and everything as JSON.
+
+With constraints (`--constraint train_tflops<=3`, cl_sweeps/constraints.py), a configuration
+is feasible when its last task's values keep them; only feasible ones add to the hypervolume
+(and fix its reference point), and TPE, NSGA-II and MO-ASHA+TPE are told the constraint values
+as a constrained sweep tells them (random and the grid order ignore them).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ import numpy as np
 import optuna
 
 from cl_sweeps import records
+from cl_sweeps.constraints import Constraint, constraint_values, violations
 from cl_sweeps.frontier.hypervolume import hypervolume, reference_point
 from cl_sweeps.records import SEED_PARAM, SweepLayout, config_key
 from cl_sweeps.sweep.moasha import MOASHA, rung_levels
@@ -57,6 +63,15 @@ class Table:
     rows: dict[str, list[dict[str, Any]]]
     order: list[str]  # configuration keys in the order the grid ran them
     tasks: int
+    constraints: tuple[Constraint, ...] = ()
+
+    def last(self, key: str) -> dict[str, float]:
+        rows = self.rows.get(key) or [{}]
+        return {k: float(v) for k, v in rows[-1].items() if isinstance(v, int | float)}
+
+    def feasible(self, key: str) -> bool:
+        """The configuration keeps the constraints (always, without any)."""
+        return not violations(list(self.constraints), self.last(key))
 
     def final(self, key: str) -> tuple[float, float] | None:
         """(train_tflops, fid_final) of a configuration that finished, else None."""
@@ -152,7 +167,8 @@ class Replay:
     def record(self, key: str, spent: float, values: tuple[float, float] | None) -> None:
         self.done[key] = values
         self.total += spent
-        points = np.array([v for v in self.done.values() if v is not None] or np.zeros((0, 2)))
+        points = np.array([v for k, v in self.done.items()
+                           if v is not None and self.table.feasible(k)] or np.zeros((0, 2)))
         self.curve.spent.append(self.total)
         self.curve.volume.append(hypervolume(points, self.reference) if len(points) else 0.0)
         self.curve.trials += 1
@@ -193,13 +209,13 @@ def replay_optuna(
         space(trial)
         key = config_key({**space.to_fields(trial.params), SEED_PARAM: seed_value})
         if key in replay.done:  # a repeat: its known outcome, for free
-            _tell(study, trial, replay.done[key], sweep)
+            _tell(study, trial, replay.done[key], sweep, table, key)
             continue
         spent, values = _run(table, key, scheduler, f"t{ask}")
         if values is None and table.final(key) is not None:
             replay.curve.stopped += 1
         replay.record(key, spent, values)
-        _tell(study, trial, values, sweep)
+        _tell(study, trial, values, sweep, table, key)
     return replay.curve
 
 
@@ -224,22 +240,33 @@ def _run(
     return table.spent(key), table.final(key)
 
 
-def _tell(study: optuna.Study, trial: optuna.Trial, values: Any, sweep: SweepConfig) -> None:
+def _tell(
+    study: optuna.Study, trial: optuna.Trial, values: Any, sweep: SweepConfig, table: Table,
+    key: str,
+) -> None:
     if values is None:
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)
         return
+    for name, value in constraint_values(list(table.constraints), table.last(key)).items():
+        trial.set_constraint(name, value)
     by_metric = dict(zip(OBJECTIVES, values))
     study.tell(trial, [by_metric[o.metric] for o in sweep.objectives])
 
 
 def run_bench_search(
-    grid_dir: Path, repeats: int = 5, extra_dirs: Sequence[Path] = ()
+    grid_dir: Path, repeats: int = 5, extra_dirs: Sequence[Path] = (),
+    constraints: Sequence[Constraint] = (),
 ) -> dict[str, Any]:
-    """Every method's curves (random/TPE/NSGA-II/MO-ASHA+TPE `repeats` times) and the table."""
+    """Every method's curves (random/TPE/NSGA-II/MO-ASHA+TPE `repeats` times) and the table;
+    with `constraints`, over the feasible configurations (see the module doc)."""
     table = load_table(grid_dir, extra_dirs)
+    table.constraints = tuple(constraints)
     if {o.metric for o in table.sweep.objectives} != set(OBJECTIVES):
         raise ValueError(f"bench-search needs the objectives {OBJECTIVES}")
-    finals = [table.final(k) for k in table.order]
+    finals = [table.final(k) for k in table.order if table.feasible(k)]
+    if not any(v is not None for v in finals):
+        raise ValueError("no configuration of the grid keeps the constraints "
+                         f"{', '.join(c.describe() for c in constraints)}")
     points = np.array([v for v in finals if v is not None])
     reference = reference_point(points)
     grid = replay_grid(table, reference)
@@ -255,6 +282,8 @@ def run_bench_search(
     return {
         "grid_dir": str(grid_dir),
         "configurations": len(table.order),
+        "constraints": [c.describe() for c in constraints],
+        "feasible_configurations": sum(table.feasible(k) for k in table.order),
         "reference": reference.tolist(),
         "grid_hypervolume": target,
         "grid_train_tflops": budget,
