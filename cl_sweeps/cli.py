@@ -257,6 +257,53 @@ def _paper_report(args: argparse.Namespace, frontier: Frontier, steps: int | Non
     return 0
 
 
+def _checkpoint_config(args: argparse.Namespace) -> TrialConfig:
+    """The trial config a checkpoint was trained with: --config FILE, or, for a sweep trial's
+    checkpoint (<sweep>/trials/<id>/checkpoints/task_<k>), rebuilt from the sweep's resolved
+    config and the trial's params; --set overrides either."""
+    from cl_sweeps.config import apply_overrides, parse_trial_config
+    from cl_sweeps.records import PARAMS_FILE, RESOLVED_FILE, read_json_mapping, read_yaml_mapping
+
+    if args.config:
+        return load_trial_config(args.config, args.set)
+    trial_dir = Path(args.checkpoint).resolve().parent.parent
+    resolved = read_yaml_mapping(trial_dir.parent.parent / RESOLVED_FILE)
+    meta = read_json_mapping(trial_dir / PARAMS_FILE)
+    if resolved is None or meta is None:
+        raise UsageError(f"{args.checkpoint}: not a sweep trial's checkpoint (no "
+                         f"{RESOLVED_FILE} two folders above {trial_dir}); give --config RUN_FILE")
+    from cl_sweeps.sweep.space import trial_config_for
+
+    config = trial_config_for(resolved["base"], meta.get("params") or {},
+                              list(resolved.get("seed_keys") or ["seed"]), trial_dir)
+    return parse_trial_config(apply_overrides(config.model_dump(mode="json"), args.set))
+
+
+def cmd_fid_vs_steps(args: argparse.Namespace) -> int:
+    """FID and generation time per DDIM step count from one checkpoint (the paper's figure)."""
+    from cl_sweeps.checkpoint_files import read_meta
+
+    try:
+        steps = tuple(int(k) for k in args.steps.split(","))
+    except ValueError:
+        steps = ()
+    if not steps or not all(1 <= k <= 1000 for k in steps):
+        raise UsageError(f"--steps {args.steps!r}: allowed: comma-separated integers 1..1000")
+    try:
+        read_meta(Path(args.checkpoint))
+    except (OSError, ValueError) as error:
+        raise UsageError(f"{args.checkpoint}: not a task checkpoint ({error})") from None
+    config = _checkpoint_config(args)
+    from cl_sweeps.evaluation.fid_vs_steps import fid_vs_steps, results_markdown, write_results
+
+    results = fid_vs_steps(config, Path(args.checkpoint), steps, args.n_samples)
+    out = Path(args.out) if args.out else Path(args.checkpoint) / "fid_vs_steps"
+    paths = write_results(results, out, config.device)
+    print(results_markdown(results, config.device))
+    print("files:\n" + "\n".join(f"  {p}" for p in paths.values()))
+    return 0
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Validate the sweep file in full, then (unless --dry-run) run it on Ray."""
     from cl_sweeps.sweep.schema import load_sweep_raw, parse_sweep_config, sweep_name_from_path
@@ -457,6 +504,20 @@ def build_parser() -> argparse.ArgumentParser:
         "over seeds, as Markdown, CSV and LaTeX, with per-task FID curves",
     )
     report.set_defaults(handler=cmd_report)
+    steps = sub.add_parser(
+        "fid-vs-steps", help="FID and generation time for DDIM steps 1..100 from a checkpoint"
+    )
+    steps.add_argument("checkpoint", help="a task checkpoint: <output_dir>/checkpoints/task_<k>")
+    steps.add_argument("--config", help="the run file it was trained with (default: a sweep "
+                       "trial's own config, found from the checkpoint's folder)")
+    steps.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a trial-config field, e.g. --set device=cuda")
+    steps.add_argument("--steps", default="1,2,5,10,20,50,100",
+                       help="comma-separated DDIM step counts (default: the paper's)")
+    steps.add_argument("--n-samples", type=int, default=None,
+                       help="images per step count (default: evaluation.n_eval_samples)")
+    steps.add_argument("--out", help="output folder (default <checkpoint>/fid_vs_steps)")
+    steps.set_defaults(handler=cmd_fid_vs_steps)
     return parser
 
 

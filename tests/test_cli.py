@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -45,6 +46,17 @@ def test_run_writes_per_task_metrics_as_jsonl_and_parquet(tmp_path):
     assert hist is not None and sum(hist["generated"]) == pytest.approx(1.0)
     assert kld(torch.tensor(hist["true"]), torch.tensor(hist["generated"])) == pytest.approx(
         rows[2]["kld"])
+    # the paper's cost figure from this run's last checkpoint, at a tiny size
+    from cl_sweeps.cli import main
+
+    figure = tmp_path / "steps"
+    assert main(["fid-vs-steps", str(out / "checkpoints" / "task_2"), "--config", str(run_file),
+                 "--steps", "1,2,5", "--n-samples", "12", "--out", str(figure)]) == 0
+    points = json.loads((figure / "fid_vs_steps.json").read_text())["results"]
+    assert [p["steps"] for p in points] == [1, 2, 5]
+    assert [p["unet_forwards"] for p in points] == [12, 24, 60]  # steps x images
+    assert all(p["seconds"] > 0 and math.isfinite(p["fid"]) for p in points)
+    assert {"fid_vs_steps.md", "fid_vs_steps.png"} <= {f.name for f in figure.iterdir()}
 
 
 def test_run_resume_continues_after_the_last_checkpoint(tmp_path):

@@ -89,6 +89,15 @@ def test_a_sweep_sharing_task_zero_hands_off_to_frontier_and_report_after_set(
                  "paper_class_histograms.png"):
         assert (tmp_path / "p" / name).stat().st_size > 0, name
 
+    # a sweep trial's checkpoint knows its trial config: no run file needed
+    checkpoint = min((out / "trials").iterdir()) / "checkpoints" / "task_1"
+    code, text = run([CLI, "fid-vs-steps", str(checkpoint), "--steps", "1,2", "--n-samples", "8",
+                      "--out", str(tmp_path / "steps")], env, tmp_path / "steps.log",
+                     timeout_s=300)
+    assert code == 0, text[-3000:]
+    points = json.loads((tmp_path / "steps" / "fid_vs_steps.json").read_text())["results"]
+    assert [p["unet_forwards"] for p in points] == [8, 16]
+
 
 def assert_chosen_on_validation(
     out: Path, resolved: dict, trials: list[records.TrialRecord]
