@@ -146,6 +146,7 @@ def test_generation_metrics_show_forgetting(small_trial):
     assert naive["kld"] > cumulative["kld"], (naive["kld"], cumulative["kld"])
     for row in (naive, cumulative):
         assert {"fid_final", "fid_avg", "forgetting", "fid_task_0", "fid_task_2"} <= set(row)
+        assert {"aiq", "afq", "fr"} <= set(row) and row["afq"] == row["fid_avg"]  # CLoG's
 
 
 def test_knobs_a_strategy_does_not_read_are_reported(small_trial, caplog):
