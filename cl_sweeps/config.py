@@ -389,8 +389,9 @@ class EvaluationConfig(_Strict):
     )
     classifier_weights: PathText | None = Field(
         default=None,
-        description="Local torchvision ResNet-18 state dict (e.g. ImageNet weights, as the "
-        "paper's classifier) to start resnet18 from; null: from scratch.",
+        description="Local torchvision ResNet-18 state dict for resnet18: a whole one whose "
+        "head has the dataset's classes (the paper's trained resnet.pth) is used as is, without "
+        "training; a backbone (no head, or ImageNet's) starts the training; null: from scratch.",
     )
     classifier_seed: Seed = Field(default=0, description="Seed of the evaluation classifier's training.")
     cache_dir: PathText | None = Field(

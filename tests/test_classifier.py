@@ -226,3 +226,87 @@ def test_two_processes_train_once_and_agree(small_digits, tmp_path) -> None:
     assert sorted(from_cache for from_cache, _, _ in results) == [False, True]
     assert results[0][1:] == results[1][1:]  # identical weights and accuracy
     assert len(list(tmp_path.glob("*.pt"))) == 1 and not list(tmp_path.glob("*.tmp"))
+
+
+def test_translation_moves_whole_pixels_and_fills_black() -> None:
+    x = torch.arange(2 * 5 * 6, dtype=torch.float32).reshape(2, 1, 5, 6) / 60
+    out = clf.translate_pixels(x, torch.tensor([2, -1]), torch.tensor([-1, 0]))
+    assert torch.equal(out[0, 0, :4, 2:], x[0, 0, 1:, :4])  # right 2, up 1: the same pixels
+    assert (out[0, 0, 4, :] == -1).all() and (out[0, 0, :, :2] == -1).all()  # black fill
+    assert torch.equal(out[1, 0, :, :5], x[1, 0, :, 1:]) and (out[1, 0, :, 5] == -1).all()
+
+
+def test_rotation_samples_nearest_neighbours_with_black_fill() -> None:
+    x = torch.rand(3, 1, 16, 16) * 2 - 1
+    same = clf.rotate_nearest(x, torch.zeros(3))
+    assert torch.equal(same, x)
+    out = clf.rotate_nearest(x, torch.full((3,), 0.15))  # ~8.6°
+    kept = torch.isin(out, torch.cat([x.flatten(), torch.tensor([-1.0])]))
+    assert kept.all()  # every value is an input pixel or the fill: nothing interpolated
+    assert (out[:, :, 0, 0] == -1).all()  # a corner rotated out of the image is black
+
+
+def _reference_resnet(tmp_path: Path, num_classes: int, seed: int = 3) -> tuple:
+    """A whole torchvision ResNet-18 state dict as the paper's train_kld_classifier.py saves it
+    (resnet18 with its fc replaced for the dataset), random but with non-trivial BN statistics."""
+    from torchvision.models import resnet18
+
+    torch.manual_seed(seed)
+    net = resnet18(weights=None)
+    net.fc = torch.nn.Linear(net.fc.in_features, num_classes)
+    net.train()
+    with torch.no_grad():
+        net(torch.randn(8, 3, 32, 32))  # moves the running statistics off their defaults
+    path = tmp_path / "resnet.pth"
+    torch.save(net.state_dict(), path)
+    return net.eval(), path
+
+
+def test_a_whole_reference_checkpoint_is_used_without_training(tmp_path, monkeypatch) -> None:
+    net, path = _reference_resnet(tmp_path, num_classes=4)
+    images = torch.rand(12, 1, 32, 32) * 2 - 1
+    with torch.no_grad():
+        before = net(images.repeat(1, 3, 1, 1))
+    labels = before.argmax(1)
+    labels[:3] = (labels[:3] + 1) % 4  # 9 of 12 right
+    monkeypatch.setattr(clf, "train_classifier", lambda *a, **k: pytest.fail("trained"))
+    result = load_or_train_classifier(tmp_path / "cache", "d", images, labels, images, labels,
+                                      arch="resnet18", num_classes=4, seed=0, weights=path)
+    assert result.weights_kind == "whole" and not result.loaded_from_cache
+    with torch.no_grad():
+        after = result.model(images)
+    assert torch.allclose(after, before, atol=1e-5)
+    assert torch.equal(clf.predict(result.model, images), before.argmax(1))
+    assert result.test_accuracy == pytest.approx(0.75)
+    assert not any((tmp_path / "cache").glob("*.pt"))  # nothing trained, nothing cached
+
+
+def test_weights_kind_is_detected_and_a_wrong_head_is_named(tmp_path) -> None:
+    from torchvision.models import resnet18
+
+    whole = _reference_resnet(tmp_path, num_classes=10)[0].state_dict()
+    imagenet = resnet18(weights=None).state_dict()  # 1000 classes: a backbone
+    headless = {k: v for k, v in imagenet.items() if not k.startswith("fc.")}
+    assert clf.weights_kind(whole, 10, tmp_path) == "whole"
+    assert clf.weights_kind(imagenet, 10, tmp_path) == "backbone"
+    assert clf.weights_kind(headless, 10, tmp_path) == "backbone"
+    with pytest.raises(clf.ClassifierWeightsError,
+                       match=r"has a head \(fc.weight\) for 10 classes, but the dataset has 7; "
+                             r"allowed: a whole ResNet-18 for 7 classes"):
+        clf.weights_kind(whole, 7, tmp_path / "resnet.pth")
+    broken = tmp_path / "broken.pth"
+    torch.save({k: v for k, v in whole.items() if k != "layer1.0.bn1.weight"}, broken)
+    with pytest.raises(clf.ClassifierWeightsError, match=r"does not match torchvision's ResNet-18"):
+        build_classifier("resnet18", 1, 10).load_whole(broken)
+
+
+def test_the_validation_split_is_the_references() -> None:
+    """train_kld_classifier.py: random_split 50,000/10,000 (FMNIST), 45,000/5,000 (CIFAR-10)."""
+    from cl_sweeps.data.catalog import dataset_info
+
+    for name, train, held_out in (("fashion_mnist", 60_000, 10_000), ("cifar10", 50_000, 5_000)):
+        fraction = dataset_info(name).classifier_val_fraction
+        recipe = clf.recipe_for("resnet18", val_fraction=fraction)
+        x, y = torch.zeros(train, 1, 1, 1), torch.zeros(train, dtype=torch.long)
+        assert len(clf._validation_split(x, y, recipe, seed=0)[2]) == held_out, name
+    assert clf.recipe_for("small_cnn", val_fraction=0.5).val_fraction == 0  # it does not validate

@@ -5,7 +5,9 @@ ImageNet stem (ImageNet-pretrained there) on a dataset's training set: 3-channel
 [-1, 1] (grayscale repeated), random flip / rotation (10°) / translation (10%) / Gaussian noise
 (σ 0.1), Adam 5e-4, batch 64, 100 epochs, keeping the best-validation epoch. `resnet18` here is
 that recipe (`RECIPES`); pretrained weights cannot be downloaded, so a local torchvision
-ResNet-18 state dict may be given (`weights`), else it trains from scratch. `small_cnn` is a
+ResNet-18 state dict may be given (`weights`), else it trains from scratch. A whole state dict
+for the dataset's classes (the reference's own trained `resnet.pth`, head included) is used as
+is, without training (`weights_kind`). `small_cnn` is a
 few conv layers for 8x8/16x16 digits, trained in seconds. The penultimate layer doubles as an FID
 feature space for small images, where 299x299 Inception features are costly.
 
@@ -33,9 +35,16 @@ from filelock import FileLock, Timeout
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from cl_sweeps.errors import UsageError
+
 logger = logging.getLogger(__name__)
 
 ARCHS = ("small_cnn", "resnet18")
+IMAGENET_CLASSES = 1000
+
+
+class ClassifierWeightsError(UsageError, ValueError):
+    """evaluation.classifier_weights cannot be used: unreadable, or not a ResNet-18 that fits."""
 
 
 class SmallCNN(nn.Module):
@@ -95,13 +104,7 @@ class ImageNetResNet18(nn.Module):
     def load_backbone(self, path: Path) -> None:
         """Load a local torchvision ResNet-18 state dict (e.g. ImageNet weights); its `fc` is
         dropped (the head is trained for this dataset's classes)."""
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except (OSError, RuntimeError, UnpicklingError) as error:
-            raise ValueError(
-                f"evaluation.classifier_weights={str(path)!r} is not a readable torchvision "
-                f"ResNet-18 state dict ({error})"
-            ) from None
+        state = read_state_dict(path)
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}
         missing, unexpected = self.net.load_state_dict(state, strict=False)
         if unexpected or set(missing) - {"fc.weight", "fc.bias"}:
@@ -109,6 +112,54 @@ class ImageNetResNet18(nn.Module):
                 f"evaluation.classifier_weights={str(path)!r} does not match torchvision's "
                 f"ResNet-18 (missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})"
             )
+
+
+    def load_whole(self, path: Path) -> None:
+        """Load a whole torchvision ResNet-18 state dict, head included (the reference's
+        train_kld_classifier.py saves this as resnet.pth); every key must match."""
+        state = read_state_dict(path)
+        try:
+            self.net.load_state_dict(state, strict=True)
+        except RuntimeError as error:
+            raise ClassifierWeightsError(
+                f"evaluation.classifier_weights={str(path)!r} does not match torchvision's "
+                f"ResNet-18 for {self.net.fc.out_features} classes ({str(error)[:300]})"
+            ) from None
+
+
+def read_state_dict(path: Path) -> dict[str, Tensor]:
+    """A state dict file, loaded with weights_only=True; a clear error naming the key else."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, UnpicklingError) as error:
+        raise ClassifierWeightsError(
+            f"evaluation.classifier_weights={str(path)!r} is not a readable torchvision "
+            f"ResNet-18 state dict ({error})"
+        ) from None
+    if not isinstance(state, dict):
+        raise ClassifierWeightsError(
+            f"evaluation.classifier_weights={str(path)!r} holds a {type(state).__name__}, not a "
+            "state dict (save it with torch.save(model.state_dict(), path))"
+        )
+    return state
+
+
+def weights_kind(state: dict[str, Tensor], num_classes: int, path: Path) -> str:
+    """'whole' for a ResNet-18 whose head already maps to the dataset's classes (used as is);
+    'backbone' for one without a head or with ImageNet's 1000 classes (the head is trained)."""
+    head = state.get("fc.weight")
+    if head is None:
+        return "backbone"
+    if head.ndim == 2 and head.shape[0] == num_classes:
+        return "whole"
+    if head.ndim == 2 and head.shape[0] == IMAGENET_CLASSES:
+        return "backbone"
+    raise ClassifierWeightsError(
+        f"evaluation.classifier_weights={str(path)!r} has a head (fc.weight) for "
+        f"{head.shape[0] if head.ndim else '?'} classes, but the dataset has {num_classes}; "
+        f"allowed: a whole ResNet-18 for {num_classes} classes (e.g. the paper's resnet.pth), "
+        f"or backbone weights (no fc, or ImageNet's {IMAGENET_CLASSES} classes)"
+    )
 
 
 def build_classifier(arch: str, in_channels: int, num_classes: int) -> nn.Module:
@@ -140,11 +191,17 @@ RECIPES = {
 }
 
 
-def recipe_for(arch: str, epochs: int | None = None, batch_size: int | None = None) -> TrainingRecipe:
-    """The arch's recipe, with the epoch budget / batch size overridden where given."""
+def recipe_for(
+    arch: str, epochs: int | None = None, batch_size: int | None = None,
+    val_fraction: float | None = None,
+) -> TrainingRecipe:
+    """The arch's recipe, with the epoch budget / batch size overridden where given, and the
+    held-out fraction of a recipe that validates (the dataset's, see data/catalog.py)."""
     if arch not in RECIPES:
         raise ValueError(f"unknown classifier arch {arch!r}; allowed: {ARCHS}")
     recipe = RECIPES[arch]
+    if val_fraction is not None and recipe.val_fraction > 0:
+        recipe = replace(recipe, val_fraction=val_fraction)
     if epochs is not None:
         recipe = replace(recipe, epochs=epochs)
     if batch_size is not None:
@@ -153,27 +210,50 @@ def recipe_for(arch: str, epochs: int | None = None, batch_size: int | None = No
 
 
 def augment_batch(x: Tensor, generator: torch.Generator) -> Tensor:
-    """The reference classifier's augmentation on a batch in [-1, 1], per image: horizontal flip
-    (p = 1/2), rotation U(±10°) and translation U(±10%) with black (−1) fill, then N(0, 0.1²)."""
-    n = len(x)
+    """The reference classifier's augmentation on a batch in [-1, 1], per image, in its order
+    (train_kld_classifier.py: torchvision's RandomHorizontalFlip, RandomRotation(10),
+    RandomAffine(translate=(0.1, 0.1)), then N(0, 0.1²) noise): flip with p = 1/2, rotation
+    U(±10°) and a translation of a whole number of pixels up to 10% of the side, both with
+    nearest-neighbour sampling and black (−1) fill, as torchvision's defaults."""
+    n, height, width = len(x), x.shape[-2], x.shape[-1]
 
     def uniform(scale: float) -> Tensor:
-        return ((torch.rand(n, generator=generator) * 2 - 1) * scale).to(x.device)
+        return (torch.rand(n, generator=generator) * 2 - 1) * scale
 
     flip = (torch.rand(n, generator=generator) < 0.5).to(x.device).view(-1, 1, 1, 1)
     x = torch.where(flip, x.flip(-1), x)
-    angle, tx, ty = uniform(math.radians(10)), uniform(0.2), uniform(0.2)  # grid spans 2 units
-    theta = torch.stack(
-        [
-            torch.stack([angle.cos(), -angle.sin(), tx], dim=1),
-            torch.stack([angle.sin(), angle.cos(), ty], dim=1),
-        ],
-        dim=1,
-    ).to(x.dtype)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    x = F.grid_sample(x + 1, grid, padding_mode="zeros", align_corners=False) - 1
+    x = rotate_nearest(x, uniform(math.radians(10)))
+    # torchvision: round(U(-0.1 W, 0.1 W)) pixels
+    dx, dy = uniform(0.1 * width).round(), uniform(0.1 * height).round()
+    x = translate_pixels(x, dx.long(), dy.long())
     noise = torch.randn(x.shape, generator=generator).to(x.device, x.dtype)
     return x + 0.1 * noise
+
+
+def _resample_nearest(x: Tensor, theta: Tensor) -> Tensor:
+    """x (in [-1, 1]) through per-image affine maps, nearest neighbour, outside filled with −1."""
+    grid = F.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
+    return F.grid_sample(x + 1, grid, mode="nearest", padding_mode="zeros",
+                         align_corners=False) - 1
+
+
+def rotate_nearest(x: Tensor, angle: Tensor) -> Tensor:
+    """Each image rotated about its centre by `angle` radians; no value is interpolated."""
+    cos, sin, zero = angle.cos(), angle.sin(), torch.zeros_like(angle)
+    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+    return _resample_nearest(x, theta)
+
+
+def translate_pixels(x: Tensor, dx: Tensor, dy: Tensor) -> Tensor:
+    """Each image shifted right by dx and down by dy whole pixels (integers), −1 filled in."""
+    out = torch.full_like(x, -1.0)
+    height, width = x.shape[-2], x.shape[-1]
+    for i, (sx, sy) in enumerate(zip(dx.tolist(), dy.tolist())):
+        if abs(sx) >= width or abs(sy) >= height:
+            continue
+        out[i, :, max(sy, 0):height + min(sy, 0), max(sx, 0):width + min(sx, 0)] = \
+            x[i, :, max(-sy, 0):height + min(-sy, 0), max(-sx, 0):width + min(-sx, 0)]
+    return out
 
 
 @torch.no_grad()
@@ -210,15 +290,16 @@ def train_classifier(
     batch_size: int | None = None,
     device: str | torch.device = "cpu",
     weights: Path | None = None,
+    val_fraction: float | None = None,
 ) -> tuple[nn.Module, float]:
-    """Train a classifier on (train_x, train_y) with its arch's recipe (epochs / batch size
-    overridable); return it in eval mode (the best-validation epoch if the recipe holds out a
+    """Train a classifier on (train_x, train_y) with its arch's recipe (epochs / batch size /
+    held-out fraction overridable); return it in eval mode (the best-validation epoch if the recipe holds out a
     validation split) and its test accuracy.
 
     Deterministic given the seed on the CPU. The global RNG state is restored afterwards, so
     calling this inside a trial does not shift the trial's own random stream.
     """
-    recipe = recipe_for(arch, epochs, batch_size)
+    recipe = recipe_for(arch, epochs, batch_size, val_fraction)
     if train_x.ndim != 4 or len(train_x) != len(train_y):
         raise ValueError(
             f"train_x must be (N, C, H, W) with N == len(train_y); got {tuple(train_x.shape)} "
@@ -305,6 +386,7 @@ class TrainedClassifier:
     arch: str
     path: Path
     loaded_from_cache: bool
+    weights_kind: str | None = None  # classifier_weights: 'whole' (used as is) or 'backbone'
 
 
 def file_digest(path: Path) -> str:
@@ -380,6 +462,7 @@ def load_or_train_classifier(
     batch_size: int | None = None,
     device: str | torch.device = "cpu",
     weights: Path | None = None,
+    val_fraction: float | None = None,
 ) -> TrainedClassifier:
     """The classifier for (cache_key, arch, seed, every training setting, pretrained weights):
     from disk, or trained once.
@@ -391,7 +474,7 @@ def load_or_train_classifier(
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     device = torch.device(device)
-    recipe = recipe_for(arch, epochs, batch_size)
+    recipe = recipe_for(arch, epochs, batch_size, val_fraction)
     weights_digest = None
     if weights is not None:
         if not Path(weights).is_file():
@@ -400,6 +483,12 @@ def load_or_train_classifier(
                 "torchvision ResNet-18 state dict file, or null to train from scratch"
             )
         weights_digest = file_digest(Path(weights))
+        if arch == "resnet18":
+            kind = weights_kind(read_state_dict(Path(weights)), num_classes, Path(weights))
+            logger.info("evaluation.classifier_weights %s: %s ResNet-18", weights, kind)
+            if kind == "whole":
+                return _use_whole(Path(weights), test_x, test_y, train_x.shape[1], num_classes,
+                                  device)
     path, sidecar = cache_paths(
         cache_dir, cache_key, arch=arch, seed=seed, recipe=recipe, weights_digest=weights_digest
     )
@@ -419,7 +508,8 @@ def load_or_train_classifier(
                 logger.info(
                     "Loaded classifier %s (test accuracy %.4f)", path.name, meta["test_accuracy"]
                 )
-                return TrainedClassifier(model, meta["test_accuracy"], arch, path, True)
+                return TrainedClassifier(model, meta["test_accuracy"], arch, path, True,
+                                         "backbone" if weights_digest else None)
 
         logger.info("Training classifier %s on %d images", path.name, len(train_x))
         model, test_accuracy = train_classifier(
@@ -434,6 +524,7 @@ def load_or_train_classifier(
             batch_size=recipe.batch_size,
             device=device,
             weights=weights,
+            val_fraction=recipe.val_fraction,
         )
         state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
         _atomic_write(path, lambda f: torch.save(state, f), "wb")
@@ -449,6 +540,21 @@ def load_or_train_classifier(
         }
         _atomic_write(sidecar, lambda f: json.dump(meta, f, indent=2), "w")
         logger.info("Trained classifier %s: test accuracy %.4f", path.name, test_accuracy)
-        return TrainedClassifier(model, test_accuracy, arch, path, False)
+        return TrainedClassifier(model, test_accuracy, arch, path, False,
+                                 "backbone" if weights_digest else None)
     finally:
         lock.release()
+
+
+def _use_whole(
+    weights: Path, test_x: Tensor, test_y: Tensor, in_channels: int, num_classes: int,
+    device: torch.device,
+) -> TrainedClassifier:
+    """A whole ResNet-18 used as is: no training, no cache; its test accuracy is measured."""
+    model = ImageNetResNet18(in_channels, num_classes)
+    model.load_whole(weights)
+    model.to(device).eval()
+    test_accuracy = accuracy(model, test_x, test_y)
+    logger.info("Using classifier %s as is (whole ResNet-18, not trained): test accuracy %.4f",
+                weights, test_accuracy)
+    return TrainedClassifier(model, test_accuracy, "resnet18", weights, False, "whole")

@@ -118,6 +118,7 @@ class GenerationEvaluator:
             num_classes=source.num_classes,
             seed=self.settings.classifier_seed,
             epochs=self.settings.classifier_epochs,
+            val_fraction=self.config.data.info.classifier_val_fraction,
             device=self.device,
             weights=(
                 Path(self.settings.classifier_weights).expanduser()
