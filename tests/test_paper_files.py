@@ -114,6 +114,24 @@ def test_paper_file_runs_the_reference_configurations(file, reference, column) -
                 f"{file}: {key}"
 
 
+# the classifier of the second experiment: cnn_w_diffusion.json / cnn_w_naive.json /
+# cnn_w_cumulative.json (20 epochs, batch 128) and cnn.json (Adam 1e-3); its replay is generated
+# with --generation_steps (the evaluation's DDIM steps)
+CLASSIFIER_MODES = {"naive": "naive", "cumulative": "cumulative"}  # else generative
+
+
+@pytest.mark.parametrize("file", ["paper_fmnist.yaml", "paper_cifar10.yaml"])
+def test_classifier_replay_is_the_references(file) -> None:
+    _, configs = _trials(file)
+    for config in configs:
+        replay = config.classifier_replay
+        assert replay is not None, config.strategy.name
+        assert replay.mode == CLASSIFIER_MODES.get(config.strategy.name, "generative")
+        assert (replay.epochs_per_task, replay.batch_size, replay.lr) == (20, 128, 1e-3)
+        assert replay.temperature == 2.0 and replay.distillation == "reference"
+        assert replay.generation_steps in (None, config.evaluation.eval_steps)
+
+
 def test_cifar10_trains_on_flipped_images() -> None:
     _, configs = _trials("paper_cifar10.yaml")
     assert all(c.data.augment is not False and c.data.info.augment for c in configs)
