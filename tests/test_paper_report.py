@@ -110,3 +110,17 @@ def test_class_histograms_average_the_seeds_of_each_row(tmp_path: Path) -> None:
     true_bars, generated_bars = ax.containers
     assert [b.get_height() for b in generated_bars][:3] == pytest.approx([0.5, 0.5, 0.0])
     assert [b.get_height() for b in true_bars] == pytest.approx(true)
+
+
+def test_the_classifier_accuracy_is_a_column_and_its_best_is_the_highest(tmp_path: Path) -> None:
+    from test_frontier_fakes import FakeTrial
+
+    naive, gd = {"strategy.name": "naive"}, {"strategy.name": GD, "strategy.teacher_steps": 2,
+                                             "strategy.lambd": 0.75}
+    trials = [FakeTrial(f"a{i}", params, seed, 1.0, 50.0, extra={"accuracy_final": acc})
+              for i, (params, seed, acc) in enumerate(
+                  [(naive, 0, 0.2), (naive, 1, 0.3), (gd, 0, 0.8), (gd, 1, 0.6)])]
+    table = paper_table(compute_frontier(read_sweep_dir(write_sweep_dir(tmp_path, trials))).trials)
+    lines = paper_markdown(table).splitlines()
+    assert lines[0].endswith("| FID | KLD | accuracy | train TFLOPs |")
+    assert "| **0.7 ± 0.07071** |" in lines[3] and "| 0.25 ± 0.03536 |" in lines[2]
