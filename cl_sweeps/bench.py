@@ -31,15 +31,17 @@ from cl_sweeps.throughput import OptimizerStep, PersistentTeacher, Throughput
 
 # Dense (no sparsity) peak TFLOP/s from NVIDIA's datasheets, by the math an autocast precision
 # runs on: bf16/fp16 tensor cores, and for fp32 the TF32 tensor cores when TF32 is allowed
-# (train.tf32, the default) or the plain fp32 units when not. First matching name wins.
+# (train.tf32, the default) or the plain fp32 units when not. GPUs without TF32 (before Ampere:
+# V100, T4) run fp32 on the fp32 units whatever train.tf32 says. First matching name wins, so
+# the NVL and PCIe variants come before the SXM row; `\b` keeps "A100" from matching "RTX A1000".
 KNOWN_PEAKS: list[tuple[str, dict[str, float]]] = [
-    (r"H100.*PCIe", {"fp32": 51.2, "tf32": 378.0, "bf16": 756.0, "fp16": 756.0}),
-    (r"H100 NVL", {"fp32": 60.0, "tf32": 417.5, "bf16": 835.5, "fp16": 835.5}),
-    (r"H100|H200|GH200", {"fp32": 66.9, "tf32": 494.7, "bf16": 989.4, "fp16": 989.4}),
-    (r"A100", {"fp32": 19.5, "tf32": 156.0, "bf16": 312.0, "fp16": 312.0}),
-    (r"L40S", {"fp32": 91.6, "tf32": 183.0, "bf16": 362.1, "fp16": 362.1}),
+    (r"\bH100\b.*PCIe", {"fp32": 51.2, "tf32": 378.0, "bf16": 756.0, "fp16": 756.0}),
+    (r"\bH[12]00 NVL\b", {"fp32": 60.0, "tf32": 417.5, "bf16": 835.5, "fp16": 835.5}),
+    (r"\b(H100|H200|GH200)\b", {"fp32": 66.9, "tf32": 494.7, "bf16": 989.4, "fp16": 989.4}),
+    (r"\bA100\b", {"fp32": 19.5, "tf32": 156.0, "bf16": 312.0, "fp16": 312.0}),
+    (r"\bL40S\b", {"fp32": 91.6, "tf32": 183.0, "bf16": 362.1, "fp16": 362.1}),
     (r"\bL4\b", {"fp32": 30.3, "tf32": 60.0, "bf16": 121.0, "fp16": 121.0}),
-    (r"V100", {"fp32": 15.7, "fp16": 125.0}),
+    (r"\bV100\b", {"fp32": 15.7, "fp16": 125.0}),
     (r"\bT4\b", {"fp32": 8.1, "fp16": 65.0}),
 ]
 
@@ -52,8 +54,12 @@ def peak_math(settings: Throughput) -> str:
 
 
 def known_peak_tflops(device_name: str, math: str) -> float | None:
+    """The datasheet peak of the first row matching `device_name` (None: unknown GPU, or a
+    precision it has no tensor cores for, such as bf16 on a V100)."""
     for pattern, peaks in KNOWN_PEAKS:
         if re.search(pattern, device_name):
+            if math == "tf32" and "tf32" not in peaks:
+                math = "fp32"  # no TF32 units: fp32 runs on the fp32 units
             return peaks.get(math)
     return None
 
@@ -177,8 +183,9 @@ def bench_strategy(
     def timed(n: int) -> float:
         _synchronize(device)
         start = time.perf_counter()
-        for _ in range(n):
-            step()
+        with settings.tf32_scope():  # as the engine's training loop
+            for _ in range(n):
+                step()
         _synchronize(device)
         return time.perf_counter() - start
 

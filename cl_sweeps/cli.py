@@ -102,6 +102,31 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """Check this node before a sweep; the exit code is the number of failed checks."""
+    from cl_sweeps.doctor import FAIL, SKIP, run_doctor
+    from cl_sweeps.strategies import available_strategies
+
+    try:
+        TrialConfig(device=args.device)
+    except ValueError:
+        raise ConfigError(
+            f"--device: {args.device!r} is not allowed; allowed: auto, cpu, cuda or cuda:N"
+        ) from None
+    strategies = args.strategies.split(",") if args.strategies else None
+    unknown = sorted(set(strategies or []) - set(available_strategies()))
+    if unknown:
+        raise ConfigError(
+            f"--strategies: unknown {', '.join(unknown)}; allowed: "
+            f"{', '.join(available_strategies())}"
+        )
+    results = run_doctor(args.device, strategies, bench=not args.no_bench)
+    failed = sum(r.status == FAIL for r in results)
+    skipped = sum(r.status == SKIP for r in results)
+    print(f"{len(results) - failed - skipped} passed, {failed} failed, {skipped} skipped")
+    return failed
+
+
 def cmd_bench_search(args: argparse.Namespace) -> int:
     from cl_sweeps.constraints import parse_constraint
     from cl_sweeps.sweep.bench_search import format_table, run_bench_search, write_outputs
@@ -462,6 +487,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="peak TFLOP/s for the MFU column (default: known GPUs by precision; none on CPU)",
     )
     bench.set_defaults(handler=cmd_bench)
+    doctor = sub.add_parser(
+        "doctor",
+        help="check this node before a sweep: PASS/FAIL/SKIP per check; exit code = FAILs",
+    )
+    doctor.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    doctor.add_argument("--strategies", default=None,
+                        help="comma-separated strategies to run (default: all)")
+    doctor.add_argument("--no-bench", action="store_true",
+                        help="skip the paper-preset bench on a GPU (its longest check)")
+    doctor.set_defaults(handler=cmd_doctor)
     bench_search = sub.add_parser(
         "bench-search",
         help="grid, random, TPE, NSGA-II and MO-ASHA+TPE replayed on a finished grid sweep: "

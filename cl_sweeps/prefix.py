@@ -29,6 +29,7 @@ import torch
 from cl_sweeps.config import TrialConfig, num_tasks_of
 from cl_sweeps.prefix_store import PrefixStore
 from cl_sweeps.strategies import strategy_class
+from cl_sweeps.throughput import Throughput, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +46,17 @@ def prefix_key(config: TrialConfig) -> str | None:
         return None
     payload = {k: v for k, v in config.model_dump(mode="json").items() if k not in NOT_TASK0}
     payload["prefix_format"] = PREFIX_FORMAT
+    # the device and precision as resolved on this node, not as written (`auto`)
+    del payload["device"], payload["train"]["precision"]
+    payload["runs_on"] = runs_on(config)
     text = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def runs_on(config: TrialConfig) -> dict[str, str]:
+    """The device and settings the trial resolves to on this node (`device: auto` and
+    `precision: auto` mean different things on a CPU, a bf16 A100 and an fp32 V100)."""
+    return Throughput.resolve(config.train, resolve_device(config.device)).identity()
 
 
 def computed_once(

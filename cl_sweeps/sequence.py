@@ -27,7 +27,6 @@ from cl_sweeps.config import TrialConfig
 from cl_sweeps.data import ImageSet, TaskStream, build_task_stream, load_source
 from cl_sweeps.data.augment import augmented
 from cl_sweeps.diffusion import DDIMSampler, build_scheduler, build_unet
-from cl_sweeps.errors import UsageError
 from cl_sweeps.evaluation.compute import (
     EVAL_SAMPLING,
     TRAIN_PURPOSES,
@@ -49,7 +48,14 @@ from cl_sweeps.numerics import check_loss
 from cl_sweeps.prefix import computed_once, prefix_key
 from cl_sweeps.prefix_store import PrefixStore
 from cl_sweeps.strategies import Strategy, TrainingContext, build_strategy, unused_knobs
-from cl_sweeps.throughput import LossReader, OptimizerStep, PersistentTeacher, Throughput
+from cl_sweeps.throughput import (
+    LossReader,
+    OptimizerStep,
+    PersistentTeacher,
+    Throughput,
+    load_generator_state,
+    resolve_device,
+)
 
 log = logging.getLogger(__name__)
 
@@ -62,14 +68,6 @@ class SequenceResult:
 
     history: list[dict[str, float]]
     model: UNet2DModel
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"device={name!r} but CUDA is not available; use 'cpu' or 'auto'")
-    return torch.device(name)
 
 
 def iterations_for(config: TrialConfig, train_size: int) -> int:
@@ -107,10 +105,10 @@ class Engine:
         source = load_source(config.data)
         self.stream: TaskStream = build_task_stream(config.data, source)
 
-        def unet() -> UNet2DModel:
-            return build_unet(config.model, self.stream.image_size, self.stream.channels).to(
-                self.device
-            )
+        image_size, channels, device = self.stream.image_size, self.stream.channels, self.device
+
+        def unet() -> UNet2DModel:  # captures no `self`: a finished engine is freed at once
+            return build_unet(config.model, image_size, channels).to(device)
 
         self.model = unet()
         self.flops = measure_flops_per_image(self.model)  # before compiling (see prepare)
@@ -180,7 +178,7 @@ class Engine:
         self.optimizer.load_state_dict(snapshot["optimizer"])
         self.optimizer_step.scaler.load_state_dict(snapshot.get("grad_scaler", {}))
         self.data_generator.set_state(snapshot["data_generator"])
-        self.context.generator.set_state(snapshot["train_generator"])
+        load_generator_state(self.context.generator, snapshot["train_generator"])
         torch.set_rng_state(snapshot["torch_rng"])
         if "strategy" in snapshot:
             self.strategy.load_state_dict(snapshot["strategy"])
@@ -289,7 +287,7 @@ class Engine:
             leave=False,
         )
         losses = self.loss_reader = LossReader(cfg.train.loss_read_every)
-        with self.timer.phase("train"):
+        with self.timer.phase("train"), self.throughput.tf32_scope():
             for _ in bar:
                 with self.throughput.autocast():
                     output = self.strategy.loss(self.model, next(batches))
@@ -397,6 +395,7 @@ def reset_peak_memory(device: torch.device) -> None:
     (reuse_actors) must not report that trial's peak. On CPU, Linux resets the process's
     resident high-water mark (VmHWM) when 5 is written to clear_refs."""
     if device.type == "cuda":
+        torch.cuda.init()  # the statistics exist only once CUDA is initialised
         torch.cuda.reset_peak_memory_stats(device)
         return
     try:

@@ -14,20 +14,57 @@ stays fp32 where it matters:
   over ~10^5 terms of a loss that shrinks to a few 1e-2;
 - FID features and the evaluation classifier run outside autocast, in fp32, so metrics of trials
   trained at different precisions are comparable.
+
+TF32 (`train.tf32`) is scoped, not process-wide: it is on inside `tf32_scope()` (the training
+loop) and `autocast()` (every UNet call), and off everywhere else on a CUDA device, so the FID
+features and the evaluation classifier compute in exact fp32 on every node.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+import gc
+import hashlib
+import logging
+import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from cl_sweeps.config import ConfigError, TrainConfig
+from cl_sweeps.errors import UsageError
+
+log = logging.getLogger(__name__)
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+# cuBLAS's deterministic workspace (PyTorch's "Reproducibility" notes); read by cuBLAS when the
+# process first uses it, so a trial sets it before its first CUDA matmul.
+CUBLAS_WORKSPACE = ":4096:8"
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` → CUDA if available, else CPU. A `cuda:N` outside Ray also becomes the current
+    device: timers, kernels launched without a device and the bf16 check use the current one."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"device={name!r} but CUDA is not available; use 'cpu' or 'auto'")
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is not None:
+        if device.index >= torch.cuda.device_count():
+            raise UsageError(
+                f"device={name!r} but this node has {torch.cuda.device_count()} visible GPU(s); "
+                f"allowed: cuda:0..cuda:{torch.cuda.device_count() - 1}, cuda or auto"
+            )
+        torch.cuda.set_device(device)
+    return device
+
+
+def device_name(device: torch.device) -> str:
+    """What runs the trial: the GPU's model name on CUDA, else the device type."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
 
 
 def resolve_precision(requested: str, device: torch.device) -> str:
@@ -61,6 +98,7 @@ class Throughput:
     tf32: bool
     compile: bool
     compile_backend: str = "inductor"
+    deterministic: bool = False
 
     @classmethod
     def resolve(cls, train: TrainConfig, device: torch.device) -> Throughput:
@@ -74,6 +112,7 @@ class Throughput:
             tf32=train.tf32 and cuda,
             compile=train.compile,
             compile_backend=train.compile_backend,
+            deterministic=train.deterministic,
         )
 
     def params(self) -> dict[str, str]:
@@ -82,19 +121,61 @@ class Throughput:
             "precision": self.precision, "channels_last": self.channels_last,
             "fused_adam": self.fused_adam, "tf32": self.tf32,
             "compile": self.compile_backend if self.compile else False,
+            "deterministic": self.deterministic,
         }
         return {f"throughput.{k}": str(v) for k, v in values.items()}
 
-    def autocast(self) -> contextlib.AbstractContextManager:
-        if self.precision == "fp32":
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=DTYPES[self.precision])
+    def identity(self) -> dict[str, str]:
+        """What a run's numbers depend on beyond its config: the resolved settings and the
+        device that runs them (a CPU and a GPU, or a bf16 A100 and an fp32 V100, differ)."""
+        return {"device": device_name(self.device), **self.params()}
+
+    @contextlib.contextmanager
+    def autocast(self) -> Iterator[None]:
+        """Every UNet call: the autocast precision, and TF32 if on."""
+        with self.tf32_scope():
+            if self.precision == "fp32":
+                yield
+            else:
+                with torch.autocast(self.device.type, dtype=DTYPES[self.precision]):
+                    yield
+
+    @contextlib.contextmanager
+    def tf32_scope(self) -> Iterator[None]:
+        """TF32 for fp32 matmuls and convolutions inside the block only (CUDA, `train.tf32`);
+        the flags are restored after it, so evaluation features outside stay exact fp32."""
+        if not self.tf32:
+            yield
+            return
+        matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+        saved = matmul.allow_tf32, cudnn.allow_tf32
+        matmul.allow_tf32 = cudnn.allow_tf32 = True
+        try:
+            yield
+        finally:
+            matmul.allow_tf32, cudnn.allow_tf32 = saved
 
     def apply_backend_flags(self) -> None:
-        """TF32 for fp32 matmuls and convolutions (process-wide; CUDA only)."""
+        """The process-wide settings of a trial, applied once when it starts.
+
+        - On CUDA, TF32 off outside `tf32_scope()` (PyTorch's default leaves it on for cuDNN
+          convolutions, which would put the FID features and the classifier in TF32).
+        - `deterministic`: deterministic cuDNN and cuBLAS algorithms (an op with no
+          deterministic kernel warns), no cuDNN autotuning, cuBLAS's deterministic workspace.
+        - With torch.compile, a fresh Dynamo cache: a Ray worker reused for the next trial would
+          otherwise add that trial's graphs to the last one's until the recompile limit, after
+          which Dynamo silently runs the model eagerly.
+        """
         if self.device.type == "cuda":
-            torch.backends.cuda.matmul.allow_tf32 = self.tf32
-            torch.backends.cudnn.allow_tf32 = self.tf32
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.allow_tf32 = False
+            if self.deterministic:
+                os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+        torch.use_deterministic_algorithms(self.deterministic, warn_only=True)
+        torch.backends.cudnn.deterministic = self.deterministic
+        torch.backends.cudnn.benchmark = False
+        if self.compile:
+            torch._dynamo.reset()
 
     def prepare(self, model: nn.Module) -> nn.Module:
         """channels_last and compilation, in place (`Module.compile` keeps the module's class and
@@ -196,3 +277,30 @@ class LossReader:
         self.sums, self.counts = {}, {}
         return dict(zip(names, values))
 
+
+def load_generator_state(generator: torch.Generator, state: torch.Tensor) -> None:
+    """Restore a generator, also from a checkpoint written on another device type (a GPU
+    trial resumed on a CPU node): a CUDA generator's state is its seed and offset (16 bytes), a
+    CPU one's is a Mersenne twister (5056 bytes), and neither loads into the other. The stream is
+    then reseeded from the saved state's bytes, deterministically, with a warning: the run
+    continues, but not bit-identically to one that stayed on its device."""
+    if state.numel() == generator.get_state().numel():
+        generator.set_state(state)
+        return
+    seed = int.from_bytes(hashlib.sha256(state.numpy().tobytes()).digest()[:8], "little")
+    generator.manual_seed(seed)
+    log.warning(
+        "a %d-byte generator state cannot be loaded into a %s generator (a checkpoint from "
+        "another device type): reseeded from it, so this run no longer matches one that "
+        "stayed on its device bit for bit", state.numel(), generator.device.type,
+    )
+
+
+def release_memory() -> None:
+    """After a trial, before a reused worker starts the next: the engine is freed by reference
+    counting when its run returns, but a compiled module refers to itself (its compiled call
+    holds its own bound method), so one collection pass frees that too; then the CUDA
+    allocator's cached blocks go back to the device for the trials that share it."""
+    gc.collect()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()

@@ -171,7 +171,7 @@ def test_precision_validation():
     assert cpu.params() == {
         "throughput.precision": "fp32", "throughput.channels_last": "False",
         "throughput.fused_adam": "False", "throughput.tf32": "False",
-        "throughput.compile": "False",
+        "throughput.compile": "False", "throughput.deterministic": "False",
     }
 
 

@@ -42,9 +42,16 @@ class SampleResult:
 
 def alpha_bar(scheduler: DDIMScheduler, t: torch.Tensor) -> torch.Tensor:
     """ᾱ at per-image timesteps (N,), as (N, 1, 1, 1); t < 0 is the clean end of the chain
-    (diffusers' `final_alpha_cumprod`, 1 with set_alpha_to_one)."""
-    table = scheduler.alphas_cumprod.to(t.device)
-    final = scheduler.final_alpha_cumprod.to(device=t.device, dtype=table.dtype)
+    (diffusers' `final_alpha_cumprod`, 1 with set_alpha_to_one).
+
+    The tables move to t's device once and stay there (as diffusers' own `add_noise` moves
+    `alphas_cumprod`): a copy from the host per call would cost three transfers per DDIM step."""
+    if scheduler.alphas_cumprod.device != t.device:
+        scheduler.alphas_cumprod = scheduler.alphas_cumprod.to(t.device)
+    table = scheduler.alphas_cumprod
+    if scheduler.final_alpha_cumprod.device != t.device:
+        scheduler.final_alpha_cumprod = scheduler.final_alpha_cumprod.to(t.device)
+    final = scheduler.final_alpha_cumprod.to(table.dtype)
     values = torch.where(t >= 0, table[t.clamp(min=0)], final)
     return values.view(-1, 1, 1, 1)
 

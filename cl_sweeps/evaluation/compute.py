@@ -11,7 +11,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from diffusers import UNet2DModel
@@ -90,26 +90,59 @@ def measure_flops_per_image(model: UNet2DModel) -> FlopsPerImage:
     return result
 
 
-@dataclass
 class PhaseTimer:
-    """Wall-clock seconds by phase; CUDA work is synchronised at phase edges so it is counted."""
+    """Seconds by phase. On CPU, wall-clock. Once CUDA is in use, a CUDA event is recorded on
+    the current stream at each phase edge instead of synchronising the device (a phase entered
+    every iteration, such as replay generation, would otherwise cost two host syncs per
+    iteration): a pair's time is read when its end event has completed, checked without
+    waiting at every phase exit, and waited for only when `seconds` is read (after a task)."""
 
-    seconds: dict[str, float] = field(default_factory=lambda: {p: 0.0 for p in PHASES})
+    def __init__(self) -> None:
+        self._seconds: dict[str, float] = {p: 0.0 for p in PHASES}
+        self._pending: list[tuple[str, torch.cuda.Event, torch.cuda.Event]] = []
+
+    @property
+    def seconds(self) -> dict[str, float]:
+        """Seconds by phase, every recorded phase included (waits for the device)."""
+        self._settle(wait=True)
+        return self._seconds
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
-        _synchronize()
-        start = time.perf_counter()
+        if not _cuda_in_use():
+            start = time.perf_counter()
+            try:
+                yield
+            finally:
+                self._add(name, time.perf_counter() - start)
+            return
+        begin, end = (torch.cuda.Event(enable_timing=True) for _ in range(2))
+        begin.record()
         try:
             yield
         finally:
-            _synchronize()
-            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+            end.record()
+            self._pending.append((name, begin, end))
+            self._settle(wait=False)
+
+    def _settle(self, wait: bool) -> None:
+        """Add the pairs whose end event has completed (all of them if `wait`)."""
+        waiting = []
+        for name, begin, end in self._pending:
+            if wait:
+                end.synchronize()
+            elif not end.query():
+                waiting.append((name, begin, end))
+                continue
+            self._add(name, begin.elapsed_time(end) / 1000)
+        self._pending = waiting
+
+    def _add(self, name: str, seconds: float) -> None:
+        self._seconds[name] = self._seconds.get(name, 0.0) + seconds
 
 
-def _synchronize() -> None:
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        torch.cuda.synchronize()
+def _cuda_in_use() -> bool:
+    return torch.cuda.is_available() and torch.cuda.is_initialized()
 
 
 def flops_by_purpose(counts: dict[str, int], flops: FlopsPerImage) -> dict[str, float]:

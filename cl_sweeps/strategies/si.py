@@ -9,6 +9,11 @@ of the task Ω_i += max(0, ω_i / ((θ_i(end) − θ_i(start))² + ξ)) with dam
 (0.1, as van de Ven et al.), and θ* becomes the parameters at the end of the task. Negative ω
 (steps that went uphill, possible with Adam) are clipped to zero importance.
 
+A step the fp16 gradient scaler skips (an inf/NaN gradient; its periodic scale-up probes make one
+near certain over thousands of steps) leaves Δθ = 0 with a non-finite g, and inf · 0 = NaN would
+poison ω for the rest of the task. A parameter that did not move adds nothing to ω, so the
+product is taken only where Δθ ≠ 0 (on the device, without a host sync).
+
 Cost: student 3B per iteration; the path integral needs no extra forwards (one more parameter
 copy during a task, dropped at its end).
 """
@@ -35,8 +40,6 @@ KNOBS = ("si_c",)
 
 @register
 class SI(AnchoredPenalty):
-    name = NAME
-    knobs = KNOBS
     # The path integral accumulates over task 0's optimiser steps and cannot be rebuilt
     # from the task's end state, so SI trains its own task 0.
     shares_task0 = False
@@ -62,7 +65,8 @@ class SI(AnchoredPenalty):
             return
         for name, p in trainable_parameters(model).items():
             if p.grad is not None:
-                self.path[name] -= p.grad * (p - self.previous[name])
+                delta = p - self.previous[name]
+                self.path[name] -= torch.where(delta != 0, p.grad * delta, 0.0)
             self.previous[name].copy_(p)
 
     @torch.no_grad()

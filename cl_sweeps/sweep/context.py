@@ -30,6 +30,7 @@ class SweepContext:
     seed_keys: tuple[str, ...]
     cpus_per_trial: float
     tracking: TrackingTarget
+    gpus_per_trial: float = 0.0  # resources_per_trial.gpu: what accelerator_seconds counts
     display_metrics: tuple[str, ...] = ("task",)
     crash_at_task: int | None = None
     prefix_dir: str | None = None  # where task-0 prefixes are shared; None: no sharing

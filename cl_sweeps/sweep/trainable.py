@@ -56,7 +56,7 @@ from cl_sweeps.sweep.context import (
 )
 from cl_sweeps.sweep.space import trial_config_for
 from cl_sweeps.sweep.tracking import TrialTracker
-from cl_sweeps.throughput import Throughput
+from cl_sweeps.throughput import Throughput, release_memory
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +172,8 @@ def train_sequence(config: dict[str, Any], context: SweepContext) -> None:
             prefixes = PrefixStore(context.prefix_dir) if context.prefix_dir else None
             try:
                 run_sequence(
-                    trial, reporter, resume_from=resume_dir, progress=False, prefixes=prefixes
+                    trial, reporter, resume_from=resume_dir, progress=False, prefixes=prefixes,
+                    accelerators_held=context.gpus_per_trial,
                 )
             except NonFiniteError as error:
                 log_event(directory, "diverged", error=str(error))
@@ -183,6 +184,7 @@ def train_sequence(config: dict[str, Any], context: SweepContext) -> None:
         run.finish()
     finally:
         run.close()
+        release_memory()
 
 
 def maybe_crash(context: SweepContext, directory: Path, task: int) -> None:

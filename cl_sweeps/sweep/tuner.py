@@ -516,6 +516,7 @@ def run_sweep(
         base=sweep.base.model_dump(mode="json"),
         seed_keys=tuple(sweep.seed_keys),
         cpus_per_trial=sweep.resources_per_trial.cpu,
+        gpus_per_trial=sweep.resources_per_trial.gpu,
         tracking=tracking,
         display_metrics=display_metrics(sweep),
         crash_at_task=crash_at_task_from_env(),
