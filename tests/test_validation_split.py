@@ -115,3 +115,26 @@ def test_the_schedulers_a_split_sweep_builds_stop_on_validation_metrics() -> Non
         "base": {"data": {"dataset": "digits", "num_tasks": 5, "validation_per_class": 10}},
         "scheduler": "asha"}))
     assert asha.metric == "fid_val"
+
+
+def test_the_frontier_of_a_split_sweep_chooses_on_validation_and_names_the_test_columns() -> None:
+    from cl_sweeps.frontier import compute_frontier, frontier_table_text, objectives_for
+    from cl_sweeps.frontier.build import on_validation
+    from cl_sweeps.records import SweepSource, TrialRecord
+
+    def record(key: str, seed: int, val: float, test: float) -> TrialRecord:
+        return TrialRecord(trial_id=f"{key}{seed}", config_key=key, seed=seed,
+                           status="COMPLETED", params={"strategy.name": key},
+                           final={"train_tflops": 1.0, "fid_final_val": val, "fid_final": test},
+                           tasks_done=2)
+
+    # on test, b looks best; on validation, a is: the frontier chooses a and shows b's luck
+    source = SweepSource([record("a", 0, 10.0, 12.0), record("b", 0, 11.0, 9.0)])
+    objectives = on_validation(objectives_for(), source)
+    assert objectives == ("train_tflops", "fid_final_val")
+    assert on_validation(objectives_for(), SweepSource([])) == objectives_for()
+    frontier = compute_frontier(source, objectives)
+    assert frontier.pareto_configs().column("config_key").to_pylist() == ["a"]
+    text = frontier_table_text(frontier)
+    assert ("chosen on the validation split (fid_final_val); the test metrics beside them "
+            "(fid_final) report the choice") in text

@@ -98,8 +98,10 @@ def selection_note(frontier: Frontier) -> str:
     if not chosen:
         return ""
     tests = [name for name, form in VALIDATION_FORMS.items() if form in chosen]
+    shown = [name for name in dict.fromkeys(tests + list(SHOWN_METRICS))
+             if f"{name}_mean" in frontier.configs.column_names]
     return (f"chosen on the validation split ({', '.join(chosen)}); the test metrics beside "
-            f"them ({', '.join(dict.fromkeys(tests + list(SHOWN_METRICS)))}) report the choice")
+            f"them ({', '.join(shown)}) report the choice")
 
 
 def compute_frontier(
