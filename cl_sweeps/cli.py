@@ -394,7 +394,12 @@ def cmd_sync(args: argparse.Namespace) -> int:
     if not (root / "sweep_state.json").is_file():
         print(f"error: {root} is not a sweep's output_dir (no sweep_state.json)", file=sys.stderr)
         return 2
-    sent, left, error = sync_sweep(root, args.timeout)
+    if args.rebuild:
+        from cl_sweeps.sweep.rebuild import rebuild_tracking
+
+        sent, left, error = rebuild_tracking(root, args.timeout)
+    else:
+        sent, left, error = sync_sweep(root, args.timeout)
     if left:
         print(f"error: {left} MLflow operations not sent within {args.timeout:g}s "
               f"({error}); {sent} sent; run it again when the server answers", file=sys.stderr)
@@ -435,6 +440,11 @@ def _add_sweep_command(sub: argparse._SubParsersAction) -> None:
     sync.add_argument("sweep_dir", help="the sweep's output_dir")
     sync.add_argument("--timeout", type=float, default=300.0,
                       help="give up after this many seconds (default 300)")
+    sync.add_argument(
+        "--rebuild", action="store_true",
+        help="recreate the sweep's MLflow runs (parent, trials, every step, artifacts) from "
+        "its output_dir in an empty or new tracking store (e.g. after mlflow.db was deleted)",
+    )
     sync.set_defaults(handler=cmd_sync)
 
 

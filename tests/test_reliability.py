@@ -201,3 +201,20 @@ def test_a_tune_checkpoint_whose_record_is_truncated_is_not_used(tmp_path: Path)
     assert readable_or_none(tune_checkpoint) is None and readable_or_none(None) is None
     (tune_checkpoint / META_FILE).write_text('{"task_index": 2, "history": []}')
     assert readable_or_none(tune_checkpoint) == tune_checkpoint
+
+
+def test_a_fresh_start_that_fails_takes_back_its_files(tmp_path: Path) -> None:
+    from cl_sweeps.sweep.tuner import refuse_existing_sweep, undone_if_failed
+
+    layout = SweepLayout(tmp_path / "out")
+    lock = hold_driver_lock(layout)
+    for fresh in (False, True):
+        for path in (layout.state, layout.sweep_file, layout.ray / "x" / "y"):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("{}")
+        with pytest.raises(UsageError), undone_if_failed(layout, fresh=fresh):
+            raise UsageError("the tracking server did not answer")
+        assert layout.state.is_file() is not fresh  # --resume keeps the sweep's files
+    assert [p.name for p in layout.root.iterdir()] == [layout.lock.name]
+    refuse_existing_sweep(layout)  # starting again is allowed
+    lock.release()

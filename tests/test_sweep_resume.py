@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -27,12 +28,13 @@ from helpers import (
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from cl_sweeps.checkpoint_files import META_FILE, task_checkpoint_dir
-from cl_sweeps.metrics import TASK_PREFIXES
+from cl_sweeps.checkpoint_files import META_FILE, latest_checkpoint, task_checkpoint_dir
+from cl_sweeps.metrics import AFTER_LAST_TASK, METRICS, TASK_PREFIXES
 from cl_sweeps.sweep.trainable import resume_point, unreported_tasks
 
 CLI = str(Path(sys.executable).parent / "cl-sweeps")
 STEPS = list(range(TINY_TASKS))
+FINAL_ONLY = {spec.name for spec in METRICS if spec.when == AFTER_LAST_TASK}
 
 
 
@@ -44,7 +46,7 @@ def expected_steps(metric: str, tasks: int = TINY_TASKS) -> list[int]:
     """Steps at which a metric is logged: every task, from task k on for `*_task_<k>`, or the
     last task only for the final metrics."""
     steps = list(range(tasks))
-    if metric in ("fid_final", "fid_avg", "forgetting"):
+    if metric in FINAL_ONLY:
         return [STEPS[-1]] if tasks == TINY_TASKS else []
     for prefix in TASK_PREFIXES:
         if metric.startswith(prefix):
@@ -178,10 +180,21 @@ def test_sweep_continues_with_resume_after_its_driver_died(tmp_path: Path) -> No
     with background([CLI, "sweep", str(path)], env, tmp_path / "first.log") as driver:
         wait_until(lambda: a_task_reported() or driver.poll() is not None, 420, "a task")
         assert driver.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+        for second in ([CLI, "sweep", str(path), "--resume"], [CLI, "sweep", str(path)]):
+            code, log = run(second, env, tmp_path / "second.log", timeout_s=120)
+            assert code == 2 and "in use by another driver" in log, log[-3000:]
+            assert f"pid {driver.pid})" in log and "Traceback" not in log, log[-3000:]
+        assert driver.poll() is None  # the first driver runs on
         os.killpg(driver.pid, signal.SIGKILL)  # the driver and its local Ray die at once
         driver.wait()
     statuses = [json.loads((t / "status.json").read_text())["status"] for t in trials_of(out)]
     assert "RUNNING" in statuses
+    # Tune's state names checkpoints that are gone (as when Tune deleted one it still named):
+    # the trial continues from its own checkpoints instead of failing.
+    deleted = [c for c in sorted((out / "ray" / "resumed").glob("*/checkpoint_*"))
+               if latest_checkpoint(out / "trials" / c.parent.name) is not None][:1]
+    for checkpoint in (deleted[0].parent.glob("checkpoint_*") if deleted else []):
+        shutil.rmtree(checkpoint)
     code, status = run([CLI, "status", str(out)], env, tmp_path / "status.log", timeout_s=120)
     assert code == 0 and "INTERRUPTED" in status and "driver is not running" in status, status
 
@@ -204,6 +217,10 @@ def test_sweep_continues_with_resume_after_its_driver_died(tmp_path: Path) -> No
             for task in range(done_before + 1):
                 assert trained.count(task) == 1, trained  # finished tasks are not retrained
     assert resumed_from_checkpoint >= 1
+    if deleted:  # the trial whose Tune checkpoints were deleted used its own
+        attempts = [e for e in events(out / "trials" / deleted[0].parent.name)
+                    if e["event"] == "attempt"]
+        assert "/trials/" in attempts[-1]["resume_from"], attempts
     uri = f"sqlite:///{out / 'mlflow.db'}"
     _, nested = mlflow_runs(uri, "resumed")
     assert len(nested) == 2, "a resumed trial must continue its MLflow run, not open another"
@@ -212,5 +229,62 @@ def test_sweep_continues_with_resume_after_its_driver_died(tmp_path: Path) -> No
         assert_each_step_once(uri, run_)
     assert "configurations on the Pareto frontier over" in log
 
+    (out / "mlflow.db").unlink()  # the tracking store is lost: the records rebuild it
+    code, log = run([CLI, "sync", str(out), "--rebuild"], env, tmp_path / "rebuild.log",
+                    timeout_s=300)
+    assert code == 0 and "MLflow is up to date" in log, log[-3000:]
+    _, nested = mlflow_runs(uri, "resumed")
+    assert len(nested) == 2
+    for run_ in nested:
+        assert run_.info.status == "FINISHED" and run_.data.tags["status"] == "COMPLETED"
+        assert_each_step_once(uri, run_)
+
     code, log = run([CLI, "sweep", str(path)], env, tmp_path / "again.log", timeout_s=120)
     assert code == 2 and "already holds a sweep" in log
+
+
+@pytest.mark.e2e
+def test_sigterm_is_a_clean_stop_and_resume_retrains_nothing(tmp_path: Path) -> None:
+    """`kill` (SIGTERM, as Slurm and Kubernetes send) to the driver alone: exit 143 with the
+    resume hint, parent run KILLED; --resume ends every trial under its own id, no recorded
+    task trained twice."""
+    out = tmp_path / "out"
+    env = child_env(tmp_path / "cache")
+    sweep = tiny_sweep("stopped", out, num_samples=2)
+    sweep["base"]["train"]["iterations_per_task"] = 15  # seconds per task: time to stop
+    path = write_yaml(tmp_path / "stopped.yaml", sweep)
+
+    def recorded() -> dict[str, list[int]]:
+        return {t.name: [json.loads(line)["task"] for line in
+                         (t / "metrics.jsonl").read_text().splitlines() if line.strip()]
+                for t in trials_of(out) if (t / "metrics.jsonl").is_file()} if (
+            out / "trials").is_dir() else {}
+
+    with background([CLI, "sweep", str(path)], env, tmp_path / "first.log") as driver:
+        wait_until(lambda: recorded() or driver.poll() is not None, 420, "a task")
+        assert driver.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+        os.kill(driver.pid, signal.SIGTERM)
+        code = driver.wait(timeout=300)
+    log = (tmp_path / "first.log").read_text()
+    assert code == 143, log[-5000:]
+    assert "cl-sweeps sweep FILE --resume" in log and "Traceback" not in log, log[-5000:]
+    before = recorded()
+    ids = {t.name for t in trials_of(out)}
+    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("stopped").experiment_id
+    parent = client.search_runs([experiment], "tags.`cl_sweeps.role` = 'sweep'")[0]
+    assert parent.info.status == "KILLED"
+
+    code, log = run(
+        [CLI, "sweep", str(path), "--resume"], env, tmp_path / "resume.log", timeout_s=600
+    )
+    assert code == 0, log[-5000:]
+    after = {t.name for t in trials_of(out)}
+    assert ids <= after and len(after) == 2  # no configuration again under a new id
+    for trial in trials_of(out):
+        assert json.loads((trial / "status.json").read_text())["status"] == "COMPLETED"
+        trained = [e["task"] for e in events(trial) if e["event"] == "task_trained"]
+        assert sorted(set(trained)) == STEPS
+        for task in before.get(trial.name, []):
+            assert trained.count(task) == 1, (trial.name, trained, before)
+    mlflow_runs(f"sqlite:///{out / 'mlflow.db'}", "stopped")  # the parent FINISHED again

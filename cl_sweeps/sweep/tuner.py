@@ -543,8 +543,15 @@ def run_sweep(
     ended = results.num_terminated + results.num_errors
     by_budget = sweep.budget is not None and budgets.read_state(layout).get("ended")
     interrupted = ended < len(results) or (len(results) < trials and not by_budget)
+    interrupted = interrupted or left_running(layout)  # Tune's graceful stop counts them ended
     code = finish(sweep, layout, tracker, uri, interrupted)
     return stop.exit_code(code) if interrupted else code
+
+
+def left_running(layout: SweepLayout) -> bool:
+    """A trial record still RUNNING after the Tuner returned: a stop signal ended the sweep
+    (Ray Tune may count a trial it stopped gracefully as terminated)."""
+    return any(record.status == records.RUNNING for record in records.read_trials(layout.trials))
 
 
 def check_tracking_environment(sweep: SweepConfig) -> None:
