@@ -34,6 +34,22 @@ def fmt_mean_std(mean: float | None, std: float | None) -> str:
     return f"{fmt_number(mean)} ± {fmt_number(std)}"
 
 
+STD_SPREAD = "std (ddof 1)"  # the ± of frontier, report and status tables and plots
+SEM_SPREAD = "SEM = std (ddof 0) / √n"  # the ± of the paper report, as the paper's code
+
+
+def seeds_note(counts: Sequence[int]) -> str:
+    """'n = 3' or 'n = 1..3': the seeds behind a table's or plot's ± values."""
+    present = sorted(set(counts)) or [0]
+    low, high = present[0], present[-1]
+    return f"n = {low}" if low == high else f"n = {low}..{high}"
+
+
+def spread_note(spread: str, counts: Sequence[int]) -> str:
+    """What every ± is, e.g. '± = std (ddof 1) over seeds, n = 3'."""
+    return f"± = {spread} over seeds, {seeds_note(counts)}"
+
+
 def short_name(column: str) -> str:
     """'strategy.teacher_steps' -> 'teacher_steps', 'strategy.name' -> 'strategy' (headers)."""
     section, _, name = column.rpartition(".")

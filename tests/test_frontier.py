@@ -206,7 +206,8 @@ def test_frontier_text_lists_frontier_with_mean_std(sweep_dir: Path) -> None:
     assert lines[0].startswith("4 of 8 configurations on the Pareto frontier")
     assert "teacher_steps" in lines[1] and "fid_final" in lines[1]
     assert any(line.startswith("cumulative") and "20.5 ± 0.7071" in line for line in lines)
-    assert len(lines) == 2 + 4 + 1 and lines[-1].startswith("seed noise: ")
+    assert len(lines) == 2 + 4 + 2 and lines[-1].startswith("seed noise: ")
+    assert lines[-2] == "± = std (ddof 1) over seeds, n = 2..3"  # what every ± is
 
 
 def test_best_configuration_of_each_strategy_ranks_on_quality(sweep_dir: Path) -> None:

@@ -72,7 +72,7 @@ def test_fid_curves_have_a_sem_band_per_row(swept) -> None:
     fig = fid_curves(trials, table)
     ax = fig.axes[0]
     assert len(ax.lines) == table.num_rows and len(ax.collections) == table.num_rows
-    assert "± SEM (std ddof 0 / √n" in ax.get_title()
+    assert "bands: ± = SEM = std (ddof 0) / √n over seeds, n = 2..3" in ax.get_title()
     naive = ax.lines[0]
     assert list(naive.get_xdata()) == [0, 1, 2]
     # tasks 0 and 1: 100 + 10 t + seed over seeds 0, 1, 2 -> mean 101 + 10 t
@@ -124,3 +124,23 @@ def test_the_classifier_accuracy_is_a_column_and_its_best_is_the_highest(tmp_pat
     lines = paper_markdown(table).splitlines()
     assert lines[0].endswith("| FID | KLD | accuracy | train TFLOPs |")
     assert "| **0.7 ± 0.07071** |" in lines[3] and "| 0.25 ± 0.03536 |" in lines[2]
+
+
+def test_every_plus_minus_says_what_it_is(swept) -> None:
+    """Frontier table and plots: ± is the std (ddof 1), with the seeds behind it."""
+    from cl_sweeps.frontier import frontier_table_text
+    from cl_sweeps.frontier.plots import frontier_figure, per_task_figure
+
+    root, _, _ = swept
+    frontier = compute_frontier(read_sweep_dir(root))
+
+    def label(ns: list[int]) -> str:
+        low, high = min(ns), max(ns)
+        return f"± = std (ddof 1) over seeds, n = {low}" + (f"..{high}" if high > low else "")
+
+    every = frontier.configs.column("n").to_pylist()
+    assert label(every) == "± = std (ddof 1) over seeds, n = 1..3"  # one config kept one seed
+    assert label(every) in frontier_table_text(frontier, all_configs=True)
+    assert f"error bars: {label(every)}" in frontier_figure(frontier).axes[0].get_title()
+    front = frontier.pareto_configs().column("n").to_pylist()
+    assert f"error bars: {label(front)}" in per_task_figure(frontier).axes[0].get_title()

@@ -17,7 +17,14 @@ from cl_sweeps.constraints import (
     constraints_from,
     violations,
 )
-from cl_sweeps.formatting import fmt_mean_std, fmt_number, short_name, text_table
+from cl_sweeps.formatting import (
+    STD_SPREAD,
+    fmt_mean_std,
+    fmt_number,
+    short_name,
+    spread_note,
+    text_table,
+)
 from cl_sweeps.frontier.bootstrap import SeedNoise, intervals_overlap, seed_noise
 from cl_sweeps.frontier.hypervolume import hypervolume, reference_point
 from cl_sweeps.frontier.pareto import pareto_mask
@@ -296,8 +303,9 @@ def frontier_table_text(frontier: Frontier, all_configs: bool = False) -> str:
         keys = frontier._by_objectives(configs)
         configs = configs.sort_by(keys) if keys else configs
     body = configs_table_text(frontier, configs, pareto_column=all_configs)
-    notes = "".join(f"\n{line}" for line in (selection_note(frontier), noise_line(frontier))
-                    if line)
+    spread = spread_note(STD_SPREAD, configs.column("n").to_pylist()) if configs.num_rows else ""
+    notes = "".join(f"\n{line}" for line in (spread, selection_note(frontier),
+                                             noise_line(frontier)) if line)
     empty = NO_FEASIBLE_CONFIG if frontier.constraints else NO_CONFIG
     return f"{summary_line(frontier)}\n{body or empty}{notes}"
 

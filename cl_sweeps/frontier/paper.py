@@ -19,7 +19,14 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 from matplotlib.figure import Figure
 
-from cl_sweeps.formatting import DASH, fmt_number, markdown_table
+from cl_sweeps.formatting import (
+    DASH,
+    SEM_SPREAD,
+    fmt_number,
+    markdown_table,
+    seeds_note,
+    spread_note,
+)
 from cl_sweeps.frontier.report import STRATEGY_ORDER
 from cl_sweeps.frontier.table import mean_sem, series_column
 from cl_sweeps.metrics import ACCURACY_FINAL, ARD, FID, FID_FINAL, KLD, TRAIN_TFLOPS
@@ -34,9 +41,7 @@ STRATEGY, TEACHER_STEPS, LAMBDA = "strategy.name", "strategy.teacher_steps", "st
 
 def sem_note(n: Sequence[int]) -> str:
     """What every ± of the paper's table is, with the seeds behind it."""
-    counts = sorted(set(n))
-    seeds = f"n = {counts[0]}" if len(counts) == 1 else f"n = {counts[0]}..{counts[-1]}"
-    return (f"mean ± SEM over seeds ({seeds}); SEM = std (ddof 0) / √n, as the paper's code; "
+    return (f"mean ± SEM over seeds ({seeds_note(n)}); {SEM_SPREAD}, as the paper's code; "
             "values after the last task; best mean per column in bold; '–': not measured or "
             "a single seed")
 
@@ -199,8 +204,8 @@ def fid_curves(trials: pa.Table, table: pa.Table, metric: str = FID) -> Figure:
         ax.fill_between(tasks, mean - sem, mean + sem, color=line.get_color(), alpha=0.2)
     ax.set_xlabel("task just learned (0-based index)")
     ax.set_ylabel(f"{metric} on all seen tasks")
-    ax.set_title(f"{metric} after each task; bands: ± SEM (std ddof 0 / √n, "
-                 f"n = {min(ns, default=0)}..{max(ns, default=0)} seeds)", fontsize=9)
+    ax.set_title(f"{metric} after each task; bands: {spread_note(SEM_SPREAD, ns)}",
+                 fontsize=9)
     if tasks:
         ax.set_xticks(tasks)
     if ns:

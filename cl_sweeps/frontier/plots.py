@@ -17,7 +17,14 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
 from cl_sweeps.constraints import FEASIBLE_COLUMN, VIOLATIONS_COLUMN
-from cl_sweeps.formatting import LABEL_PARAMS, config_label, fmt_mean_std, fmt_number
+from cl_sweeps.formatting import (
+    LABEL_PARAMS,
+    STD_SPREAD,
+    config_label,
+    fmt_mean_std,
+    fmt_number,
+    spread_note,
+)
 from cl_sweeps.frontier.build import P_PARETO, STRATEGY, Frontier
 from cl_sweeps.frontier.pareto import frontier_order
 from cl_sweeps.frontier.table import split_series_column
@@ -122,7 +129,8 @@ def _title(frontier: Frontier) -> str:
     excluded = sum(frontier.excluded.values())
     return (
         f"Pareto frontier over ({', '.join(frontier.objectives)}): "
-        f"{frontier.configs.num_rows} configurations, {excluded} trials excluded"
+        f"{frontier.configs.num_rows} configurations, {excluded} trials excluded\n"
+        f"error bars: {spread_note(STD_SPREAD, frontier.configs.column('n').to_pylist())}"
     )
 
 
@@ -212,7 +220,9 @@ def per_task_figure(frontier: Frontier, metric: str = "fid") -> Figure:
     ax.set_xlabel("task just learned (0-based index)")
     ax.set_ylabel(f"{metric} after each task" + (" (stream FID on all seen tasks)"
                                                    if metric == "fid" else ""))
-    ax.set_title(f"{metric} after each task, Pareto-optimal configurations", fontsize=10)
+    ns = [p.row["n"] for p in front]
+    ax.set_title(f"{metric} after each task, Pareto-optimal configurations\n"
+                 f"error bars: {spread_note(STD_SPREAD, ns)}", fontsize=10)
     if tasks:
         ax.set_xticks(tasks)
     ax.grid(True, alpha=0.3)
@@ -231,7 +241,8 @@ def _hover(p: Point, frontier: Frontier) -> str:
     if not p.feasible:
         lines.append(f"infeasible: {p.row.get(VIOLATIONS_COLUMN)}")
     lines += [
-        f"{name}: {fmt_mean_std(p.row[f'{name}_mean'], p.row[f'{name}_std'])}"
+        f"{name}: {fmt_mean_std(p.row[f'{name}_mean'], p.row[f'{name}_std'])} "
+        f"(± {STD_SPREAD})"
         for name in dict.fromkeys(frontier.objectives + ("fid_final", "kld"))
         if f"{name}_mean" in p.row
     ]
