@@ -21,11 +21,11 @@ LAYERS: list[tuple[str, ...]] = [
     ("cl_sweeps.data", "cl_sweeps.diffusion", "cl_sweeps.evaluation", "cl_sweeps.checkpoint",
      "cl_sweeps.strategies", "cl_sweeps.throughput", "cl_sweeps.numerics",
      "cl_sweeps.classifier_replay"),
-    ("cl_sweeps.sequence", "cl_sweeps.prefix", "cl_sweeps.bench"),
+    ("cl_sweeps.sequence", "cl_sweeps.prefix", "cl_sweeps.bench", "cl_sweeps.doctor"),
     ("cl_sweeps.records",),
     ("cl_sweeps.frontier",),
     ("cl_sweeps.sweep",),
-    ("cl_sweeps.cli",),
+    ("cl_sweeps.cli", "cl_sweeps.reference_docs"),
 ]
 
 
