@@ -144,3 +144,21 @@ def test_every_plus_minus_says_what_it_is(swept) -> None:
     assert f"error bars: {label(every)}" in frontier_figure(frontier).axes[0].get_title()
     front = frontier.pareto_configs().column("n").to_pylist()
     assert f"error bars: {label(front)}" in per_task_figure(frontier).axes[0].get_title()
+
+
+def test_configurations_differing_in_another_key_are_rows_of_their_own(tmp_path: Path) -> None:
+    from test_frontier_fakes import FakeTrial
+
+    def gr(ratio: float) -> dict:
+        return {"strategy.name": GR, "strategy.teacher_steps": 2, "strategy.lambd": 1.0,
+                "strategy.replay_ratio": ratio}
+
+    trials = [FakeTrial(f"b{i}", gr(ratio), seed, 1.0, fid)
+              for i, (ratio, seed, fid) in enumerate(
+                  [(0.25, 0, 40.0), (0.25, 1, 42.0), (0.5, 0, 30.0), (0.5, 1, 34.0)])]
+    table = paper_table(compute_frontier(read_sweep_dir(write_sweep_dir(tmp_path, trials))).trials)
+    assert table.column("settings").to_pylist() == ["replay_ratio=0.25", "replay_ratio=0.5"]
+    assert table.column("fid_final_mean").to_pylist() == [41.0, 32.0]
+    lines = paper_markdown(table).splitlines()
+    assert lines[0].startswith("| strategy | teacher steps | λ | settings | n | FID |")
+    assert lines[3].startswith(f"| {GR} | 2 | 1 | replay_ratio=0.5 | 2 | **32 ± 1.414** |")

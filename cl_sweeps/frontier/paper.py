@@ -25,10 +25,11 @@ from cl_sweeps.formatting import (
     fmt_number,
     markdown_table,
     seeds_note,
+    short_name,
     spread_note,
 )
 from cl_sweeps.frontier.report import STRATEGY_ORDER
-from cl_sweeps.frontier.table import mean_sem, series_column
+from cl_sweeps.frontier.table import mean_sem, param_columns, series_column
 from cl_sweeps.metrics import ACCURACY_FINAL, ARD, FID, FID_FINAL, KLD, TRAIN_TFLOPS
 from cl_sweeps.strategies.catalog import strategy_knobs
 
@@ -63,9 +64,12 @@ def paper_table(
     """Rows (strategy, teacher_steps, lambd) of the complete trials, in the paper's order, with
     `<m>_mean`, `<m>_sem` and `<m>_n` for each of `metrics` some trial reported. Teacher steps
     and λ are None for strategies that do not read them; a trial whose params lack them ran the
-    sweep's base value (`default_*`)."""
+    sweep's base value (`default_*`). Configurations that also differ in another searched key
+    (e.g. the replay ratio) are rows of their own, that key shown in `settings`."""
     present = [m for m in metrics if m in trials.column_names]
-    groups: dict[tuple[str, Any, Any], list[dict[str, Any]]] = {}
+    others = [c for c in param_columns(trials) if c not in (STRATEGY, TEACHER_STEPS, LAMBDA)
+              and len(set(trials.column(c).drop_null().to_pylist())) > 1]
+    groups: dict[tuple[str, Any, Any, str], list[dict[str, Any]]] = {}
     for row in trials.filter(trials.column("complete")).to_pylist():
         strategy = str(row.get(STRATEGY) or "all")
         steps = lam = None
@@ -75,15 +79,17 @@ def paper_table(
         if uses(strategy, "lambd"):
             lam = row.get(LAMBDA)
             lam = default_lambda if lam is None else lam
-        groups.setdefault((strategy, steps, lam), []).append(row)
+        settings = ", ".join(f"{short_name(c)}={fmt_number(row[c])}" for c in others
+                             if row.get(c) is not None)
+        groups.setdefault((strategy, steps, lam, settings), []).append(row)
 
-    def order(key: tuple[str, Any, Any]) -> tuple:
-        strategy, steps, lam = key
+    def order(key: tuple[str, Any, Any, str]) -> tuple:
+        strategy, steps, lam, settings = key
         rank = STRATEGY_ORDER.index(strategy) if strategy in STRATEGY_ORDER else len(STRATEGY_ORDER)
-        return (rank, strategy, steps or 0, lam or 0.0)
+        return (rank, strategy, steps or 0, lam or 0.0, settings)
 
-    out: dict[str, list[Any]] = {"strategy": [], "teacher_steps": [], "lambd": [], "n": [],
-                                 "trial_ids": []}
+    out: dict[str, list[Any]] = {"strategy": [], "teacher_steps": [], "lambd": [],
+                                 "settings": [], "n": [], "trial_ids": []}
     for name in present:
         for suffix in ("mean", "sem", "n"):
             out[f"{name}_{suffix}"] = []
@@ -92,6 +98,7 @@ def paper_table(
         out["strategy"].append(key[0])
         out["teacher_steps"].append(key[1])
         out["lambd"].append(None if key[2] is None else float(key[2]))
+        out["settings"].append(key[3])
         out["n"].append(len(rows))
         out["trial_ids"].append(" ".join(sorted(r["trial_id"] for r in rows)))
         for name in present:
@@ -136,13 +143,15 @@ def _rows(table: pa.Table) -> tuple[list[str], list[list[str]], list[list[bool]]
     """Header, text cells and which cells are bold (the best of their column)."""
     metrics = table_metrics(table)
     best = best_rows(table)
-    headers = ["strategy", "teacher steps", "λ", "n"] + [HEADERS.get(m, m) for m in metrics]
+    settings = any(table.column("settings").to_pylist())  # only when another key varied
+    headers = ["strategy", "teacher steps", "λ"] + ["settings"] * settings + ["n"]
+    headers += [HEADERS.get(m, m) for m in metrics]
     cells, bold = [], []
     for i, row in enumerate(table.to_pylist()):
-        cells.append([row["strategy"], fmt_number(row["teacher_steps"]),
-                      fmt_number(row["lambd"]), str(row["n"])]
+        cells.append([row["strategy"], fmt_number(row["teacher_steps"]), fmt_number(row["lambd"])]
+                     + [row["settings"] or DASH] * settings + [str(row["n"])]
                      + [_cell(row[f"{m}_mean"], row[f"{m}_sem"]) for m in metrics])
-        bold.append([False] * 4 + [best[m] == i for m in metrics])
+        bold.append([False] * (4 + settings) + [best[m] == i for m in metrics])
     return headers, cells, bold
 
 
@@ -182,6 +191,8 @@ def row_label(row: dict[str, Any]) -> str:
         parts.append(f"k={fmt_number(row['teacher_steps'])}")
     if row.get("lambd") is not None:
         parts.append(f"λ={fmt_number(row['lambd'])}")
+    if row.get("settings"):
+        parts.append(row["settings"])
     return " ".join(parts)
 
 
