@@ -5,7 +5,9 @@ image-forwards/s, achieved TFLOP/s and MFU (model FLOP utilisation against the d
 Each variant (precision, optionally + torch.compile) is timed with the engine's own machinery
 (`cl_sweeps.throughput`), and one run can compare variants side by side as speed-up ratios.
 Warm-up iterations, which include any compilation, are timed separately and never enter
-seconds/iteration. This is where performance claims are checked; it asserts nothing about speed.
+seconds/iteration. The `classifier_replay` row is one iteration of the classifier of the paper's
+second experiment at task 1: B replay images from the frozen UNet (k DDIM steps, B·k
+image-forwards), labelled by the previous classifier, and the classifier's forward + backward. This is where performance claims are checked; it asserts nothing about speed.
 """
 
 from __future__ import annotations
@@ -16,7 +18,15 @@ from dataclasses import dataclass
 
 import torch
 
-from cl_sweeps.config import ConfigError, ModelConfig, StrategyConfig, TrainConfig
+from cl_sweeps.classifier_replay import ClassifierReplay
+from cl_sweeps.config import (
+    ClassifierReplayConfig,
+    ConfigError,
+    EvaluationConfig,
+    ModelConfig,
+    StrategyConfig,
+    TrainConfig,
+)
 from cl_sweeps.data.sources import ImageSet
 from cl_sweeps.diffusion import DDIMSampler, build_scheduler, build_unet
 from cl_sweeps.evaluation.compute import (
@@ -27,7 +37,7 @@ from cl_sweeps.evaluation.compute import (
     measure_flops_per_image,
 )
 from cl_sweeps.strategies import TrainingContext, available_strategies, build_strategy
-from cl_sweeps.throughput import OptimizerStep, PersistentTeacher, Throughput
+from cl_sweeps.throughput import OptimizerStep, PersistentTeacher, Throughput, frozen
 
 # Dense (no sparsity) peak TFLOP/s from NVIDIA's datasheets, by the math an autocast precision
 # runs on: bf16/fp16 tensor cores, and for fp32 the TF32 tensor cores when TF32 is allowed
@@ -204,6 +214,84 @@ def bench_strategy(
     )
 
 
+CLASSIFIER_REPLAY = "classifier_replay"  # the bench's row of the classifier's iteration
+PURPOSE_HEADERS = {
+    "student_train": "student", "teacher_generation": "teacher_gen",
+    "teacher_target": "teacher_tgt", "classifier_replay_generation": "clf_replay_gen",
+}
+
+
+def bench_classifier_replay(
+    name: str = CLASSIFIER_REPLAY,
+    *,
+    preset: str,
+    image_size: int,
+    channels: int,
+    batch_size: int,
+    iterations: int,
+    warmup: int,
+    device: torch.device,
+    generation_steps: int = EvaluationConfig().eval_steps,
+    variant: Variant = Variant("fp32"),
+    peak_tflops: float | None = None,
+    compile_backend: str = "inductor",
+    seed: int = 0,
+    **_: object,
+) -> BenchRow:
+    """Time classifier-replay iterations at task 1 (the generator on), as the engine runs them."""
+    torch.manual_seed(seed)
+    settings = Throughput.resolve(
+        TrainConfig(precision=variant.precision, compile=variant.compile,
+                    compile_backend=compile_backend),
+        device,
+    )
+    model_config = ModelConfig(preset=preset)
+    model = build_unet(model_config, image_size, channels).to(device)
+    unet_flops = measure_flops_per_image(model)
+    generator = settings.prepare(frozen(model))
+    counter = ForwardCounter()
+    classifier = ClassifierReplay(
+        ClassifierReplayConfig(batch_size=batch_size, iterations_per_task=1),
+        channels=channels, image_size=image_size, num_classes=10,
+        generation_steps=generation_steps, sampler=DDIMSampler(build_scheduler(model_config)),
+        counter=counter, device=device, seed=seed,
+    )
+    shape = (batch_size, channels, image_size, image_size)
+    tasks = [ImageSet(torch.rand(shape, device=device) * 2 - 1,
+                      torch.zeros(batch_size, dtype=torch.long, device=device))] * 2
+
+    def timed(n: int) -> float:
+        classifier.config = classifier.config.model_copy(update={"iterations_per_task": n})
+        _synchronize(device)
+        start = time.perf_counter()
+        if n:
+            classifier.train_task(1, tasks, generator, _minibatches, settings.autocast)
+        _synchronize(device)
+        return time.perf_counter() - start
+
+    warmup_seconds = timed(warmup)
+    before, tflops_before = counter.snapshot(), classifier.tflops()
+    seconds = timed(iterations) / iterations
+    after = counter.snapshot()
+    per_iteration = {p: (after[p] - before[p]) / iterations for p in TRAIN_PURPOSES}
+    flops = flops_by_purpose(per_iteration, unet_flops)
+    own = (classifier.tflops() - tflops_before) * 1e3 / iterations  # GFLOPs per iteration
+    if peak_tflops is None and device.type == "cuda":
+        peak_tflops = known_peak_tflops(torch.cuda.get_device_name(device), peak_math(settings))
+    return BenchRow(
+        CLASSIFIER_REPLAY, seconds, sum(flops[p] for p in TRAIN_PURPOSES) / 1e9 + own,
+        per_iteration, variant=variant.label, precision=settings.precision,
+        warmup_seconds=warmup_seconds, peak_tflops=peak_tflops,
+    )
+
+
+def _minibatches(data: ImageSet, size: int, generator: torch.Generator):
+    """The engine's minibatches (imported late: the bench is a sibling of the engine)."""
+    from cl_sweeps.sequence import minibatches
+
+    return minibatches(data, size, generator)
+
+
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -224,7 +312,7 @@ def _variant_table(rows: list[BenchRow]) -> str:
     header += ["MFU"] if with_mfu else []
     for ref in references:
         header += [f"x{ref} meas", f"x{ref} pred"]
-    header += ["student", "teacher_gen", "teacher_tgt", "warm-up s"]
+    header += [PURPOSE_HEADERS.get(p, p) for p in TRAIN_PURPOSES] + ["warm-up s"]
     lines = [header]
     for r in rows:
         line = [r.strategy, f"{r.seconds_per_iteration:.4f}", f"{r.image_forwards_per_second:.0f}",
@@ -280,11 +368,13 @@ def run_bench(
     peak_tflops: float | None = None,
     compile_backend: str = "inductor",
 ) -> list[BenchRow]:
-    """Every strategy under every variant (default: fp32), in that order."""
-    names = strategies or available_strategies()
-    unknown = sorted(set(names) - set(available_strategies()))
+    """Every strategy under every variant (default: fp32), in that order; `classifier_replay`
+    (in the default list, last) is the classifier's iteration of the paper's second experiment."""
+    allowed = [*available_strategies(), CLASSIFIER_REPLAY]
+    names = strategies or allowed
+    unknown = sorted(set(names) - set(allowed))
     if unknown:
-        raise ValueError(f"unknown strategies {unknown}; allowed: {available_strategies()}")
+        raise ValueError(f"unknown strategies {unknown}; allowed: {allowed}")
     variants = variants or [Variant("fp32")]
     settings = {
         "preset": preset, "image_size": image_size, "channels": channels,
@@ -296,9 +386,12 @@ def run_bench(
         Throughput.resolve(TrainConfig(precision=variant.precision), torch.device(device))
     # One untimed pass first: the first UNet calls of a process pay for allocator and kernel
     # set-up, which would otherwise be charged to whichever strategy comes first.
-    bench_strategy(names[0], iterations=1, warmup=warmup, variant=variants[0], **settings)
+    first = names[0] if names[0] != CLASSIFIER_REPLAY else "naive"
+    bench_strategy(first, iterations=1, warmup=warmup, variant=variants[0], **settings)
     return [
-        bench_strategy(name, iterations=iterations, warmup=warmup, variant=variant, **settings)
+        (bench_classifier_replay if name == CLASSIFIER_REPLAY else bench_strategy)(
+            name, iterations=iterations, warmup=warmup, variant=variant, **settings
+        )
         for variant in variants
         for name in names
     ]

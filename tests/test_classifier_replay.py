@@ -216,3 +216,93 @@ def _no_autocast():
     import contextlib
 
     return contextlib.nullcontext()
+
+
+def test_accuracy_final_max_resolves_to_accuracy_per_task_for_the_schedulers() -> None:
+    from cl_sweeps.sweep.schema import SweepConfig
+
+    sweep = {"name": "acc", "base": merge(SMALL_TRIAL, {"classifier_replay": {}}),
+             "search": {"strategy.name": ["naive"], "classifier_replay.mode": ["naive"]},
+             "objectives": {"accuracy_final": "max", "train_tflops": "min"}}
+    mo = SweepConfig.model_validate({**sweep, "scheduler": {"type": "moasha"}})
+    assert mo.scheduler_objectives() == [("accuracy", "max"), ("train_tflops", "min")]
+    asha = SweepConfig.model_validate({**sweep, "scheduler": {"type": "asha"}})
+    assert asha.scheduler_metric() == ("accuracy", "max")
+
+
+def test_the_bench_times_a_classifier_replay_iteration_at_b_times_k_generator_forwards() -> None:
+    from cl_sweeps.bench import format_bench, run_bench
+
+    naive, replay = run_bench(["naive", "classifier_replay"], iterations=1, warmup=0,
+                              batch_size=4)
+    assert replay.strategy == "classifier_replay"
+    assert replay.forwards_per_iteration["classifier_replay_generation"] == 4 * 10  # B·k
+    assert replay.forwards_per_iteration["student_train"] == 0
+    unet = 40 * naive.gflops_per_iteration / (4 * 3)  # 40 forwards ≈ a third of fwd+bwd each
+    assert replay.gflops_per_iteration > unet * 0.9
+    assert "clf_replay_gen" in format_bench([naive, replay])
+
+
+@pytest.mark.e2e
+def test_a_sweep_on_accuracy_final_reports_accuracy_everywhere(tmp_path: Path) -> None:
+    """A real sweep with objectives {accuracy_final: max, train_tflops: min}: the records and
+    MLflow hold accuracy per task, the frontier and the report show it."""
+    import json
+    import sys
+
+    from helpers import child_env, run, tiny_sweep, write_yaml
+    from mlflow.tracking import MlflowClient
+
+    from cl_sweeps import records
+
+    cli = str(Path(sys.executable).parent / "cl-sweeps")
+    env = child_env(tmp_path / "cache")
+    out = tmp_path / "out"
+    sweep = tiny_sweep("acc", out, num_samples=None, search_algorithm="grid",
+                       max_concurrent_trials=2,
+                       objectives={"accuracy_final": "max", "train_tflops": "min"})
+    sweep["base"]["data"]["tasks"] = [[0, 1], [2, 3]]
+    sweep["base"]["classifier_replay"] = {"iterations_per_task": 2, "batch_size": 8,
+                                          "generation_steps": 2}
+    sweep["search"] = {
+        "strategy.name": ["naive", "generative_distillation"],
+        "classifier_replay.mode": {"depends_on": "strategy.name", "values": {"naive": "naive"}},
+    }
+    code, log = run([cli, "sweep", str(write_yaml(tmp_path / "acc.yaml", sweep))], env,
+                    tmp_path / "sweep.log", timeout_s=900)
+    assert code == 0, log[-5000:]
+
+    trials = records.read_trials(records.SweepLayout(out).trials)
+    assert len(trials) == 2 and all(t.status == records.COMPLETED for t in trials)
+    modes = {}
+    for directory in (out / "trials").iterdir():
+        params = json.loads((directory / "params.json").read_text())["params"]
+        rows = [json.loads(r) for r in (directory / "metrics.jsonl").read_text().splitlines()]
+        assert [sorted(k for k in row if k.startswith("accuracy_task_")) for row in rows] == [
+            ["accuracy_task_0"], ["accuracy_task_0", "accuracy_task_1"]]
+        assert all(0 <= row["accuracy"] <= 1 for row in rows)
+        assert rows[-1]["accuracy_final"] == rows[-1]["accuracy"]
+        modes[params["strategy.name"]] = rows[-1]["forwards_classifier_replay_generation"]
+    assert modes == {"naive": 0.0, "generative_distillation": 2 * 8 * 2}  # B·k per iteration
+
+    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("acc")
+    for trial_run in client.search_runs([experiment.experiment_id],
+                                        "tags.`cl_sweeps.role` = 'trial'"):
+        history = client.get_metric_history(trial_run.info.run_id, "accuracy")
+        assert sorted(m.step for m in history) == [0, 1]
+        assert "accuracy_final" in trial_run.data.metrics
+
+    best = json.loads(records.SweepLayout(out).best.read_text())  # the sweep's own frontier
+    assert {"metric": "accuracy_final", "mode": "max"} in best["objectives"]
+    top = max(t.final["accuracy_final"] for t in trials)
+    assert any(c["mean"]["accuracy_final"] == top for c in best["configurations"])
+    code, text = run([cli, "frontier", "--sweep-dir", str(out), "--out", str(tmp_path / "f"),
+                      "--no-log"], env, tmp_path / "frontier.log", timeout_s=300)
+    assert code == 0, text[-3000:]
+    assert "accuracy_final" in text  # shown beside the objectives
+    code, text = run([cli, "report", "--sweep-dir", str(out), "--out", str(tmp_path / "r"),
+                      "--no-log"], env, tmp_path / "report.log", timeout_s=300)
+    assert code == 0, text[-3000:]
+    header = next(line for line in text.splitlines() if line.startswith("| strategy"))
+    assert "accuracy_final" in header and "accuracy_forgetting" in header

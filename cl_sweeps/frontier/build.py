@@ -39,7 +39,8 @@ from cl_sweeps.metrics import VALIDATION_FORMS, is_cost_metric, validation_form
 from cl_sweeps.records import SweepSource, read_sweep_dir
 
 STRATEGY = "strategy.name"
-SHOWN_METRICS = ("fid_final", "kld", "forgetting")  # printed next to the objectives
+# printed next to the objectives, where the trials measured them
+SHOWN_METRICS = ("fid_final", "kld", "forgetting", "accuracy_final")
 P_PARETO = "p_pareto"  # configs column: share of seed bootstrap resamples on the Pareto set
 ONE_SEED = (
     "one seed per configuration: nothing can be said about seed noise "

@@ -531,7 +531,7 @@ def trial_field(key: str) -> tuple[Any, str | None]:
             allowed = ", ".join(model.model_fields)
             return None, f"{where} has no field {part!r}; allowed: {allowed}"
         info = model.model_fields[part]
-        section = info.annotation if _is_section(info.annotation) else None
+        section = _section_of(info.annotation)
         if index < len(parts) - 1:
             if section is None:
                 return None, f"{'.'.join(parts[: index + 1])} is a value, not a section"
@@ -542,8 +542,12 @@ def trial_field(key: str) -> tuple[Any, str | None]:
     return info, None
 
 
-def _is_section(annotation: Any) -> bool:
-    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+def _section_of(annotation: Any) -> type[BaseModel] | None:
+    """The model of a section field, an optional one (`classifier_replay`) included."""
+    for candidate in (annotation, *get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
 
 
 def _is_int_field(info: Any) -> bool:
