@@ -218,3 +218,11 @@ def test_a_fresh_start_that_fails_takes_back_its_files(tmp_path: Path) -> None:
     assert [p.name for p in layout.root.iterdir()] == [layout.lock.name]
     refuse_existing_sweep(layout)  # starting again is allowed
     lock.release()
+
+
+def test_a_tracking_store_error_names_where_the_uri_came_from() -> None:
+    from cl_sweeps.sweep.tuner import tracking_field
+
+    assert tracking_field("MLFLOW_TRACKING_URI") == "MLFLOW_TRACKING_URI"
+    assert tracking_field("sweep file") == tracking_field("default (SQLite in output_dir)") \
+        == "mlflow.tracking_uri"

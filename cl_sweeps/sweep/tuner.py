@@ -499,10 +499,10 @@ def run_sweep(
         ensure_writable(sweep.storage_path, "storage_path")
     check_optuna_study(sweep, resume)
     state = prepare_output(layout, sweep, space, file_text, overrides or [], resume)
-    uri, _ = resolve_tracking_uri(sweep, layout)
+    uri, source = resolve_tracking_uri(sweep, layout)
     trials = num_trials(sweep)
     print(f"sweep {sweep.name!r}: {trials} trials -> {layout.root}", flush=True)
-    with undone_if_failed(layout, fresh=not resume), database_errors("mlflow.tracking_uri", uri):
+    with undone_if_failed(layout, fresh=not resume), database_errors(tracking_field(source), uri):
         tracking = start_sweep_run(sweep, layout, state.get("parent_run_id"))
     print(f"MLflow: {mlflow_ui_command(uri, tracking.experiment_id)}", flush=True)
     records.write_json(layout.state, {**state, "parent_run_id": tracking.parent_run_id,
@@ -546,6 +546,11 @@ def run_sweep(
     interrupted = interrupted or left_running(layout)  # Tune's graceful stop counts them ended
     code = finish(sweep, layout, tracker, uri, interrupted)
     return stop.exit_code(code) if interrupted else code
+
+
+def tracking_field(source: str) -> str:
+    """How an error names the tracking URI: the variable it came from, or the sweep's key."""
+    return TRACKING_ENV if source == TRACKING_ENV else "mlflow.tracking_uri"
 
 
 def left_running(layout: SweepLayout) -> bool:
