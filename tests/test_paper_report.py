@@ -162,3 +162,17 @@ def test_configurations_differing_in_another_key_are_rows_of_their_own(tmp_path:
     lines = paper_markdown(table).splitlines()
     assert lines[0].startswith("| strategy | teacher steps | λ | settings | n | FID |")
     assert lines[3].startswith(f"| {GR} | 2 | 1 | replay_ratio=0.5 | 2 | **32 ± 1.414** |")
+
+
+def test_a_key_set_per_strategy_names_no_row(tmp_path: Path) -> None:
+    """classifier_replay.mode follows strategy.name in the paper files: no settings column."""
+    from test_frontier_fakes import FakeTrial
+
+    trials = [FakeTrial(f"c{i}", {"strategy.name": name, "classifier_replay.mode": mode}, seed,
+                        1.0, 30.0)
+              for i, (name, mode, seed) in enumerate(
+                  [("naive", "naive", 0), ("naive", "naive", 1),
+                   ("cumulative", "cumulative", 0), ("cumulative", "cumulative", 1)])]
+    table = paper_table(compute_frontier(read_sweep_dir(write_sweep_dir(tmp_path, trials))).trials)
+    assert table.column("settings").to_pylist() == ["", ""]
+    assert "settings" not in paper_markdown(table).splitlines()[0]

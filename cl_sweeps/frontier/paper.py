@@ -54,6 +54,17 @@ def _reads(strategy: str, knob: str) -> bool:
         return True
 
 
+def _varies_within_a_strategy(trials: pa.Table, column: str) -> bool:
+    """Whether some strategy's trials ran several values of `column` (a key set per strategy,
+    such as classifier_replay.mode, names no row of its own)."""
+    strategies = (trials.column(STRATEGY).to_pylist() if STRATEGY in trials.column_names
+                  else [None] * trials.num_rows)
+    values: dict[Any, set] = {}
+    for strategy, value in zip(strategies, trials.column(column).to_pylist()):
+        values.setdefault(strategy, set()).add(value)
+    return any(len(v) > 1 for v in values.values())
+
+
 def paper_table(
     trials: pa.Table,
     metrics: Sequence[str] = PAPER_METRICS,
@@ -68,7 +79,7 @@ def paper_table(
     (e.g. the replay ratio) are rows of their own, that key shown in `settings`."""
     present = [m for m in metrics if m in trials.column_names]
     others = [c for c in param_columns(trials) if c not in (STRATEGY, TEACHER_STEPS, LAMBDA)
-              and len(set(trials.column(c).drop_null().to_pylist())) > 1]
+              and _varies_within_a_strategy(trials, c)]
     groups: dict[tuple[str, Any, Any, str], list[dict[str, Any]]] = {}
     for row in trials.filter(trials.column("complete")).to_pylist():
         strategy = str(row.get(STRATEGY) or "all")
