@@ -16,11 +16,14 @@ and in `naive` (current task only) and `cumulative` (all tasks so far) modes, cr
 and no generator. Adam is fresh at every task. Compute is counted where it is spent: the
 generator's image-forwards by the engine's ForwardCounter (purpose classifier_replay_generation,
 B·k per iteration), the classifier's own forwards (with backward) and the labeller's forwards
-here, as FLOPs measured per image.
+here, as FLOPs measured per image. The classifier draws its initial weights and its dropout from
+its own seeded random streams, never the run's: the diffusion model trains exactly as with the
+classifier off, and every strategy's task 0 gives the same classifier (a shared task-0 prefix).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -125,12 +128,22 @@ class ClassifierReplay:
     ) -> None:
         self.config = config
         self.steps = config.generation_steps or generation_steps
-        self.sampler, self.counter, self.device = sampler, counter, device
-        self.model = ReferenceCNN(channels, num_classes, image_size).to(device)
+        self.sampler, self.counter, self.device, self.seed = sampler, counter, device, seed
+        with self.own_random_stream(-1):
+            self.model = ReferenceCNN(channels, num_classes, image_size).to(device)
         self.flops = flops_per_image(self.model, (channels, image_size, image_size))
         self.data_generator = torch.Generator().manual_seed(seed + 2)
         self.noise_generator = torch.Generator(device=device).manual_seed(seed + 3)
         self.images = {"train": 0, "labeller": 0}  # classifier image-forwards in training
+
+    @contextlib.contextmanager
+    def own_random_stream(self, task_index: int) -> Iterator[None]:
+        """torch's global RNG (weight init, dropout) seeded per (seed, task) and restored after,
+        so the run's own random stream is untouched and a resumed task draws the same."""
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.seed * 1000 + 500 + task_index)
+            yield
 
     @property
     def uses_generator(self) -> bool:
@@ -163,26 +176,39 @@ class ClassifierReplay:
         optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)  # fresh every task
         self.model.train()
         stream = batches(data, cfg.batch_size, self.data_generator)
-        for _ in range(cfg.iterations(len(data))):
-            batch = next(stream)
-            images, n = batch.images, len(batch)
-            targets = None
-            if labeller is not None:
-                generated = self.generate(generator, n, autocast)
-                with torch.no_grad():
-                    targets = labeller(generated)
-                self.images["labeller"] += n
-                images = torch.cat([images, generated])
-            logits = self.model(images)
-            self.images["train"] += len(images)
-            real = F.cross_entropy(logits[:n], batch.labels)
-            distilled = None
-            if targets is not None:
-                distilled = replay_loss(logits[n:], targets, cfg.temperature, cfg.distillation)
-            loss = weighted_loss(real, distilled, task_index)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+        with self.own_random_stream(task_index):
+            for _ in range(cfg.iterations(len(data))):
+                self.step(task_index, next(stream), labeller, generator, optimizer, autocast)
+
+    def step(
+        self,
+        task_index: int,
+        batch: ImageSet,
+        labeller: nn.Module | None,
+        generator: nn.Module | None,
+        optimizer: torch.optim.Optimizer,
+        autocast: Callable[[], Any],
+    ) -> None:
+        """One iteration: [real; replay] through the student, the weighted loss, Adam's step."""
+        cfg = self.config
+        images, n = batch.images, len(batch)
+        targets = None
+        if labeller is not None:
+            generated = self.generate(generator, n, autocast)
+            with torch.no_grad():
+                targets = labeller(generated)
+            self.images["labeller"] += n
+            images = torch.cat([images, generated])
+        logits = self.model(images)
+        self.images["train"] += len(images)
+        real = F.cross_entropy(logits[:n], batch.labels)
+        distilled = None
+        if targets is not None:
+            distilled = replay_loss(logits[n:], targets, cfg.temperature, cfg.distillation)
+        loss = weighted_loss(real, distilled, task_index)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
 
     def generate(self, generator: nn.Module, n: int, autocast: Callable[[], Any]) -> torch.Tensor:
         """n images from the frozen generator: k-step DDIM, eta 0, the final state as is."""

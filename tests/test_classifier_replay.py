@@ -171,6 +171,23 @@ def test_resume_from_a_task_checkpoint_gives_identical_final_metrics(tmp_path: P
     assert full[-1]["accuracy_final"] == full[-1]["accuracy"]
 
 
+def test_a_shared_task_zero_holds_the_classifier(tmp_path: Path) -> None:
+    """Task 0 (the classifier's included) comes from a prefix another strategy computed, and
+    the run ends as one that trained its own."""
+    from cl_sweeps.prefix_store import PrefixStore
+
+    two = {"data": {"tasks": [[0, 1], [2, 3]]}}
+    store = PrefixStore(tmp_path / "prefixes")
+    run_sequence(trial(tmp_path / "naive", strategy="naive", **two), prefixes=store)
+    reused = run_sequence(trial(tmp_path / "gd", **two), prefixes=store).history
+    alone = run_sequence(trial(tmp_path / "alone", **two)).history
+    assert reused[0]["reused_train_tflops"] > 0
+    keep = [k for k in alone[-1] if "seconds" not in k and "memory" not in k
+            and k != "reused_train_tflops"]
+    assert {k: repr(reused[-1][k]) for k in keep} == {k: repr(alone[-1][k]) for k in keep}
+    assert reused[-1]["forwards_classifier_replay_generation"] == ITERATIONS * BATCH * STEPS
+
+
 def test_final_accuracy_metrics_from_the_rows() -> None:
     rows = [
         {"accuracy": 0.9, "accuracy_task_0": 0.9},
