@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 import resource
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -72,9 +71,7 @@ class SequenceResult:
 
 def iterations_for(config: TrialConfig, train_size: int) -> int:
     """The task's iteration budget: fixed, or epochs over the strategy's training set."""
-    if config.train.iterations_per_task is not None:
-        return config.train.iterations_per_task
-    return max(1, math.ceil(config.train.epochs_per_task * train_size / config.train.batch_size))
+    return config.train.iterations(train_size)
 
 
 def minibatches(data: ImageSet, batch_size: int, generator: torch.Generator) -> Iterator[ImageSet]:

@@ -149,6 +149,12 @@ def test_iterations_per_task_are_the_reference_loaders(images, batch, epochs, ex
     assert dropped.iterations(per_task) == epochs * per_task // batch  # 9,375 and 31,250
     # cumulative trains its epochs over every task so far: 24,000 images -> 188 per epoch
     assert kept.iterations(2 * per_task) == epochs * -(-2 * per_task // batch)
+    # and the training loop uses this count
+    from cl_sweeps.config import TrialConfig
+    from cl_sweeps.sequence import iterations_for
+
+    trial = TrialConfig.model_validate({"train": kept.model_dump()})
+    assert iterations_for(trial, per_task) == expected
 
 
 def test_cifar10_distillation_says_it_is_a_search_space() -> None:
