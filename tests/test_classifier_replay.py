@@ -188,6 +188,17 @@ def test_a_shared_task_zero_holds_the_classifier(tmp_path: Path) -> None:
     assert reused[-1]["forwards_classifier_replay_generation"] == ITERATIONS * BATCH * STEPS
 
 
+def test_the_diffusion_model_trains_as_with_the_classifier_off(tmp_path: Path) -> None:
+    two = {"data": {"tasks": [[0, 1], [2, 3]]}}
+    on = run_sequence(trial(tmp_path / "on", **two)).history[-1]
+    off_config = trial(tmp_path / "off", **two).model_copy(update={"classifier_replay": None})
+    off = run_sequence(off_config).history[-1]
+    for name in ("denoise_loss", "fid", "kld", "forwards_student_train",
+                 "forwards_teacher_generation"):
+        assert repr(on[name]) == repr(off[name]), name
+    assert on["train_tflops"] > off["train_tflops"]  # the classifier's compute is added
+
+
 def test_final_accuracy_metrics_from_the_rows() -> None:
     rows = [
         {"accuracy": 0.9, "accuracy_task_0": 0.9},
