@@ -247,7 +247,6 @@ class StrategyConfig(_Strict):
         "take pure noise as input instead of a generated image (no generation); 0: off.",
     )
 
-
     @field_validator("name")
     @classmethod
     def _known_strategy(cls, name: str) -> str:

@@ -288,7 +288,9 @@ class Engine:
             for _ in bar:
                 with self.throughput.autocast():
                     output = self.strategy.loss(self.model, next(batches))
-                self.optimizer_step(output.loss, self.model, self.optimizer)
+                self.optimizer_step(
+                    output.loss, self.model, self.optimizer, self.strategy.adjust_gradients
+                )
                 self.strategy.after_optimizer_step(self.model)
                 self.loss_read(task_index, losses.add(output.loss, output.parts), bar)
             self.loss_read(task_index, losses.read(), bar)

@@ -320,8 +320,10 @@ class SchedulerConfig(StrictModel):
 class ResourcesConfig(StrictModel):
     """What one trial reserves on the Ray cluster; fractional GPUs let small trials share one."""
 
-    cpu: float = Field(default=1.0, gt=0)
-    gpu: float = Field(default=0.0, ge=0)
+    cpu: float = Field(default=1.0, gt=0, description="CPUs one trial reserves.")
+    gpu: float = Field(
+        default=0.0, ge=0, description="GPUs one trial reserves; a fraction shares a GPU."
+    )
 
     @field_validator("gpu")
     @classmethod
@@ -339,8 +341,12 @@ class SearchAlgorithmConfig(StrictModel):
     multi-objective TPE for several (or the sampler named here); `random`; `grid` enumerates
     every combination of the (finite) search space, conditions respected."""
 
-    name: Literal["optuna", "random", "grid"] = "optuna"
-    sampler: Literal["auto", "tpe", "nsga2", "gp"] = "auto"
+    name: Literal["optuna", "random", "grid"] = Field(
+        default="optuna", description="optuna (a sampler), random, or grid (every point)."
+    )
+    sampler: Literal["auto", "tpe", "nsga2", "gp"] = Field(
+        default="auto", description="auto: TPE for one objective, multi-objective TPE for several."
+    )
     seed: Seed | None = Field(default=None, description="Seed of the sampler (reproducible search).")
     n_startup_trials: int | None = Field(
         default=None, ge=0, description="Random configurations before TPE/GP model the space."
@@ -386,19 +392,41 @@ def _default_objectives() -> list[Objective]:
 class SweepConfig(StrictModel):
     """A sweep file: the base trial, the search space, the objectives and how to run them."""
 
-    name: str = Field(pattern=SWEEP_NAME_PATTERN, max_length=SWEEP_NAME_MAX)
+    name: str = Field(
+        pattern=SWEEP_NAME_PATTERN, max_length=SWEEP_NAME_MAX,
+        description="Names the MLflow experiment, the Optuna study and the Ray experiment; "
+        "default: the file name.",
+    )
     output_dir: PathText | None = Field(default=None, description="Default: runs/<name>.")
-    base: TrialConfig = Field(default_factory=TrialConfig)
-    search: dict[str, SearchParam] = Field(default_factory=dict)
-    objectives: list[Objective] = Field(default_factory=_default_objectives, min_length=1)
+    base: TrialConfig = Field(
+        default_factory=TrialConfig, description="The trial every configuration starts from "
+        "(a run file's base); see the trial-config reference."
+    )
+    search: dict[str, SearchParam] = Field(
+        default_factory=dict, description="Dotted trial-config key -> distribution: a list "
+        "(choice), {type: int|float, low, high, log, step}, {depends_on, values}; `when:` "
+        "conditions; `field:` to set a key from a second parameter.",
+    )
+    objectives: list[Objective] = Field(
+        default_factory=_default_objectives, min_length=1,
+        description="Metric -> min|max after the last task; several: a Pareto set.",
+    )
     num_samples: int | None = Field(
         default=None, gt=0, description="Configurations to try (each run once per seed); "
         "default 10. A grid runs every point once (num_samples, if set, must be 1)."
     )
-    max_concurrent_trials: int | None = Field(default=None, gt=0)
+    max_concurrent_trials: int | None = Field(
+        default=None, gt=0, description="Trials at once; default: as many as resources allow."
+    )
     resources_per_trial: ResourcesConfig = Field(default_factory=ResourcesConfig)
-    scheduler: SchedulerConfig | None = None
-    seeds: list[Seed] | None = Field(default=None, min_length=1, max_length=1000)
+    scheduler: SchedulerConfig | None = Field(
+        default=None, description="none, {type: asha, metric, mode, grace_period, "
+        "reduction_factor} or {type: moasha, grace_period, reduction_factor}; time = task index."
+    )
+    seeds: list[Seed] | None = Field(
+        default=None, min_length=1, max_length=1000,
+        description="Replicate each configuration once per seed; default: base.seed.",
+    )
     seed_keys: list[str] = Field(
         default_factory=lambda: ["seed"], min_length=1,
         description="Trial-config keys set to the replica's seed (e.g. data.class_order_seed too).",

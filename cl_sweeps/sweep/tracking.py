@@ -36,10 +36,13 @@ from cl_sweeps.config import TrialConfig
 from cl_sweeps.credentials import redact_uri, split_credentials, uri_has_secret
 from cl_sweeps.errors import UsageError
 from cl_sweeps.records import (
+    COMPLETED,
     ERROR_TAG,
+    FAILED,
     OPTUNA_STORAGE_TAG,
     OUTPUT_DIR_TAG,
     PARENT_TAG,
+    PRUNED,
     RESTARTS_TAG,
     ROLE_TAG,
     STATUS_TAG,
@@ -67,7 +70,9 @@ TRIAL_DRAIN_S = 30.0  # how long a finished trial waits for its spool to be sent
 SWEEP_DRAIN_S = 60.0  # how long the finished sweep waits for every spool
 MODEL_ARTIFACT = "model"
 SAMPLES_ARTIFACT = "samples"
-TERMINAL = {"COMPLETED": "FINISHED", "PRUNED": "KILLED", "FAILED": "FAILED"}
+MLFLOW_RUN_STATUS = {  # a trial record's ended status -> its MLflow run's status
+    COMPLETED: "FINISHED", PRUNED: "KILLED", FAILED: "FAILED",
+}
 _PERMANENT_ERRORS = {"INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "BAD_REQUEST"}
 _PARAM_LIMIT = 6000
 _TAG_LIMIT = 5000
@@ -521,7 +526,7 @@ class SweepTracker:
         """Set a trial run's final status (a stopped or failed trial cannot), via its spool."""
         spool = trial_spool(self.layout.trial(trial_id), self.target)
         spool.append({
-            "op": "status", "status": status, "terminal": TERMINAL[status], "error": error,
+            "op": "status", "status": status, "terminal": MLFLOW_RUN_STATUS[status], "error": error,
             "trial_id": trial_id, "experiment_id": self.target.experiment_id,
             "parent_run_id": self.target.parent_run_id, "sweep_name": self.target.sweep_name,
         })
