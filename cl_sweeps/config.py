@@ -31,7 +31,6 @@ from cl_sweeps.documents import DocumentError, load_document, parse_value, short
 # Seeds feed torch, numpy (< 2**32) and Optuna's samplers; seed*1000 + offsets stays in range.
 SEED_MAX = 2**32 - 1
 Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]
-MODEL_PRESETS = ("tiny", "paper", "paper_cifar")
 NUM_TRAIN_TIMESTEPS = 1000
 
 

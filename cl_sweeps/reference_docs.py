@@ -83,9 +83,10 @@ def model_rows(
         if section is not None and key in collapse:
             yield key, "section", "", _cell(info.description or "")
             continue
-        if section is not None and _default(info) == "(section)":
+        if section is not None and _default(info) in ("(section)", "`None`"):
             summary = (section.__doc__ or "").strip().split("\n\n")[0]
-            yield key, "section", "", _cell(info.description or summary)
+            kind = "section" if _default(info) == "(section)" else "section or null (off)"
+            yield key, kind, "", _cell(info.description or summary)
             yield from model_rows(section, f"{key}.")
             continue
         yield key, _type_name(info.annotation), _default(info), _cell(info.description or "")

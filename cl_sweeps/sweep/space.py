@@ -275,7 +275,3 @@ def optuna_storage(sweep: SweepConfig) -> optuna.storages.BaseStorage | None:
     import optuna
 
     return optuna.storages.RDBStorage(sweep.optuna_storage)
-
-
-def study_directions(sweep: SweepConfig) -> list[str]:
-    return ["minimize" if o.mode == "min" else "maximize" for o in sweep.objectives]
