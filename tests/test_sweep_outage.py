@@ -30,11 +30,12 @@ from helpers import (
 )
 from mlflow.tracking import MlflowClient
 
+from cl_sweeps.metrics import AFTER_LAST_TASK, METRICS, TASK_PREFIXES
+
 pytestmark = pytest.mark.e2e  # real Ray, servers or sweeps
 
 CLI = str(Path(sys.executable).parent / "cl-sweeps")
-FINAL_ONLY = ("fid_final", "fid_avg", "forgetting")
-TASK_PREFIXES = ("fid_task_", "denoise_loss_task_")
+FINAL_ONLY = {spec.name for spec in METRICS if spec.when == AFTER_LAST_TASK}
 OVERHEAD_S = 3.0  # per task: checkpoint, report, spooling; waiting on a server would take longer
 
 
