@@ -124,6 +124,15 @@ class BenchRow:
         return None if self.peak_tflops is None else self.tflops_per_second / self.peak_tflops
 
 
+def variant_settings(variant: Variant, compile_backend: str, device: torch.device) -> Throughput:
+    """The engine's own throughput settings for a benchmarked variant."""
+    return Throughput.resolve(
+        TrainConfig(precision=variant.precision, compile=variant.compile,
+                    compile_backend=compile_backend),
+        device,
+    )
+
+
 def bench_strategy(
     name: str,
     *,
@@ -143,11 +152,7 @@ def bench_strategy(
 ) -> BenchRow:
     """Time `iterations` optimiser steps of one strategy at task index 1 (teacher and replay on)."""
     torch.manual_seed(seed)
-    settings = Throughput.resolve(
-        TrainConfig(precision=variant.precision, compile=variant.compile,
-                    compile_backend=compile_backend),
-        device,
-    )
+    settings = variant_settings(variant, compile_backend, device)
     settings.apply_backend_flags()
     model_config = ModelConfig(preset=preset)
 
@@ -240,11 +245,7 @@ def bench_classifier_replay(
 ) -> BenchRow:
     """Time classifier-replay iterations at task 1 (the generator on), as the engine runs them."""
     torch.manual_seed(seed)
-    settings = Throughput.resolve(
-        TrainConfig(precision=variant.precision, compile=variant.compile,
-                    compile_backend=compile_backend),
-        device,
-    )
+    settings = variant_settings(variant, compile_backend, device)
     model_config = ModelConfig(preset=preset)
     model = build_unet(model_config, image_size, channels).to(device)
     unet_flops = measure_flops_per_image(model)
