@@ -177,14 +177,19 @@ def test_sweep_continues_with_resume_after_its_driver_died(tmp_path: Path) -> No
             (t / "metrics.jsonl").is_file() for t in (out / "trials").iterdir()
         )
 
+    def driver_recorded() -> bool:
+        return (out / "driver.json").is_file() and '"pid"' in (out / "driver.json").read_text()
+
     with background([CLI, "sweep", str(path)], env, tmp_path / "first.log") as driver:
-        wait_until(lambda: a_task_reported() or driver.poll() is not None, 420, "a task")
-        assert driver.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+        # a second driver is refused while the first one starts (before any task is trained,
+        # so that a fast machine cannot finish the sweep before the kill below)
+        wait_until(lambda: driver_recorded() or driver.poll() is not None, 300, "driver.json")
         for second in ([CLI, "sweep", str(path), "--resume"], [CLI, "sweep", str(path)]):
             code, log = run(second, env, tmp_path / "second.log", timeout_s=120)
             assert code == 2 and "in use by another driver" in log, log[-3000:]
             assert f"pid {driver.pid})" in log and "Traceback" not in log, log[-3000:]
-        assert driver.poll() is None  # the first driver runs on
+        wait_until(lambda: a_task_reported() or driver.poll() is not None, 420, "a task")
+        assert driver.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
         os.killpg(driver.pid, signal.SIGKILL)  # the driver and its local Ray die at once
         driver.wait()
     statuses = [json.loads((t / "status.json").read_text())["status"] for t in trials_of(out)]
