@@ -122,6 +122,19 @@ def test_cache_key_covers_every_training_setting(tmp_path) -> None:
     assert len(paths) == len(changed) + 2
 
 
+def test_cache_key_changes_with_the_augmentation(tmp_path, monkeypatch) -> None:
+    """A classifier trained with an earlier augmentation is not reused after it changes."""
+    base = clf.RECIPES["resnet18"]
+    before = clf.cache_paths(tmp_path, "d", arch="resnet18", seed=0, recipe=base)[0]
+    monkeypatch.setattr(clf, "AUGMENTATION", clf.AUGMENTATION + " (changed)")
+    assert clf.cache_paths(tmp_path, "d", arch="resnet18", seed=0, recipe=base)[0] != before
+    unaugmented = clf.RECIPES["small_cnn"]
+    assert not unaugmented.augment  # its key does not depend on the augmentation
+    key = clf.cache_paths(tmp_path, "d", arch="small_cnn", seed=0, recipe=unaugmented)[0]
+    monkeypatch.setattr(clf, "AUGMENTATION", "another")
+    assert clf.cache_paths(tmp_path, "d", arch="small_cnn", seed=0, recipe=unaugmented)[0] == key
+
+
 def test_resnet18_keeps_the_best_validation_epoch(small_digits, monkeypatch) -> None:
     scores = []
     real_accuracy = clf.accuracy

@@ -209,6 +209,11 @@ def recipe_for(
     return recipe
 
 
+# Names what augment_batch does; it enters the cache key, so a classifier trained with an
+# earlier augmentation is not reused: change it whenever augment_batch changes.
+AUGMENTATION = "reference: flip, rotation 10 deg and translation 10% nearest with -1 fill, noise 0.1"
+
+
 def augment_batch(x: Tensor, generator: torch.Generator) -> Tensor:
     """The reference classifier's augmentation on a batch in [-1, 1], per image, in its order
     (train_kld_classifier.py: torchvision's RandomHorizontalFlip, RandomRotation(10),
@@ -400,7 +405,9 @@ def file_digest(path: Path) -> str:
 
 def settings_digest(recipe: TrainingRecipe, weights_digest: str | None) -> str:
     """A short digest of every training setting and the pretrained weights (if any)."""
-    text = json.dumps({**asdict(recipe), "weights": weights_digest}, sort_keys=True)
+    augmentation = AUGMENTATION if recipe.augment else None
+    text = json.dumps({**asdict(recipe), "augmentation": augmentation, "weights": weights_digest},
+                      sort_keys=True)
     return hashlib.sha1(text.encode()).hexdigest()[:10]
 
 
