@@ -103,22 +103,10 @@ def test_imports_point_down(module: str) -> None:
     assert not upward, f"{module} (layer {layer(module)}) imports {upward} from above"
 
 
-# Type-only imports that still close a cycle; each is a debt with its way out named.
-TYPE_ONLY_CYCLE_EDGES = {
-    # schema validates with space's functions, space annotates with schema's models: the
-    # resolved sweep plan (ARCHITECTURE.md) takes space's input types out of schema.
-    ("cl_sweeps.sweep.space", "cl_sweeps.sweep.schema"),
-}
-
-
 def test_no_import_cycle() -> None:
     """Imports under `if TYPE_CHECKING:` count: a cycle hidden there is still two modules that
     each need the other to be understood."""
-    graph = {
-        m: {t for t in imports(m, top_level_only=False, type_checking=True)[0]
-            if (m, t) not in TYPE_ONLY_CYCLE_EDGES}
-        for m in MODULES
-    }
+    graph = {m: imports(m, top_level_only=False, type_checking=True)[0] for m in MODULES}
     state: dict[str, int] = {}  # 1: on the current path, 2: done
     path: list[str] = []
 
@@ -137,14 +125,6 @@ def test_no_import_cycle() -> None:
     for module in sorted(graph):
         if module not in state:
             visit(module)
-
-
-def test_type_only_cycle_edges_are_still_type_only() -> None:
-    """A tolerated edge must stay under TYPE_CHECKING (else it is a real cycle) and still exist
-    (else the entry is stale and goes)."""
-    for module, target in TYPE_ONLY_CYCLE_EDGES:
-        assert target in imports(module, top_level_only=False, type_checking=True)[0]
-        assert target not in imports(module, top_level_only=False)[0]
 
 
 def test_the_cycle_check_sees_type_checking_imports(tmp_path, monkeypatch) -> None:

@@ -16,7 +16,8 @@ import pytest
 from cl_sweeps.config import TrainConfig
 from cl_sweeps.strategies.catalog import strategy_knobs
 from cl_sweeps.sweep.schema import load_sweep_config
-from cl_sweeps.sweep.space import grid, trial_config_for
+from cl_sweeps.sweep.search_params import grid
+from cl_sweeps.sweep.space import trial_config_for
 
 SPACES = Path(__file__).resolve().parent.parent / "search_spaces"
 SEEDS = [42, 69, 1714]  # train_cl.py --seed -1

@@ -19,13 +19,8 @@ from cl_sweeps.credentials import redact_uri
 from cl_sweeps.records import SweepLayout, config_key
 from cl_sweeps.sweep.layout import TRIAL_PATH_FIELDS, with_absolute_paths
 from cl_sweeps.sweep.schema import SweepConfig, load_sweep_config, parse_sweep_config
-from cl_sweeps.sweep.space import (
-    SearchSpace,
-    conditions,
-    grid,
-    num_configurations,
-    trial_config_for,
-)
+from cl_sweeps.sweep.search_params import conditions, grid
+from cl_sweeps.sweep.space import SearchSpace, num_configurations, trial_config_for
 
 REPO = Path(__file__).resolve().parents[1]
 SEARCH_SPACES = sorted((REPO / "search_spaces").glob("*.yaml"))

@@ -10,7 +10,6 @@ module imports none of them (nor torch): `cl-sweeps sweep FILE --dry-run` stays 
 from __future__ import annotations
 
 import copy
-import math
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
@@ -19,10 +18,6 @@ from urllib.parse import urlsplit
 from pydantic import (
     BaseModel,
     Field,
-    StrictBool,
-    StrictFloat,
-    StrictInt,
-    StrictStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -53,8 +48,12 @@ from cl_sweeps.metrics import (
 )
 from cl_sweeps.strategies.catalog import strategy_names
 from cl_sweeps.sweep.budget import BudgetConfig
-from cl_sweeps.sweep.space import (
-    MAX_GRID_POINTS,
+from cl_sweeps.sweep.search_params import (
+    SEARCH_TYPES,
+    ChoiceParam,
+    FloatParam,
+    MappedParam,
+    SearchParam,
     conditions,
     grid,
     knobs_of,
@@ -70,206 +69,8 @@ SWEEP_NAME_MAX = 100
 TRACKING_SCHEMES = ("http", "https", "sqlite", "postgresql", "mysql", "mssql", "databricks")
 DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "oracle")
 STORAGE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "abfs", "abfss", "az")
-SEARCH_TYPES = ("choice", "int", "float", "map")
 # Trial-config keys a sweep sets itself (per trial) and that a search may therefore not touch.
 SWEEP_OWNED_KEYS = ("output_dir",)
-
-Scalar = StrictBool | StrictInt | StrictFloat | StrictStr | None
-ConditionValue = Scalar | list[Scalar]
-
-
-class _SearchParam(StrictModel):
-    """Common to every search parameter: the trial-config key it sets and when it is sampled."""
-
-    field: str | None = Field(
-        default=None,
-        description="Dotted trial-config key this parameter sets; default: its name in `search`. "
-        "Lets two parameters with exclusive conditions set one key (e.g. a λ grid per strategy).",
-    )
-    when: dict[str, ConditionValue] | None = Field(
-        default=None,
-        description="Sample only when every named search parameter has one of these values. "
-        "Absent: inferred for strategy knobs from the strategies that read them; {}: always.",
-    )
-
-    @field_validator("when")
-    @classmethod
-    def _no_empty_lists(cls, when: dict[str, Any] | None) -> dict[str, Any] | None:
-        for key, value in (when or {}).items():
-            if isinstance(value, list) and not value:
-                raise ValueError(
-                    f"when.{key} is an empty list, so the parameter would never be sampled; "
-                    "list the values it is sampled for, or drop the parameter"
-                )
-        return when
-
-    def candidates(self) -> list[Any]:
-        """The values to validate against the trial config: every choice, or both bounds."""
-        raise NotImplementedError
-
-    def grid(self) -> list[Any] | None:
-        """All values, if the set is finite and small enough to enumerate; else None."""
-        raise NotImplementedError
-
-    def contains(self, value: Any) -> bool:
-        raise NotImplementedError
-
-
-class ChoiceParam(_SearchParam):
-    """One of a list of values (categorical in Optuna)."""
-
-    type: Literal["choice"] = "choice"
-    values: list[Scalar] = Field(min_length=1)
-
-    @field_validator("values")
-    @classmethod
-    def _unique(cls, values: list[Any]) -> list[Any]:
-        seen: list[Any] = []
-        for v in values:
-            if any(type(v) is type(s) and v == s for s in seen):
-                raise ValueError(f"value {v!r} is listed twice; list each choice once")
-            seen.append(v)
-        return values
-
-    def candidates(self) -> list[Any]:
-        return list(self.values)
-
-    def grid(self) -> list[Any]:
-        return list(self.values)
-
-    def contains(self, value: Any) -> bool:
-        return value_in(value, self.values)
-
-    def describe(self) -> str:
-        return str(self.values)
-
-
-class IntParam(_SearchParam):
-    """An integer in [low, high] (both included), optionally log-scaled or on a step."""
-
-    type: Literal["int"]
-    low: StrictInt
-    high: StrictInt
-    step: StrictInt = Field(default=1, gt=0)
-    log: bool = False
-
-    @model_validator(mode="after")
-    def _range(self) -> IntParam:
-        if self.low >= self.high:
-            raise ValueError(f"low={self.low} must be below high={self.high}")
-        if self.log and self.low < 1:
-            raise ValueError(f"log scale needs low >= 1, got low={self.low}")
-        if self.log and self.step != 1:
-            raise ValueError(f"log scale and step={self.step} cannot be combined; drop one")
-        if (self.high - self.low) % self.step:
-            raise ValueError(
-                f"high - low = {self.high - self.low} is not a multiple of step={self.step}"
-            )
-        return self
-
-    def candidates(self) -> list[int]:
-        return [self.low, self.high]
-
-    def grid(self) -> list[int] | None:
-        if (self.high - self.low) // self.step >= MAX_GRID_POINTS:
-            return None
-        return list(range(self.low, self.high + 1, self.step))
-
-    def contains(self, value: Any) -> bool:
-        return (
-            isinstance(value, int) and not isinstance(value, bool)
-            and self.low <= value <= self.high and (value - self.low) % self.step == 0
-        )
-
-    def describe(self) -> str:
-        return f"{self.low}..{self.high}" + (f" in steps of {self.step}" if self.step > 1 else "")
-
-
-class FloatParam(_SearchParam):
-    """A float in [low, high], optionally log-scaled or on a step (a step makes it griddable)."""
-
-    type: Literal["float"]
-    low: StrictFloat | StrictInt
-    high: StrictFloat | StrictInt
-    step: StrictFloat | StrictInt | None = Field(default=None, gt=0)
-    log: bool = False
-
-    @model_validator(mode="after")
-    def _range(self) -> FloatParam:
-        if self.low >= self.high:
-            raise ValueError(f"low={self.low} must be below high={self.high}")
-        if self.log and self.low <= 0:
-            raise ValueError(f"log scale needs low > 0, got low={self.low}")
-        if self.log and self.step is not None:
-            raise ValueError(f"log scale and step={self.step} cannot be combined; drop one")
-        if self.step is not None:
-            n = (self.high - self.low) / self.step
-            if not math.isfinite(n) or n > MAX_GRID_POINTS:
-                raise ValueError(
-                    f"(high - low) / step is {n:g} values; a stepped float range has at most "
-                    f"{MAX_GRID_POINTS} (drop the step for a continuous range)"
-                )
-            if self.step > self.high - self.low:
-                raise ValueError(
-                    f"step={self.step:g} is larger than the range high - low = "
-                    f"{self.high - self.low:g}, so only low would be tried; allowed: a step "
-                    "that divides high - low"
-                )
-            if abs(n - round(n)) > 1e-9 * max(1.0, abs(n)):
-                raise ValueError(
-                    f"high - low = {self.high - self.low:g} is not a multiple of step={self.step:g}"
-                )
-        return self
-
-    def candidates(self) -> list[float]:
-        return [float(self.low), float(self.high)]
-
-    def grid(self) -> list[float] | None:
-        if self.step is None:
-            return None
-        n = round((self.high - self.low) / self.step)
-        return [round(self.low + i * self.step, 12) for i in range(n + 1)]
-
-    def contains(self, value: Any) -> bool:
-        return False  # conditions on continuous parameters are not supported
-
-
-class MappedParam(_SearchParam):
-    """Not sampled: set from the value of another search parameter, e.g. the paper's λ per
-    strategy (`depends_on: strategy.name`, `values: {generative_distillation: 0.75, ...}`).
-    Set only when that parameter takes one of the listed values."""
-
-    type: Literal["map"] = "map"
-    depends_on: str
-    values: dict[StrictStr | StrictInt | StrictBool, Scalar] = Field(min_length=1)
-
-    @model_validator(mode="after")
-    def _no_when(self) -> MappedParam:
-        if self.when is not None:
-            raise ValueError("`when` does not apply to a mapped parameter; list the values of "
-                             f"{self.depends_on} it applies to under `values`")
-        return self
-
-    def candidates(self) -> list[Any]:
-        return list(self.values.values())
-
-    def grid(self) -> list[Any]:
-        return list(self.values.values())
-
-    def value_for(self, parent: Any) -> Any:
-        for key, value in self.values.items():
-            if value_in(parent, [key]):
-                return value
-        raise KeyError(parent)
-
-    def contains(self, value: Any) -> bool:
-        return False  # conditions on mapped parameters are not supported
-
-
-SearchParam = Annotated[
-    ChoiceParam | IntParam | FloatParam | MappedParam, Field(discriminator="type")
-]
-
 
 class Objective(StrictModel):
     """One metric of the last task to minimise or maximise."""

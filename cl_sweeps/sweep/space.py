@@ -1,12 +1,9 @@
-"""The `search:` section as a search space: conditions, order, grid, and Optuna's define-by-run.
+"""The search space of a sweep: how many trials it runs, Optuna's define-by-run, the sampler,
+and the trial config each sampled point becomes.
 
-A parameter is sampled only when its conditions hold (e.g. `strategy.teacher_steps` only for the
-strategies that generate with the teacher), so Optuna never models a value that had no effect.
-Optuna parameter names are the search keys; trials receive trial-config keys (`field`).
-
-The functions here work on a validated `SweepConfig` (sweep/schema.py, which uses them for its
-checks) and know parameters by their `type` tag, so this module imports neither the schema nor,
-until a search runs, Optuna.
+Optuna parameter names are the search keys; trials receive trial-config keys (`field`). The
+conditions, order and grid come from sweep/search_params.py; Optuna is imported only when a
+search runs.
 """
 
 from __future__ import annotations
@@ -16,113 +13,20 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cl_sweeps.config import ConfigError, TrialConfig, num_tasks_of, parse_trial_config, set_dotted
+from cl_sweeps.config import TrialConfig, num_tasks_of, parse_trial_config, set_dotted
 from cl_sweeps.records import SEED_PARAM
-from cl_sweeps.strategies.catalog import strategy_knobs
+from cl_sweeps.sweep.search_params import (
+    condition_holds,
+    conditions,
+    grid,
+    mapped_value,
+    search_order,
+)
 
 if TYPE_CHECKING:
     import optuna
 
-    from cl_sweeps.sweep.schema import MappedParam, SweepConfig
-
-MAX_GRID_POINTS = 100_000
-
-
-def value_in(value: Any, allowed: list[Any]) -> bool:
-    """`value` is one of `allowed`, comparing numbers by value but never bools with numbers."""
-    return any(type(a) is type(value) and a == value for a in allowed) or (
-        not isinstance(value, bool) and any(
-            isinstance(a, int | float) and not isinstance(a, bool) and a == value for a in allowed
-        )
-    )
-
-
-def condition_holds(conditions: dict[str, list[Any]], point: dict[str, Any]) -> bool:
-    """True if every conditioning parameter is present in `point` with an allowed value."""
-    return all(k in point and value_in(point[k], allowed) for k, allowed in conditions.items())
-
-
-def knobs_of(name: Any) -> tuple[str, ...]:
-    """The knobs strategy `name` reads; () for a name that is not a strategy."""
-    try:
-        return strategy_knobs(name)
-    except ValueError:
-        return ()
-
-
-def strategy_name_key(sweep: SweepConfig) -> str | None:
-    """The search parameter that sets strategy.name, if the strategy is searched."""
-    for key in sweep.search:
-        if sweep.field_of(key) == "strategy.name":
-            return key
-    return None
-
-
-def conditions(sweep: SweepConfig, key: str) -> dict[str, list[Any]]:
-    """When `key` is sampled: {search parameter: allowed values}; {} means always.
-    Strategy knobs without `when` are sampled only for the strategies that read them."""
-    param = sweep.search[key]
-    if param.type == "map":
-        return {param.depends_on: list(param.values)}
-    if param.when is not None:
-        return {k: v if isinstance(v, list) else [v] for k, v in param.when.items()}
-    field = sweep.field_of(key)
-    name_key = strategy_name_key(sweep)
-    if not field.startswith("strategy.") or name_key is None or name_key == key:
-        return {}
-    choices = sweep.search[name_key].candidates()
-    readers = [s for s in choices if field.split(".", 1)[1] in knobs_of(s)]
-    return {} if len(readers) == len(choices) else {name_key: readers}
-
-
-def search_order(sweep: SweepConfig) -> list[str]:
-    """Search keys ordered so that every condition's parameters come first (stable)."""
-    order: list[str] = []
-    visiting: set[str] = set()
-
-    def visit(key: str) -> None:
-        if key in order:
-            return
-        if key in visiting:
-            raise ConfigError(f"search.{key}.when: conditions form a cycle through {key!r}")
-        visiting.add(key)
-        for parent in conditions(sweep, key):
-            if parent in sweep.search:
-                visit(parent)
-        visiting.discard(key)
-        order.append(key)
-
-    for key in sweep.search:
-        visit(key)
-    return order
-
-
-def grid(sweep: SweepConfig) -> list[dict[str, Any]]:
-    """Every combination of the search space (search key -> value), conditions respected,
-    in file order; each parameter must have a finite grid."""
-    points: list[dict[str, Any]] = [{}]
-    for key in search_order(sweep):
-        param = sweep.search[key]
-        when = conditions(sweep, key)
-        if param.type == "map":
-            points = [
-                {**p, key: mapped_value(param, p)} if condition_holds(when, p) else p
-                for p in points
-            ]
-            continue
-        values = param.grid()
-        if values is None:
-            raise ConfigError(f"search.{key}: grid search needs choice, int, or float with step")
-        expanded = []
-        for point in points:
-            if condition_holds(when, point):
-                expanded.extend({**point, key: v} for v in values)
-            else:
-                expanded.append(point)
-            if len(expanded) > MAX_GRID_POINTS:
-                raise ConfigError(f"search: the grid has more than {MAX_GRID_POINTS} points")
-        points = expanded
-    return points
+    from cl_sweeps.sweep.schema import SweepConfig
 
 
 def num_configurations(sweep: SweepConfig) -> int:
@@ -203,10 +107,6 @@ class SearchSpace:
                 "time_attr": "task",
             },
         }
-
-
-def mapped_value(param: MappedParam, values: dict[str, Any]) -> Any:
-    return param.value_for(values[param.depends_on])
 
 
 def suggest(trial: optuna.Trial, key: str, param: Any) -> Any:
