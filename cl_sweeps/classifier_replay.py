@@ -220,18 +220,28 @@ class ClassifierReplay:
         return result.images.float()
 
     @torch.no_grad()
-    def evaluate(self, task_index: int, test: list[ImageSet]) -> dict[str, float]:
-        """accuracy (all seen tasks' test images, sample-weighted) and accuracy_task_<k>."""
+    def evaluate(
+        self, task_index: int, test: list[ImageSet], validation: ImageSet | None = None
+    ) -> dict[str, float]:
+        """accuracy (all seen tasks' test images, sample-weighted) and accuracy_task_<k>; with
+        the seen tasks' `validation` images (a split), accuracy_val on them as well, so that a
+        sweep can choose on it and report the test accuracy."""
         self.model.eval()
         metrics, correct, total = {}, 0, 0
         for k in range(task_index + 1):
-            images, labels = test[k].images.to(self.device), test[k].labels.to(self.device)
-            right = int((self.model(images).argmax(dim=1) == labels).sum())
-            metrics[task_metric(M.ACCURACY_TASK, k)] = right / len(labels)
-            correct, total = correct + right, total + len(labels)
+            right = self.correct(test[k])
+            metrics[task_metric(M.ACCURACY_TASK, k)] = right / len(test[k])
+            correct, total = correct + right, total + len(test[k])
         metrics[M.ACCURACY] = correct / total
+        if validation is not None:
+            metrics[M.ACCURACY_VAL] = self.correct(validation) / len(validation)
         self.model.train()
         return metrics
+
+    def correct(self, images: ImageSet) -> int:
+        """How many of `images` the classifier labels right (top-1)."""
+        labels = images.labels.to(self.device)
+        return int((self.model(images.images.to(self.device)).argmax(dim=1) == labels).sum())
 
     def tflops(self) -> float:
         """Training TFLOPs of the classifier and its labeller so far (not the generator's)."""
@@ -255,14 +265,18 @@ class ClassifierReplay:
 
 
 def final_accuracy_metrics(rows: list[dict[str, float]]) -> dict[str, float]:
-    """accuracy_final and accuracy_forgetting from the per-task rows of the whole sequence."""
+    """accuracy_final and accuracy_forgetting from the per-task rows of the whole sequence
+    (and accuracy_final_val where the rows have a validation accuracy)."""
     last = rows[-1]
     drops = [
         max(row[task_metric(M.ACCURACY_TASK, k)] for row in rows[k:])
         - last[task_metric(M.ACCURACY_TASK, k)]
         for k in range(len(rows) - 1)
     ]
-    return {
+    final = {
         M.ACCURACY_FINAL: last[M.ACCURACY],
         M.ACCURACY_FORGETTING: sum(drops) / len(drops) if drops else float("nan"),
     }
+    if M.ACCURACY_VAL in last:
+        final[M.ACCURACY_FINAL_VAL] = last[M.ACCURACY_VAL]
+    return final

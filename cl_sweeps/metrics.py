@@ -27,6 +27,8 @@ CLASSIFIER_ACCURACY = "classifier_accuracy"
 ACCURACY = "accuracy"
 ACCURACY_FINAL = "accuracy_final"
 ACCURACY_FORGETTING = "accuracy_forgetting"
+ACCURACY_VAL = "accuracy_val"
+ACCURACY_FINAL_VAL = "accuracy_final_val"
 CLASSIFIER_TRAIN_TFLOPS = "classifier_train_tflops"
 TRAIN_TFLOPS = "train_tflops"
 TASK_TRAIN_TFLOPS = "task_train_tflops"
@@ -52,7 +54,10 @@ COST_METRICS = (
 
 
 # A quality metric -> the same measured on the validation split (data.validation_per_class).
-VALIDATION_FORMS = {FID: FID_VAL, KLD: KLD_VAL, FID_FINAL: FID_FINAL_VAL}
+VALIDATION_FORMS = {
+    FID: FID_VAL, KLD: KLD_VAL, FID_FINAL: FID_FINAL_VAL,
+    ACCURACY: ACCURACY_VAL, ACCURACY_FINAL: ACCURACY_FINAL_VAL,
+}
 
 
 def validation_form(name: str) -> str | None:
@@ -170,6 +175,14 @@ METRICS: tuple[MetricSpec, ...] = (
         "classifier_replay: accuracy after the last task (on the whole test set)",
         AFTER_LAST_TASK,
     ),
+    MetricSpec(
+        ACCURACY_VAL,
+        "classifier_replay: the same classifier's accuracy on the validation images of all seen "
+        "tasks (data.validation_per_class; absent without a split)",
+        AFTER_EACH_TASK,
+    ),
+    MetricSpec(ACCURACY_FINAL_VAL, "classifier_replay: accuracy_val after the last task",
+               AFTER_LAST_TASK),
     MetricSpec(
         ACCURACY_FORGETTING,
         "classifier_replay: mean over tasks k < T-1 of the best accuracy_task_<k> ever reported "

@@ -324,7 +324,8 @@ class Engine:
             metrics[M.DENOISE_LOSS] = sum(losses) / len(losses)
             metrics.update(self.evaluator(self.model, task_index, self.sample_dir))
             if self.classifier is not None:
-                metrics.update(self.classifier.evaluate(task_index, self.stream.test))
+                metrics.update(self.classifier.evaluate(
+                    task_index, self.stream.test, self.stream.seen_validation(task_index)))
         if task_index == len(self.stream) - 1:
             metrics.update(self.final_metrics(metrics))
         metrics.update(self.compute_metrics(tflops_before))

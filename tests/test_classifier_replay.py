@@ -208,6 +208,30 @@ def test_final_accuracy_metrics_from_the_rows() -> None:
     final = CR.final_accuracy_metrics(rows)
     assert final["accuracy_final"] == 0.5
     assert final["accuracy_forgetting"] == pytest.approx(((0.9 - 0.6) + (0.7 - 0.3)) / 2)
+    assert "accuracy_final_val" not in final  # no split, no validation accuracy
+    rows[-1]["accuracy_val"] = 0.45
+    assert CR.final_accuracy_metrics(rows)["accuracy_final_val"] == 0.45
+
+
+def test_with_a_split_the_classifier_is_scored_on_the_validation_images_too(
+    tmp_path: Path,
+) -> None:
+    """accuracy_val: the same classifier, after the same task, on the seen tasks' validation
+    images (held out of its training data), next to accuracy on the test images."""
+    engine = Engine(trial(tmp_path, mode="naive", strategy="naive",
+                          data={"validation_per_class": 5}))
+    engine.train_task(0, progress=False)
+    metrics = engine.evaluate(0, 0.0)
+    validation, test = engine.stream.seen_validation(0), engine.stream.test[0]
+    model = engine.classifier.model.eval()
+    with torch.no_grad():
+        def share_right(images):
+            return float((model(images.images).argmax(1) == images.labels).float().mean())
+
+        assert metrics["accuracy_val"] == pytest.approx(share_right(validation))
+        assert metrics["accuracy"] == pytest.approx(share_right(test))
+    assert len(validation) == 2 * 5 and sorted(validation.labels.unique().tolist()) == [0, 1]
+    assert "accuracy_val" not in engine.classifier.evaluate(0, engine.stream.test)
 
 
 @pytest.mark.parametrize(

@@ -93,6 +93,7 @@ def test_the_schedulers_a_split_sweep_builds_stop_on_validation_metrics() -> Non
 
     from ray.tune.schedulers import TrialScheduler
 
+    from cl_sweeps.sweep.plan import SweepPlan
     from cl_sweeps.sweep.tuner import make_scheduler
 
     sweep = parse_sweep_config({
@@ -100,7 +101,7 @@ def test_the_schedulers_a_split_sweep_builds_stop_on_validation_metrics() -> Non
         "search": {"strategy.name": ["naive", "cumulative"]},
         "scheduler": {"type": "moasha", "grace_period": 1, "reduction_factor": 2},
     })
-    built = make_scheduler(sweep)
+    built = make_scheduler(SweepPlan(sweep))
     assert built.core.metrics == ["fid_val", "train_tflops"]
 
     def trial(trial_id: str, name: str) -> SimpleNamespace:
@@ -111,9 +112,9 @@ def test_the_schedulers_a_split_sweep_builds_stop_on_validation_metrics() -> Non
     assert built.on_trial_result(None, trial("a", "naive"), good) == "CONTINUE"
     assert built.on_trial_result(None, trial("b", "cumulative"), lucky_on_test) == (
         TrialScheduler.STOP)
-    asha = make_scheduler(parse_sweep_config({
+    asha = make_scheduler(SweepPlan(parse_sweep_config({
         "base": {"data": {"dataset": "digits", "num_tasks": 5, "validation_per_class": 10}},
-        "scheduler": "asha"}))
+        "scheduler": "asha"})))
     assert asha.metric == "fid_val"
 
 
@@ -138,3 +139,20 @@ def test_the_frontier_of_a_split_sweep_chooses_on_validation_and_names_the_test_
     text = frontier_table_text(frontier)
     assert ("chosen on the validation split (fid_final_val); the test metrics beside them "
             "(fid_final) report the choice") in text
+
+
+def test_the_report_shows_the_classifiers_validation_accuracy_beside_the_test_one() -> None:
+    import pyarrow as pa
+
+    from cl_sweeps.frontier.report import report_selection
+
+    columns = ["fid_final", "kld", "fid_final_val", "kld_val", "accuracy_final",
+               "accuracy_forgetting", "accuracy_final_val"]
+    metrics, select_by = report_selection(pa.table({c: [1.0] for c in columns}))
+    assert select_by == "fid_final_val"
+    assert metrics == ("fid_final_val", "kld_val", "accuracy_final_val", "fid_final", "kld",
+                       "forgetting", "train_tflops", "accuracy_final", "accuracy_forgetting")
+    without_split = pa.table({c: [1.0] for c in columns if not c.endswith("_val")})
+    assert report_selection(without_split) == (
+        ("fid_final", "kld", "forgetting", "train_tflops", "accuracy_final",
+         "accuracy_forgetting"), "fid_final")

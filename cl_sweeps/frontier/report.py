@@ -24,15 +24,20 @@ from cl_sweeps.strategies.catalog import strategy_knobs
 REPORT_METRICS = ("fid_final", "kld", "forgetting", "train_tflops")
 VALIDATION_METRICS = ("fid_final_val", "kld_val")  # with a split: chosen on, shown first
 CLASSIFIER_METRICS = ("accuracy_final", "accuracy_forgetting")  # with classifier_replay on
+CLASSIFIER_VALIDATION_METRICS = ("accuracy_final_val",)  # with both: beside the other *_val
 
 
 def report_selection(trials: pa.Table) -> tuple[tuple[str, ...], str]:
     """(metrics, select_by): with a validation split, each row's configuration is chosen on
     fid_final_val and the test metrics beside it report the choice; else on fid_final. The
-    classifier's accuracy is shown where a trial measured it (classifier_replay)."""
-    shown = REPORT_METRICS + tuple(m for m in CLASSIFIER_METRICS if m in trials.column_names)
-    if VALIDATION_METRICS[0] in trials.column_names:
-        return VALIDATION_METRICS + shown, VALIDATION_METRICS[0]
+    classifier's accuracy is shown where a trial measured it (classifier_replay), on
+    validation too where it has a split."""
+    columns = trials.column_names
+    shown = REPORT_METRICS + tuple(m for m in CLASSIFIER_METRICS if m in columns)
+    if VALIDATION_METRICS[0] in columns:
+        validation = VALIDATION_METRICS + tuple(
+            m for m in CLASSIFIER_VALIDATION_METRICS if m in columns)
+        return validation + shown, VALIDATION_METRICS[0]
     return shown, "fid_final"
 STRATEGY = "strategy.name"
 TEACHER_STEPS = "strategy.teacher_steps"
