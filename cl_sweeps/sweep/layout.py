@@ -80,5 +80,6 @@ def with_absolute_paths(sweep: SweepConfig, base: Path) -> SweepConfig:
                 else f"sqlite:///{SweepLayout(Path(output_dir)).optuna_db}"
             ),
             "mlflow": mlflow,
+            "warm_start": [absolute(path, base) for path in sweep.warm_start],
         }
     )

@@ -264,6 +264,17 @@ class SweepConfig(StrictModel):
         default=None, description="Any of train_tflops, tflops, wall_hours, trials (and hard): "
         "no configuration is started that could not finish within what is left."
     )
+    warm_start: list[PathText] = Field(
+        default_factory=list, description="Output directories of finished sweeps (one, or a "
+        "list): their trials whose configuration and seed this sweep can propose are copied "
+        "into its records and not trained again, and its Optuna study starts knowing them. "
+        "Their base must equal this one outside the searched keys."
+    )
+
+    @field_validator("warm_start", mode="before")
+    @classmethod
+    def _one_warm_start(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
 
     @field_validator("scheduler", mode="before")
     @classmethod

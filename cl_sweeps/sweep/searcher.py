@@ -18,6 +18,10 @@ GP then model the feasible region; the verdict is kept per configuration (`viola
 With `budget:`, a new configuration is handed to Tune only if it fits what is left
 (sweep/budget.py); the first that does not is told FAIL (it never ran) and the searcher is
 FINISHED: running trials end, and budget.json says why the sweep ended.
+
+With a `Prior` (sweep/prior.py: the configurations a grown or warm-started sweep already holds),
+the seeds a known configuration lacks run first, known configurations are never run again (a
+proposal of one is told what it had), and only the configurations `num_samples` leaves are new.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from cl_sweeps.constraints import (
 )
 from cl_sweeps.records import FAILED, PRUNED, SEED_PARAM, SweepLayout
 from cl_sweeps.sweep import budget as budgets
+from cl_sweeps.sweep.prior import Prior, teach_study
 from cl_sweeps.sweep.schema import SweepConfig
 from cl_sweeps.sweep.space import (
     SearchSpace,
@@ -90,7 +95,10 @@ def trial_outcome(
 class SeedReplicator(Searcher):
     """Replicates each configuration of the inner searcher over seeds (see the module doc)."""
 
-    def __init__(self, inner: OptunaSearch, sweep: SweepConfig, space: SearchSpace):
+    def __init__(
+        self, inner: OptunaSearch, sweep: SweepConfig, space: SearchSpace,
+        prior: Prior | None = None,
+    ):
         super().__init__(metric=None, mode=None)  # Optuna gets the objectives, not Tune
         self.inner = inner
         self.space = space
@@ -111,6 +119,19 @@ class SeedReplicator(Searcher):
         self._groups: dict[str, _Group] = {}
         self._group_of: dict[str, str] = {}
         self._counter = 0
+        self._prior: set[str] = set()  # groups of known configurations (told nothing more)
+        self._add_prior(prior or Prior())
+
+    def _add_prior(self, prior: Prior) -> None:
+        """Known configurations become told groups (a repeat is told their outcome); the seeds
+        they lack are queued first."""
+        for key, known in prior.configurations.items():
+            group_id = f"prior_{key}"
+            outcomes = {f"{group_id}/{seed}": o for seed, o in known.outcomes.items()}
+            self._groups[group_id] = _Group(dict(known.fields), len(outcomes), outcomes,
+                                            told=known.outcome())
+            self._prior.add(group_id)
+        self._queue.extend((f"prior_{key}", seed) for key, seed in prior.missing(self.seeds))
 
     def set_search_properties(self, metric: Any, mode: Any, config: dict, **spec: Any) -> bool:
         return not config  # the space comes from the sweep file, never from param_space
@@ -190,12 +211,20 @@ class SeedReplicator(Searcher):
         if group_id is None:
             return
         group = self._groups[group_id]
+        if group_id in self._prior:  # a top-up seed: its Optuna trial ended in an earlier run
+            group.outcomes[trial_id] = trial_outcome(
+                result, error, self.metrics, self._tasks(group), constraint_metrics(self.constraints))
+            return
         params = {**group.fields, SEED_PARAM: self.seeds[0]}
         tasks = expected_tasks(self.base, params, self.seed_keys)
         extra = constraint_metrics(self.constraints)
         group.outcomes[trial_id] = trial_outcome(result, error, self.metrics, tasks, extra)
         if len(group.outcomes) == group.replicas:
             self._tell(group_id, group)
+
+    def _tasks(self, group: _Group) -> int:
+        return expected_tasks(self.base, {**group.fields, SEED_PARAM: self.seeds[0]},
+                              self.seed_keys)
 
     def _tell(self, group_id: str, group: _Group) -> None:
         """Tell Optuna the configuration's outcome (also used for its repeats)."""
@@ -250,8 +279,12 @@ class SeedReplicator(Searcher):
             self.set_state(pickle.load(handle))
 
 
-def build_searcher(sweep: SweepConfig, space: SearchSpace) -> SeedReplicator:
-    """OptunaSearch over the define-by-run space (the grid enqueued for grid search)."""
+def build_searcher(
+    sweep: SweepConfig, space: SearchSpace, prior: Prior | None = None
+) -> SeedReplicator:
+    """OptunaSearch over the define-by-run space (the grid enqueued for grid search, less the
+    points `prior` holds); the study is taught the known configurations it lacks."""
+    prior = prior or Prior()
     metrics = [o.metric for o in sweep.objectives]
     modes = [o.mode for o in sweep.objectives]
     single = len(metrics) == 1
@@ -262,6 +295,16 @@ def build_searcher(sweep: SweepConfig, space: SearchSpace) -> SeedReplicator:
         sampler=make_sampler(sweep),
         study_name=sweep.name,
         storage=optuna_storage(sweep),
-        points_to_evaluate=space.grid_points() if sweep.search_algorithm.name == "grid" else None,
+        points_to_evaluate=new_grid_points(space, prior) if sweep.search_algorithm.name == "grid"
+        else None,
     )
-    return SeedReplicator(inner, sweep, space)
+    if prior.configurations:
+        added = teach_study(inner._ot_study, space, prior, sweep)  # OptunaSearch's study
+        log.info("Optuna study %s: %d known configurations added", sweep.name, added)
+    return SeedReplicator(inner, sweep, space, prior)
+
+
+def new_grid_points(space: SearchSpace, prior: Prior) -> list[dict[str, Any]] | None:
+    """The grid points no known configuration holds (None: none left)."""
+    points = [p for p in space.grid_points() if prior.key_of(space.to_fields(p)) is None]
+    return points or None
