@@ -5,8 +5,9 @@ Layout of `<output_dir>/checkpoints/task_<k>/`: a complete diffusers DDIMPipelin
 `DDIMPipeline.from_pretrained(path)` samples as the run did), `state.pt` (the rest of the
 engine's snapshot, `Engine.snapshot()`: optimizer, RNG states, strategy state, compute counters;
 loaded with weights_only=True) and
-`state.json` (task index and the metric history). A checkpoint directory appears only complete:
-it is written under a temporary name and renamed.
+`state.json` (task index and the metric history), and `checksums.json` (every other file's size
+and SHA-256, written last: cl_sweeps/integrity.py). A checkpoint directory appears only complete:
+it is written under a temporary name and renamed; loading it checks every file first.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from typing import Any
 import torch
 from diffusers import DDIMPipeline, DDIMScheduler, UNet2DModel
 
-from cl_sweeps.checkpoint_files import META_FILE, STATE_FILE, UNET_DIR, read_meta
+from cl_sweeps.checkpoint_files import META_FILE, STATE_FILE, UNET_DIR, check_checkpoint
+from cl_sweeps.integrity import write_checksums
 
 MODEL_WEIGHTS = "model"  # the snapshot's UNet weights: stored in unet/, not in state.pt
 
@@ -55,6 +57,7 @@ def save_checkpoint(
     DDIMPipeline(unet=model, scheduler=scheduler).save_pretrained(tmp, safe_serialization=True)
     torch.save({k: v for k, v in state.items() if k != MODEL_WEIGHTS}, tmp / STATE_FILE)
     (tmp / META_FILE).write_text(json.dumps({"task_index": task_index, "history": history}))
+    write_checksums(tmp)
     if directory.exists():
         shutil.rmtree(directory)
     os.replace(tmp, directory)
@@ -63,9 +66,10 @@ def save_checkpoint(
 
 def load_checkpoint(directory: Path, model: UNet2DModel) -> Checkpoint:
     """Load weights into `model` in place and return the checkpoint, its state a snapshot
-    again (the weights under MODEL_WEIGHTS)."""
+    again (the weights under MODEL_WEIGHTS). CorruptCheckpoint names a file that fails its
+    checksum."""
     directory = Path(directory)
-    meta = read_meta(directory)
+    meta = check_checkpoint(directory)
     trained = UNet2DModel.from_pretrained(directory / UNET_DIR)
     model.load_state_dict(trained.state_dict())
     state = torch.load(directory / STATE_FILE, map_location="cpu", weights_only=True)

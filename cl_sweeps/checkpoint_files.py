@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cl_sweeps.integrity import CorruptFile, verify_checksums
+
 log = logging.getLogger(__name__)
 
 UNET_DIR = "unet"
@@ -22,7 +24,7 @@ def task_checkpoint_dir(output_dir: Path, task_index: int) -> Path:
     return output_dir / "checkpoints" / f"task_{task_index}"
 
 
-class CorruptCheckpoint(ValueError):
+class CorruptCheckpoint(CorruptFile):
     """A checkpoint's record cannot be read (a truncated or damaged file); names the file."""
 
 
@@ -38,6 +40,16 @@ def read_meta(directory: Path) -> dict[str, Any]:
     return meta
 
 
+def check_checkpoint(directory: Path) -> dict[str, Any]:
+    """A checkpoint's record after checking every file against its checksums (weights,
+    state.pt, state.json, the scheduler); CorruptCheckpoint names the first that fails."""
+    try:
+        verify_checksums(directory)
+    except CorruptFile as error:
+        raise CorruptCheckpoint(str(error)) from None
+    return read_meta(directory)
+
+
 def checkpoint_task(directory: Path) -> int:
     """The index of the task a checkpoint completed."""
     return int(read_meta(directory)["task_index"])
@@ -49,9 +61,10 @@ def read_history(directory: Path) -> list[dict[str, float]]:
 
 
 def latest_checkpoint(output_dir: Path) -> Path | None:
-    """The checkpoint of the highest completed task under `output_dir` whose record reads, if
-    any. One that does not is named in a warning and set aside (renamed, not deleted), and the
-    previous one is used: a damaged file costs one task, not the trial."""
+    """The checkpoint of the highest completed task under `output_dir` whose files match their
+    checksums and whose record reads, if any. One that does not is named in a warning and set
+    aside (renamed, not deleted), and the previous one is used: a damaged file costs one task,
+    not the trial."""
     root = Path(output_dir) / "checkpoints"
     done = [
         p for p in root.glob("task_*")
@@ -59,7 +72,7 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
     ]
     for candidate in sorted(done, key=lambda p: int(p.name[5:]), reverse=True):
         try:
-            read_meta(candidate)
+            check_checkpoint(candidate)
         except CorruptCheckpoint as error:
             aside = candidate.with_name(f"{candidate.name}.corrupt-{int(time.time())}")
             candidate.rename(aside)

@@ -4,15 +4,20 @@ One directory per prefix, `<root>/<key>/`, holding the payload and `prefix.json`
 under a temporary name and renamed into place; a rename onto an existing prefix fails, so the
 first writer wins and a killed writer leaves only a temporary directory, never a usable partial
 prefix. While one run computes a prefix it holds `<root>/.<key>.lock` (an OS file lock, released
-if the process dies). Torch-free, so that a sweep's driver lists the prefixes without importing
-the training stack.
+if the process dies). The manifest holds the payload's size and SHA-256: a payload that does not
+match (truncated, damaged) is named in a warning, its directory set aside as
+`.<key>.corrupt-<time>` (kept, not deleted) and the prefix counts as absent, so the run computes
+it again. Torch-free, so that a sweep's driver lists the prefixes without importing the training
+stack.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,8 +26,13 @@ from typing import Any
 
 from filelock import FileLock
 
+from cl_sweeps.integrity import CorruptFile, file_entry, verify_file
+
+log = logging.getLogger(__name__)
+
 PAYLOAD_FILE = "prefix.pt"
 MANIFEST_FILE = "prefix.json"  # written last: a directory without it is not a prefix
+PAYLOAD_CHECKSUM = "payload"  # the manifest's key for the payload's size and SHA-256
 
 
 class PrefixStore:
@@ -35,9 +45,20 @@ class PrefixStore:
         return self.root / key
 
     def payload(self, key: str) -> Path | None:
-        """The payload file of the complete prefix `key`, or None if there is none."""
+        """The payload file of the complete prefix `key`, or None if there is none or it fails
+        its checksum (then set aside, named in a warning). Call it holding `claim(key)`."""
         directory = self.path(key)
-        return directory / PAYLOAD_FILE if (directory / MANIFEST_FILE).is_file() else None
+        manifest = directory / MANIFEST_FILE
+        if not manifest.is_file():
+            return None
+        try:
+            check_payload(directory)
+        except CorruptFile as error:
+            aside = self.root / f".{key}.corrupt-{int(time.time())}"
+            os.rename(directory, aside)
+            log.warning("task-0 prefix: %s; set aside as %s, computing it again", error, aside)
+            return None
+        return directory / PAYLOAD_FILE
 
     def publish(
         self, key: str, write_payload: Callable[[Path], Any], manifest: dict[str, Any]
@@ -49,6 +70,7 @@ class PrefixStore:
         tmp.mkdir()
         try:
             write_payload(tmp / PAYLOAD_FILE)
+            manifest = {**manifest, PAYLOAD_CHECKSUM: file_entry(tmp / PAYLOAD_FILE)}
             (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
             os.rename(tmp, self.path(key))
             return True
@@ -74,5 +96,22 @@ class PrefixStore:
         for directory in sorted(self.root.iterdir()):
             manifest = directory / MANIFEST_FILE
             if directory.is_dir() and not directory.name.startswith(".") and manifest.is_file():
-                found.append({**json.loads(manifest.read_text()), "path": str(directory)})
+                try:
+                    found.append({**json.loads(manifest.read_text()), "path": str(directory)})
+                except (ValueError, TypeError, UnicodeDecodeError) as error:
+                    log.warning("task-0 prefix: %s cannot be read (%s); not listed", manifest,
+                                type(error).__name__)
         return found
+
+
+def check_payload(directory: Path) -> None:
+    """CorruptFile naming the file unless the prefix's manifest reads and its payload matches
+    the checksum in it (a prefix stored before checksums existed holds none: trusted)."""
+    manifest = directory / MANIFEST_FILE
+    try:
+        entry = json.loads(manifest.read_text()).get(PAYLOAD_CHECKSUM)
+        expected = None if entry is None else (int(entry["size"]), str(entry["sha256"]))
+    except (ValueError, TypeError, KeyError, AttributeError, UnicodeDecodeError) as error:
+        raise CorruptFile(f"{manifest} cannot be read ({type(error).__name__})") from None
+    if expected is not None:
+        verify_file(directory / PAYLOAD_FILE, *expected)

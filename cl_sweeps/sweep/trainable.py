@@ -36,10 +36,10 @@ from cl_sweeps import metrics as M
 from cl_sweeps import records
 from cl_sweeps.checkpoint_files import (
     CorruptCheckpoint,
+    check_checkpoint,
     checkpoint_task,
     latest_checkpoint,
     read_history,
-    read_meta,
 )
 from cl_sweeps.config import TrialConfig, num_tasks_of
 from cl_sweeps.numerics import NonFiniteError
@@ -103,12 +103,13 @@ def resume_point(from_tune: Path | None, directory: Path) -> Path | None:
 
 
 def readable_or_none(from_tune: Path | None) -> Path | None:
-    """Tune's checkpoint, unless its record cannot be read (named in a warning): the trial then
-    continues from its own checkpoints, as if Tune had none."""
+    """Tune's checkpoint, unless a file of it fails its checksum or its record cannot be read
+    (named in a warning): the trial then continues from its own checkpoints, as if Tune had
+    none."""
     if from_tune is None:
         return None
     try:
-        read_meta(from_tune)
+        check_checkpoint(from_tune)
     except CorruptCheckpoint as error:
         log.warning("Tune's checkpoint: %s; continuing from the trial's own", error)
         return None
