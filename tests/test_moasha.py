@@ -13,6 +13,7 @@ from ray.tune.schedulers import TrialScheduler
 
 from cl_sweeps.config import ConfigError
 from cl_sweeps.sweep.moasha import MOASHA, MOASHAScheduler, nondominated_order, rung_levels
+from cl_sweeps.sweep.plan import SweepPlan
 from cl_sweeps.sweep.schema import check_sweep, parse_sweep_config
 from cl_sweeps.sweep.tuner import make_scheduler
 
@@ -102,7 +103,7 @@ def test_sweep_file_moasha_uses_the_objectives_per_task_forms() -> None:
     sweep = parse_sweep_config(tiny_sweep("mo", Path("/tmp/mo"), scheduler="moasha"))
     assert check_sweep(sweep) == []
     assert sweep.scheduler_objectives() == [("fid", "min"), ("train_tflops", "min")]
-    built = make_scheduler(sweep)
+    built = make_scheduler(SweepPlan(sweep))
     assert isinstance(built, MOASHAScheduler)
     assert built.core.metrics == ["fid", "train_tflops"] and built.core.levels == [1]
 

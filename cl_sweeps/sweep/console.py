@@ -11,16 +11,15 @@ from __future__ import annotations
 import logging
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 import optuna
 from ray import tune
 
 from cl_sweeps import records
-from cl_sweeps.records import SEED_PARAM, SweepLayout
+from cl_sweeps.records import SEED_PARAM
 from cl_sweeps.sweep import budget as budgets
-from cl_sweeps.sweep.schema import SweepConfig
+from cl_sweeps.sweep.plan import SweepPlan
 from cl_sweeps.sweep.status import format_rows, sweep_eta, trial_rows
 
 QUIET_LOGGERS = ("cl_sweeps", "mlflow", "ray", "ray.tune", "ray.train", "alembic", "filelock")
@@ -68,9 +67,9 @@ class QuietConsole(tune.Callback):
     tasks, the status table. Listed after the TrialRecorder, so the records it
     reads are already written."""
 
-    def __init__(self, sweep: SweepConfig, output_dir: str, every_s: float = TABLE_EVERY_S):
-        self.sweep = sweep
-        self.output_dir = output_dir
+    def __init__(self, plan: SweepPlan, every_s: float = TABLE_EVERY_S):
+        self.plan = plan
+        self.sweep = plan.sweep
         self.every_s = every_s
         self._last_table = time.monotonic()
         self._changed = False
@@ -79,7 +78,7 @@ class QuietConsole(tune.Callback):
         print(f"{time.strftime('%H:%M:%S')} {text}", flush=True)
 
     def _record(self, trial: Any) -> records.TrialRecord | None:
-        return records.read_trial(SweepLayout(Path(self.output_dir)).trial(trial.trial_id))
+        return records.read_trial(self.plan.layout.trial(trial.trial_id))
 
     def _objectives(self, record: records.TrialRecord | None) -> str:
         if record is None:
@@ -118,11 +117,11 @@ class QuietConsole(tune.Callback):
         self.print_table()
 
     def print_table(self) -> None:
-        layout = SweepLayout(Path(self.output_dir))
-        rows = trial_rows(self.sweep, layout, records.read_trials(layout.trials), time.time())
+        layout = self.plan.layout
+        rows = trial_rows(self.plan, layout, records.read_trials(layout.trials), time.time())
         if not rows:
             return
-        eta = sweep_eta(self.sweep, rows)
+        eta = sweep_eta(self.plan, rows)
         eta_text = "?" if eta is None else f"{eta / 60:.1f} min"
         budget = budgets.sweep_summary(self.sweep, layout)
         spent = f"\n{budgets.summary_line(budget)}" if budget is not None else ""

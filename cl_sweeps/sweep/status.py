@@ -18,12 +18,13 @@ from pathlib import Path
 
 from cl_sweeps import records
 from cl_sweeps.formatting import text_table
+from cl_sweeps.metrics import per_task_form
 from cl_sweeps.records import SweepLayout, TrialRecord
 from cl_sweeps.results import METRICS_JSONL
 from cl_sweeps.sweep import budget as budgets
 from cl_sweeps.sweep.heartbeat import driver_state
+from cl_sweeps.sweep.plan import SweepPlan
 from cl_sweeps.sweep.schema import SweepConfig, parse_sweep_config
-from cl_sweeps.sweep.space import expected_tasks, num_trials
 
 INTERRUPTED = "INTERRUPTED"  # shown for a RUNNING record whose driver is gone (heartbeat.py)
 
@@ -58,18 +59,19 @@ class TrialRow:
 def objective_so_far(record: TrialRecord, metric: str) -> float | None:
     """The objective after the last task, or, before it, its per-task form (fid for fid_final)."""
     value = record.final.get(metric)
-    return value if value is not None else record.final.get(metric.removesuffix("_final"))
+    return value if value is not None else record.final.get(per_task_form(metric))
 
 
 def trial_rows(
-    sweep: SweepConfig, layout: SweepLayout, trials: list[TrialRecord], now: float
+    plan: SweepPlan, layout: SweepLayout, trials: list[TrialRecord], now: float
 ) -> list[TrialRow]:
-    base = sweep.base.model_dump(mode="json")
+    """`layout`: where the records are read (the directory given, wherever the sweep ran)."""
+    sweep = plan.sweep
     per_task = [task_seconds(r) / r.tasks_done for r in trials if r.tasks_done]
     typical = sum(per_task) / len(per_task) if per_task else None
     rows = []
     for record in trials:
-        num_tasks = record.num_tasks or expected_tasks(base, record.params, list(sweep.seed_keys))
+        num_tasks = record.num_tasks or plan.tasks_of(record.params)
         done = record.tasks_done
         elapsed = task_seconds(record)
         eta: float | None = None
@@ -95,10 +97,10 @@ def last_write(directory: Path) -> float:
     return max(times, default=time.time())
 
 
-def sweep_eta(sweep: SweepConfig, rows: list[TrialRow]) -> float | None:
+def sweep_eta(plan: SweepPlan, rows: list[TrialRow]) -> float | None:
     """Seconds until the last trial ends: the trials not started yet (at the mean measured trial
     time) start as slots free up, the running ones end at their ETAs."""
-    pending = max(0, num_trials(sweep) - len(rows))
+    pending = max(0, plan.trials - len(rows))
     running = [r for r in rows if r.status == "RUNNING"]
     if any(r.eta is None for r in running):
         return None
@@ -106,7 +108,7 @@ def sweep_eta(sweep: SweepConfig, rows: list[TrialRow]) -> float | None:
     if pending and not per_task:
         return None
     per_trial = sum(per_task) / len(per_task) * rows[0].num_tasks if per_task else 0.0
-    slots = max(1, sweep.max_concurrent_trials or len(running))
+    slots = max(1, plan.sweep.max_concurrent_trials or len(running))
     ends = sorted(r.eta or 0.0 for r in running)[-slots:]
     ends += [0.0] * (slots - len(ends))
     heapq.heapify(ends)
@@ -147,16 +149,17 @@ def sweep_status(output_dir: str | Path, now: float | None = None) -> tuple[str,
     INTERRUPTED."""
     layout = SweepLayout(Path(output_dir))
     sweep = load_saved_sweep(layout)
+    plan = SweepPlan(sweep)
     trials = records.read_trials(layout.trials)
     now = time.time() if now is None else now
-    rows = trial_rows(sweep, layout, trials, now)
+    rows = trial_rows(plan, layout, trials, now)
     driver = driver_state(layout, now)
     stopped = driver is not None and not driver.alive
     if stopped:
         for row in rows:
             if row.status == records.RUNNING:
                 row.status, row.eta = INTERRUPTED, None
-    total = num_trials(sweep)
+    total = plan.trials
     counts = {s: sum(r.status == s for r in rows) for s in ("RUNNING", INTERRUPTED, *records.ENDED)}
     ended = sum(counts[s] for s in records.ENDED)
     budget = budgets.sweep_summary(sweep, layout)
@@ -173,7 +176,7 @@ def sweep_status(output_dir: str | Path, now: float | None = None) -> tuple[str,
                  f"{_duration(driver.since_beat)} ago): {counts[INTERRUPTED]} interrupted; "
                  f"continue with  cl-sweeps sweep FILE --resume  (FILE: {layout.sweep_file})")
     elif not done:
-        head += f"; ETA {_duration(sweep_eta(sweep, rows))}"
+        head += f"; ETA {_duration(sweep_eta(plan, rows))}"
     parts = [head, format_rows(sweep, rows) if rows else "no trial has started yet"]
     if budget is not None:
         parts.insert(1, budgets.summary_line(budget))

@@ -28,7 +28,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
 from cl_sweeps import records
-from cl_sweeps.config import ConfigError, num_tasks_of
+from cl_sweeps.config import ConfigError
 from cl_sweeps.constraints import Constraint, constraints_from
 from cl_sweeps.credentials import redact_uri
 from cl_sweeps.errors import ensure_writable
@@ -49,10 +49,11 @@ from cl_sweeps.sweep.entry import run_trial
 from cl_sweeps.sweep.heartbeat import BEAT_EVERY_S, write_beat
 from cl_sweeps.sweep.layout import base_directory, with_absolute_paths
 from cl_sweeps.sweep.moasha import MOASHA, MOASHAScheduler, rung_levels
+from cl_sweeps.sweep.plan import SweepPlan
 from cl_sweeps.sweep.schema import SweepConfig, store_uri_problems
 from cl_sweeps.sweep.searcher import build_searcher
 from cl_sweeps.sweep.signals import StopSignals
-from cl_sweeps.sweep.space import SearchSpace, expected_tasks, num_trials
+from cl_sweeps.sweep.space import SearchSpace
 from cl_sweeps.sweep.tracking import (
     TRACKING_ENV,
     SweepTracker,
@@ -74,10 +75,11 @@ class TrialRecorder(tune.Callback):
     constraints, the verdict on a configuration whose replicas all ended (sweep/constraints.py)."""
 
     def __init__(
-        self, context: SweepContext, constraints: list[Constraint] | None = None,
+        self, context: SweepContext, plan: SweepPlan, constraints: list[Constraint] | None = None,
         replicas: int = 1,
     ):
         self.context = context
+        self.plan = plan
         self.constraints = constraints or []
         self.replicas = replicas
 
@@ -87,7 +89,7 @@ class TrialRecorder(tune.Callback):
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         params = dict(trial.config)
         directory = self._dir(trial)
-        tasks = expected_tasks(self.context.base, params, list(self.context.seed_keys))
+        tasks = self.plan.tasks_of(params)
         records.write_params(directory, trial.trial_id, params, tasks)
         records.write_status(directory, records.RUNNING)
 
@@ -99,7 +101,7 @@ class TrialRecorder(tune.Callback):
             records.record_task(self._dir(trial), row)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        tasks = expected_tasks(self.context.base, dict(trial.config), list(self.context.seed_keys))
+        tasks = self.plan.tasks_of(dict(trial.config))
         done = int((trial.last_result or {}).get("task", -1)) >= tasks - 1
         reason = None if done else records.read_stop_reason(self._dir(trial))  # a hard budget
         self._end(trial, records.COMPLETED if done else records.PRUNED, reason)
@@ -351,14 +353,15 @@ def warn_if_storage_not_shared(sweep: SweepConfig, uri: str) -> None:
         )
 
 
-def make_scheduler(sweep: SweepConfig) -> ASHAScheduler | MOASHAScheduler | None:
+def make_scheduler(plan: SweepPlan) -> ASHAScheduler | MOASHAScheduler | None:
     """ASHA or MO-ASHA with time = task index; rungs end before the last task so a trial is
     never cut short of its final evaluation, model and MLflow run end."""
+    sweep = plan.sweep
     if sweep.scheduler is None:
         return None
-    tasks = num_tasks_of(sweep.base)
+    tasks = plan.base_tasks
     if sweep.scheduler.type == "moasha":
-        pairs = sweep.scheduler_objectives()
+        pairs = plan.scheduler_objectives
         levels = rung_levels(
             sweep.scheduler.grace_period, sweep.scheduler.reduction_factor, tasks - 2
         )
@@ -367,7 +370,7 @@ def make_scheduler(sweep: SweepConfig) -> ASHAScheduler | MOASHAScheduler | None
             sweep.scheduler.reduction_factor,
         )
         return MOASHAScheduler(core, records.config_key)
-    metric, mode = sweep.scheduler_metric()
+    metric, mode = plan.scheduler
     return ASHAScheduler(
         time_attr="task",
         metric=metric,
@@ -388,9 +391,8 @@ def trial_name(trial: Any) -> str:
     return f"{trial.config.get('strategy.name', 'trial')}_{trial.trial_id}"
 
 
-def make_tuner(
-    sweep: SweepConfig, space: SearchSpace, context: SweepContext, resume: bool
-) -> tune.Tuner:
+def make_tuner(plan: SweepPlan, context: SweepContext, resume: bool) -> tune.Tuner:
+    sweep = plan.sweep
     resources = {"cpu": sweep.resources_per_trial.cpu, "gpu": sweep.resources_per_trial.gpu}
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, context=context), resources
@@ -403,15 +405,15 @@ def make_tuner(
     if resume:
         log.info("--resume: no Ray Tune experiment at %s yet; starting it", experiment)
     tune_config = tune.TuneConfig(
-        search_alg=build_searcher(sweep, space),
-        scheduler=make_scheduler(sweep),
-        num_samples=num_trials(sweep),
+        search_alg=build_searcher(sweep, plan.space),
+        scheduler=make_scheduler(plan),
+        num_samples=plan.trials,
         max_concurrent_trials=sweep.max_concurrent_trials,
         reuse_actors=sweep.reuse_actors,
         trial_dirname_creator=trial_dirname,
         trial_name_creator=trial_name,
     )
-    console = [] if context.verbose else [QuietConsole(sweep, str(context.layout.root))]
+    console = [] if context.verbose else [QuietConsole(plan)]
     run_config = tune.RunConfig(
         name=sweep.name,
         storage_path=sweep.storage_path,
@@ -421,7 +423,7 @@ def make_tuner(
         callbacks=[
             DriverHeartbeat(context.layout, started=time.time()),
             OwnCheckpointFallback(),
-            TrialRecorder(context, constraints_from(sweep.constraints), len(sweep.seed_list())),
+            TrialRecorder(context, plan, constraints_from(sweep.constraints), len(plan.seeds)),
             SweepDashboard(context.tracking, sweep.objectives, context.output_dir),
             *console,
         ],
@@ -431,19 +433,6 @@ def make_tuner(
 
 
 # --- the sweep ------------------------------------------------------------------------------
-
-
-def display_metrics(sweep: SweepConfig) -> tuple[str, ...]:
-    """task, then the per-task form of each objective, the ASHA metric and the objectives."""
-    names = ["task"]
-    scheduler = sweep.scheduler_metric()
-    if scheduler is not None:
-        names.append(scheduler[0])
-    if sweep.scheduler is not None and sweep.scheduler.type == "moasha":
-        names += [metric for metric, _ in sweep.scheduler_objectives()]
-    for objective in sweep.objectives:
-        names += [objective.metric.removesuffix("_final"), objective.metric]
-    return tuple(dict.fromkeys(names))
 
 
 def quiet_known_noise() -> None:
@@ -485,8 +474,8 @@ def run_sweep(
     stop.install()
     move_tracking_credentials()  # before any MLflow client or Ray worker exists
     sweep = with_absolute_paths(sweep, base_directory())
-    layout = SweepLayout(Path(sweep.output_dir))
-    space = SearchSpace(sweep)
+    plan = SweepPlan(sweep)
+    layout = plan.layout
     check_tracking_environment(sweep)
     if not resume:
         refuse_foreign_directory(layout)
@@ -498,9 +487,9 @@ def run_sweep(
     if "://" not in sweep.storage_path:
         ensure_writable(sweep.storage_path, "storage_path")
     check_optuna_study(sweep, resume)
-    state = prepare_output(layout, sweep, space, file_text, overrides or [], resume)
+    state = prepare_output(layout, sweep, plan.space, file_text, overrides or [], resume)
     uri, source = resolve_tracking_uri(sweep, layout)
-    trials = num_trials(sweep)
+    trials = plan.trials
     print(f"sweep {sweep.name!r}: {trials} trials -> {layout.root}", flush=True)
     with undone_if_failed(layout, fresh=not resume), database_errors(tracking_field(source), uri):
         tracking = start_sweep_run(sweep, layout, state.get("parent_run_id"))
@@ -513,14 +502,14 @@ def run_sweep(
     context = SweepContext(
         name=sweep.name,
         output_dir=str(layout.root),
-        base=sweep.base.model_dump(mode="json"),
-        seed_keys=tuple(sweep.seed_keys),
+        base=plan.base,
+        seed_keys=plan.seed_keys,
         cpus_per_trial=sweep.resources_per_trial.cpu,
         gpus_per_trial=sweep.resources_per_trial.gpu,
         tracking=tracking,
-        display_metrics=display_metrics(sweep),
+        display_metrics=plan.display_metrics(),
         crash_at_task=crash_at_task_from_env(),
-        prefix_dir=prefix_directory(sweep),
+        prefix_dir=plan.prefix_dir,
         verbose=verbose,
     )
     quiet_known_noise()
@@ -530,7 +519,7 @@ def run_sweep(
     warn_if_storage_not_shared(sweep, uri)
     stop.graceful = True
     try:
-        results = make_tuner(sweep, space, context, resume).fit()
+        results = make_tuner(plan, context, resume).fit()
     except KeyboardInterrupt:  # a second stop signal: at once
         tracker.finish("KILLED", {}, None)
         close_tracking(tracker, layout)
@@ -544,7 +533,7 @@ def run_sweep(
     by_budget = sweep.budget is not None and budgets.read_state(layout).get("ended")
     interrupted = ended < len(results) or (len(results) < trials and not by_budget)
     interrupted = interrupted or left_running(layout)  # Tune's graceful stop counts them ended
-    code = finish(sweep, layout, tracker, uri, interrupted)
+    code = finish(plan, tracker, uri, interrupted)
     return stop.exit_code(code) if interrupted else code
 
 
@@ -577,26 +566,13 @@ def print_resume_hint(layout: SweepLayout) -> None:
     )
 
 
-def prefix_directory(sweep: SweepConfig) -> str | None:
-    """Where the sweep's task-0 prefixes live: beside its Ray experiment in storage_path (so
-    they are shared like checkpoints); None if share_prefix is off or storage is a cloud URI
-    (prefixes need a file system all nodes share)."""
-    if not sweep.share_prefix:
-        return None
-    if "://" in sweep.storage_path:
-        log.warning("share_prefix needs a (shared) file system; storage_path %s is a URI, so "
-                    "every trial trains its own task 0", sweep.storage_path)
-        return None
-    return str(Path(sweep.storage_path) / f"{sweep.name}-prefixes")
-
-
 def report_compute(
-    sweep: SweepConfig, trials: list[records.TrialRecord], tracker: SweepTracker
+    plan: SweepPlan, trials: list[records.TrialRecord], tracker: SweepTracker
 ) -> dict[str, Any]:
     """What the sweep spent on training versus what its trials report (task-0 prefixes count
     once), with the prefixes it shared; printed and logged on the parent run."""
     spent = records.compute_spent(trials)
-    directory = prefix_directory(sweep)
+    directory = plan.prefix_dir
     prefixes = PrefixStore(directory).manifests() if directory else []
     print(
         f"\ntraining compute: trials report {spent['sweep_train_tflops_reported']:.4g} TFLOPs; "
@@ -646,16 +622,15 @@ def print_summary(
     print(f"\n{text}", flush=True)
 
 
-def finish(
-    sweep: SweepConfig, layout: SweepLayout, tracker: SweepTracker, uri: str, interrupted: bool
-) -> int:
+def finish(plan: SweepPlan, tracker: SweepTracker, uri: str, interrupted: bool) -> int:
     """Print the trial counts and the end-of-sweep summary, attach it to the parent run, end it
     (KILLED if the sweep was interrupted: it can be resumed)."""
+    sweep, layout = plan.sweep, plan.layout
     trials = records.read_trials(layout.trials)
     counts = Counter(record.status for record in trials)
     listed = ", ".join(f"{n} {status.lower()}" for status, n in sorted(counts.items()))
     print(f"\nSweep {sweep.name!r}: {len(trials)} trials ({listed or 'none'})", flush=True)
-    compute = report_compute(sweep, trials, tracker)
+    compute = report_compute(plan, trials, tracker)
     budget = budgets.sweep_summary(sweep, layout)
     if budget is not None:
         print(f"\n{budgets.summary_line(budget)}", flush=True)
