@@ -25,7 +25,7 @@ from pydantic import (
 )
 
 from cl_sweeps.credentials import redact_uri, uri_has_secret
-from cl_sweeps.data.catalog import DatasetInfo, dataset_info
+from cl_sweeps.data.catalog import DatasetInfo, dataset_info, validation_split_problem
 from cl_sweeps.documents import DocumentError, load_document, parse_value, shorten
 
 # Seeds feed torch, numpy (< 2**32) and Optuna's samplers; seed*1000 + offsets stays in range.
@@ -149,6 +149,17 @@ class DataConfig(_Strict):
     def info(self) -> DatasetInfo:
         """The dataset's declaration (classes, image size, loader, evaluation defaults)."""
         return dataset_info(self.dataset)
+
+    @model_validator(mode="after")
+    def _validation_split_fits(self) -> DataConfig:
+        """validation_per_class leaves every class a training image (the catalog's counts),
+        so a run or sweep fails here rather than after Ray started and data loaded."""
+        problem = validation_split_problem(
+            self.info, self.validation_per_class, self.max_train_per_class
+        )
+        if problem:
+            raise ValueError(problem)
+        return self
 
     @model_validator(mode="after")
     def _classes_fit_the_dataset(self) -> DataConfig:

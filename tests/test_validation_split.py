@@ -3,8 +3,13 @@ for every trial; measured with the same samples; chosen on by a sweep."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
+import yaml
+from conftest import merge
+from helpers import SMALL_TRIAL
 
 from cl_sweeps.config import DataConfig
 from cl_sweeps.data import build_task_stream, load_source
@@ -73,8 +78,6 @@ def test_a_sweep_with_a_split_chooses_on_validation_metrics() -> None:
 
 
 def test_the_paper_presets_choose_on_validation_and_the_quickstart_does_not() -> None:
-    from pathlib import Path
-
     from cl_sweeps.sweep.schema import load_sweep_config
 
     spaces = Path(__file__).resolve().parent.parent / "search_spaces"
@@ -156,3 +159,56 @@ def test_the_report_shows_the_classifiers_validation_accuracy_beside_the_test_on
     assert report_selection(without_split) == (
         ("fid_final", "kld", "forgetting", "train_tflops", "accuracy_final",
          "accuracy_forgetting"), "fid_final")
+
+
+def test_the_catalogs_smallest_training_class_is_the_datas() -> None:
+    from cl_sweeps.data.catalog import dataset_info
+
+    plain = load_source(DataConfig(dataset="digits"))
+    assert int(torch.bincount(plain.train.labels).min()) == dataset_info(
+        "digits").min_train_per_class
+
+
+def _split_file(tmp_path: Path, data: dict, search: dict | None = None) -> Path:
+    """A run file (search None) or a sweep file over the small trial with `data` merged in."""
+    base = merge(SMALL_TRIAL, {"data": data, "output_dir": str(tmp_path / "run")})
+    document: dict = {"base": base}
+    if search is not None:
+        document.update(name="split", output_dir=str(tmp_path / "sweep"), search=search)
+    path = tmp_path / ("sweep.yaml" if search is not None else "run.yaml")
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("data", "search", "words"),
+    [
+        ({"validation_per_class": 139, "max_train_per_class": None}, None,
+         ["base.data", "validation_per_class=139", "smallest class of digits has 139",
+          "allowed: at most 138"]),
+        ({"validation_per_class": 40}, None,  # the small trial keeps 40 per class
+         ["base.data", "validation_per_class=40", "max_train_per_class=40", "at most 39"]),
+        ({"validation_per_class": 60}, {"strategy.name": ["naive"]},
+         ["base.data", "validation_per_class=60", "at most 39"]),
+        ({"validation_per_class": 5}, {"data.validation_per_class": [5, 39, 40]},
+         ["search.data.validation_per_class.values[2]", "validation_per_class=40",
+          "at most 39"]),
+    ],
+    ids=["run", "run-capped", "sweep-base", "sweep-searched"],
+)
+def test_a_split_that_leaves_no_training_images_is_refused_before_any_compute(
+    tmp_path: Path, capsys: pytest.CaptureFixture, data: dict, search: dict | None,
+    words: list[str],
+) -> None:
+    from cl_sweeps.cli import main
+
+    path = _split_file(tmp_path, data, search)
+    code = main(["sweep" if search is not None else "run", str(path)])
+    out = capsys.readouterr()
+    text = out.out + out.err
+    assert code == 2, text[-2000:]
+    assert "Traceback" not in text and len(text.splitlines()) < 10
+    for word in words:
+        assert word in text, (word, text)
+    assert not (tmp_path / "run").exists() and not (tmp_path / "sweep").exists()
+    assert "values[1]" not in text  # 39 leaves one image per class: allowed
