@@ -23,6 +23,7 @@ import torch
 from diffusers import DDIMPipeline, DDIMScheduler, UNet2DModel
 
 from cl_sweeps.checkpoint_files import META_FILE, STATE_FILE, UNET_DIR, check_checkpoint
+from cl_sweeps.errors import named_write_errors
 from cl_sweeps.integrity import write_checksums
 
 MODEL_WEIGHTS = "model"  # the snapshot's UNet weights: stored in unet/, not in state.pt
@@ -48,20 +49,35 @@ def save_checkpoint(
 ) -> Path:
     """Write a checkpoint atomically to `directory` (replacing an older one there). `state` is
     the engine's snapshot; its UNet weights are written as `model`'s diffusers directory.
-    `scheduler` is the object the run trained and sampled with, saved as is (never rebuilt)."""
+    `scheduler` is the object the run trained and sampled with, saved as is (never rebuilt).
+    A write that fails (a full disk) raises WriteFailed naming `directory` and leaves the older
+    checkpoints as they were. A directory, not one file: written whole, then renamed."""
     directory = Path(directory)
     tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    DDIMPipeline(unet=model, scheduler=scheduler).save_pretrained(tmp, safe_serialization=True)
-    torch.save({k: v for k, v in state.items() if k != MODEL_WEIGHTS}, tmp / STATE_FILE)
-    (tmp / META_FILE).write_text(json.dumps({"task_index": task_index, "history": history}))
-    write_checksums(tmp)
-    if directory.exists():
-        shutil.rmtree(directory)
-    os.replace(tmp, directory)
+    try:
+        with named_write_errors(directory):
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            tmp.mkdir(parents=True)
+            DDIMPipeline(unet=model, scheduler=scheduler).save_pretrained(
+                tmp, safe_serialization=True)
+            save_torch({k: v for k, v in state.items() if k != MODEL_WEIGHTS}, tmp / STATE_FILE)
+            meta = json.dumps({"task_index": task_index, "history": history})
+            (tmp / META_FILE).write_text(meta)
+            write_checksums(tmp)
+            if directory.exists():
+                shutil.rmtree(directory)
+            os.replace(tmp, directory)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # a failed write leaves no partial checkpoint
     return directory
+
+
+def save_torch(obj: Any, path: Path) -> None:
+    """torch.save through a Python file: a full disk is then an OSError (ENOSPC), not torch's
+    RuntimeError that names neither the file nor the cause."""
+    with Path(path).open("wb") as handle:
+        torch.save(obj, handle)
 
 
 def load_checkpoint(directory: Path, model: UNet2DModel) -> Checkpoint:

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from cl_sweeps.checkpoint import save_torch
 from cl_sweeps.config import TrialConfig, num_tasks_of
 from cl_sweeps.prefix_store import PrefixStore
 from cl_sweeps.strategies import strategy_class
@@ -79,7 +80,7 @@ def computed_once(
                 "strategy": config.strategy.name, "seed": config.seed,
                 "train_tflops": train_tflops,
             }
-            if store.publish(key, lambda path: torch.save(payload, path), manifest):
+            if store.publish(key, lambda path: save_torch(payload, path), manifest):
                 log.info("task-0 prefix %s computed and stored in %s", key, store.path(key))
             return metrics
     stored = torch.load(payload_file, map_location="cpu", weights_only=True)

@@ -26,6 +26,7 @@ from typing import Any
 
 from filelock import FileLock
 
+from cl_sweeps.errors import WriteFailed
 from cl_sweeps.integrity import CorruptFile, file_entry, verify_file
 
 log = logging.getLogger(__name__)
@@ -74,9 +75,9 @@ class PrefixStore:
             (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
             os.rename(tmp, self.path(key))
             return True
-        except OSError:
+        except OSError as error:
             if not (self.path(key) / MANIFEST_FILE).is_file():
-                raise
+                raise WriteFailed(self.path(key), error) from None  # a full disk, say
             return False  # the first writer won; ours is the same result
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
