@@ -1,9 +1,11 @@
-"""Per-task metric files next to a run: JSON lines (appended as tasks finish) and Parquet."""
+"""Per-task metric files next to a run (JSON lines and Parquet), and `atomic_write`: the one way
+the package writes a file that a reader may open at any moment (records, spools, caches)."""
 
 from __future__ import annotations
 
 import json
 import os
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,12 +19,19 @@ SAMPLES_DIR = "samples"  # a run's sample grids and class histograms
 CLASS_HISTOGRAMS = "task_{task}_classes.json"  # in SAMPLES_DIR: {"true": [...], "generated": [...]}
 
 
-def atomic_write(path: Path, write: Callable[[Path], Any]) -> Path:
-    """Call write(tmp) on a temporary name next to `path`, then rename: no half-written file."""
+def atomic_write(path: Path, write: Callable[[Path], Any], durable: bool = False) -> Path:
+    """Call write(tmp) on a fresh temporary name next to `path` (unique, so concurrent writers
+    never share one), then rename: a reader sees the old file or the new one, never half of
+    one. `durable`: the bytes reach the disk before the rename (what a crash must not lose,
+    such as trained weights)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    # Not mkstemp: its 0600 mode would survive the rename; the writer creates the file.
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}-{uuid.uuid4().hex[:12]}.tmp{path.suffix}")
     try:
         write(tmp)
+        if durable:
+            with open(tmp, "rb+") as handle:
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

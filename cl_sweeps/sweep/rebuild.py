@@ -7,7 +7,6 @@ ids, and, as every operation is idempotent, each step lands once."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from mlflow.exceptions import MlflowException
@@ -17,6 +16,7 @@ from cl_sweeps import records
 from cl_sweeps.credentials import redact_uri
 from cl_sweeps.errors import UsageError
 from cl_sweeps.records import SweepLayout
+from cl_sweeps.results import atomic_write
 from cl_sweeps.sweep.databases import database_errors
 from cl_sweeps.sweep.driver_lock import hold_driver_lock
 from cl_sweeps.sweep.schema import SweepConfig
@@ -72,11 +72,7 @@ def _send_again(spool: Spool, old: dict, new: dict, state: dict) -> None:
         for key, value in old.items():
             if value is not None and op.get(key) == value:
                 op[key] = new[key]
-    _replace(spool.path, "".join(json.dumps(op, default=str) + "\n" for op in ops))
-    _replace(spool.state_path, json.dumps({"sent": 0, **state}))
-
-
-def _replace(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.rebuild-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    lines = "".join(json.dumps(op, default=str) + "\n" for op in ops)
+    atomic_write(spool.path, lambda tmp: tmp.write_text(lines))
+    sent = json.dumps({"sent": 0, **state})
+    atomic_write(spool.state_path, lambda tmp: tmp.write_text(sent))

@@ -15,6 +15,7 @@ by the driver or by `cl-sweeps sync`. Files, for a spool named `<name>.jsonl`:
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import logging
@@ -25,6 +26,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from cl_sweeps.errors import named_write_errors
+from cl_sweeps.results import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -56,14 +60,25 @@ class Spool:
         return self
 
     def append(self, op: Operation) -> None:
-        """Add an operation (one write of one line, so concurrent appends do not interleave)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        """Add an operation (one write of one line, so concurrent appends do not interleave).
+        A write that fails or is cut short (a full disk) is taken back, so the spool never
+        holds a partial line that the next one would extend, and raises WriteFailed."""
         line = (json.dumps(op, default=str) + "\n").encode()
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, line)
-        finally:
-            os.close(fd)
+        with named_write_errors(self.path):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                size = os.fstat(fd).st_size
+                try:
+                    written = os.write(fd, line)
+                except OSError:
+                    os.ftruncate(fd, size)
+                    raise
+                if written != len(line):
+                    os.ftruncate(fd, size)
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            finally:
+                os.close(fd)
 
     def operations(self) -> list[Operation]:
         """Every complete operation (a line cut short by a crash is not one)."""
@@ -105,9 +120,8 @@ class Spool:
             return True
 
     def _write_state(self, state: State) -> None:
-        tmp = self.state_path.with_name(f".{self.state_path.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(state))
-        os.replace(tmp, self.state_path)
+        text = json.dumps(state)
+        atomic_write(self.state_path, lambda tmp: tmp.write_text(text))
 
     @contextmanager
     def _lock(self, blocking: bool) -> Iterator[bool]:
