@@ -21,7 +21,6 @@ Layout of a sweep's output_dir (see the README's "Sweep output"):
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -31,6 +30,7 @@ from typing import Any
 
 import yaml
 
+from cl_sweeps.hashing import content_hash
 from cl_sweeps.results import METRICS_JSONL, METRICS_PARQUET, atomic_write, write_task_metrics
 
 log = logging.getLogger(__name__)
@@ -140,7 +140,7 @@ class SweepLayout:
 def config_key(params: dict[str, Any]) -> str:
     """Short hash of a trial's parameters without the seed: seed replicas share it."""
     body = {k: v for k, v in params.items() if k != SEED_PARAM}
-    return hashlib.sha1(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    return content_hash(body, 10)
 
 
 @dataclass

@@ -17,7 +17,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("cl_sweeps.metrics", "cl_sweeps.credentials", "cl_sweeps.formatting", "cl_sweeps.results",
      "cl_sweeps.strategies.catalog", "cl_sweeps.data.catalog", "cl_sweeps.errors",
      "cl_sweeps.documents", "cl_sweeps.checkpoint_files", "cl_sweeps.prefix_store",
-     "cl_sweeps.integrity"),
+     "cl_sweeps.integrity", "cl_sweeps.hashing"),
     ("cl_sweeps.config", "cl_sweeps.constraints"),
     ("cl_sweeps.data", "cl_sweeps.diffusion", "cl_sweeps.evaluation", "cl_sweeps.checkpoint",
      "cl_sweeps.strategies", "cl_sweeps.throughput", "cl_sweeps.numerics",

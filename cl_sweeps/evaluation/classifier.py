@@ -21,10 +21,7 @@ import hashlib
 import json
 import logging
 import math
-import os
 import re
-import tempfile
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from pickle import UnpicklingError
@@ -36,6 +33,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from cl_sweeps.errors import UsageError
+from cl_sweeps.hashing import content_hash
+from cl_sweeps.results import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -406,9 +405,9 @@ def file_digest(path: Path) -> str:
 def settings_digest(recipe: TrainingRecipe, weights_digest: str | None) -> str:
     """A short digest of every training setting and the pretrained weights (if any)."""
     augmentation = AUGMENTATION if recipe.augment else None
-    text = json.dumps({**asdict(recipe), "augmentation": augmentation, "weights": weights_digest},
-                      sort_keys=True)
-    return hashlib.sha1(text.encode()).hexdigest()[:10]
+    return content_hash(
+        {**asdict(recipe), "augmentation": augmentation, "weights": weights_digest}, 10
+    )
 
 
 def cache_paths(
@@ -429,20 +428,6 @@ def cache_paths(
         f"__{settings_digest(recipe, weights_digest)}"
     )
     return Path(cache_dir) / f"{stem}.pt", Path(cache_dir) / f"{stem}.json"
-
-
-def _atomic_write(path: Path, write: Callable[[Any], None], mode: str) -> None:
-    """Write through ``write(file)`` to a temp file in the same folder, then rename over path."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, mode) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _load_cached(
@@ -534,7 +519,7 @@ def load_or_train_classifier(
             val_fraction=recipe.val_fraction,
         )
         state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        _atomic_write(path, lambda f: torch.save(state, f), "wb")
+        atomic_write(path, lambda tmp: torch.save(state, tmp), durable=True)
         meta = {
             "cache_key": cache_key,
             "arch": arch,
@@ -545,7 +530,7 @@ def load_or_train_classifier(
             "weights_sha256": weights_digest,
             "test_accuracy": test_accuracy,
         }
-        _atomic_write(sidecar, lambda f: json.dump(meta, f, indent=2), "w")
+        atomic_write(sidecar, lambda tmp: tmp.write_text(json.dumps(meta, indent=2)), durable=True)
         logger.info("Trained classifier %s: test accuracy %.4f", path.name, test_accuracy)
         return TrainedClassifier(model, test_accuracy, arch, path, False,
                                  "backbone" if weights_digest else None)
