@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cl_sweeps.errors import named_write_errors
+
 if TYPE_CHECKING:
     import pyarrow as pa
 
@@ -23,16 +25,18 @@ def atomic_write(path: Path, write: Callable[[Path], Any], durable: bool = False
     """Call write(tmp) on a fresh temporary name next to `path` (unique, so concurrent writers
     never share one), then rename: a reader sees the old file or the new one, never half of
     one. `durable`: the bytes reach the disk before the rename (what a crash must not lose,
-    such as trained weights)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    such as trained weights). A write that fails (a full disk) raises WriteFailed naming
+    `path`; the old file stays as it was and the temporary one is removed."""
     # Not mkstemp: its 0600 mode would survive the rename; the writer creates the file.
     tmp = path.with_name(f".{path.stem}.{os.getpid()}-{uuid.uuid4().hex[:12]}.tmp{path.suffix}")
     try:
-        write(tmp)
-        if durable:
-            with open(tmp, "rb+") as handle:
-                os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        with named_write_errors(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write(tmp)
+            if durable:
+                with open(tmp, "rb+") as handle:
+                    os.fsync(handle.fileno())
+            os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path

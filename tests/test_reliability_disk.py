@@ -5,6 +5,8 @@ would trust: the older files stay as they were and no temporary file is left beh
 from __future__ import annotations
 
 import errno
+import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ import torch
 from diffusers import DDIMScheduler
 from test_reliability_integrity import tiny_unet, two_checkpoints
 
+from cl_sweeps import records
 from cl_sweeps.checkpoint import save_checkpoint
 from cl_sweeps.checkpoint_files import latest_checkpoint, task_checkpoint_dir
 from cl_sweeps.errors import WriteFailed
@@ -72,3 +75,45 @@ def test_a_prefix_that_cannot_be_written_is_not_published(tmp_path: Path) -> Non
     assert_names(error, store.path("k"))
     assert store.payload("k") is None and [p.name for p in tmp_path.iterdir()] == []
     assert store.publish("k", lambda path: torch.save({"a": 1}, path), {"key": "k"})  # space again
+
+
+def test_a_record_that_cannot_be_written_keeps_the_old_one(tmp_path: Path, monkeypatch) -> None:
+    path = tmp_path / "trial" / "status.json"
+    records.write_json(path, {"status": "RUNNING"})
+    monkeypatch.setattr(Path, "write_text", full_disk(Path.write_text))
+    with pytest.raises(WriteFailed) as error:
+        records.write_json(path, {"status": "COMPLETED", "padding": "x" * 100})
+    monkeypatch.undo()
+    assert_names(error, path)
+    assert json.loads(path.read_text()) == {"status": "RUNNING"}
+    assert [p.name for p in path.parent.iterdir()] == ["status.json"]  # no temporary file
+
+
+def test_a_spool_line_cut_short_is_taken_back(tmp_path: Path, monkeypatch) -> None:
+    from cl_sweeps.sweep import spool as spool_module
+    from cl_sweeps.sweep.spool import Spool
+
+    spool = Spool(tmp_path / "mlflow_spool.jsonl")
+    spool.append({"op": "log_metrics", "step": 0})
+    before = spool.path.read_bytes()
+    real_write = os.write
+
+    def half_then_full(fd: int, data: bytes) -> int:
+        return real_write(fd, data[: len(data) // 2])  # a short write: the disk filled up
+
+    monkeypatch.setattr(spool_module.os, "write", half_then_full)
+    with pytest.raises(WriteFailed) as error:
+        spool.append({"op": "log_metrics", "step": 1})
+
+    def no_space(fd: int, data: bytes) -> int:
+        real_write(fd, data[:5])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(spool_module.os, "write", no_space)
+    with pytest.raises(WriteFailed):
+        spool.append({"op": "log_metrics", "step": 1})
+    monkeypatch.undo()
+    assert_names(error, spool.path)
+    assert spool.path.read_bytes() == before
+    spool.append({"op": "log_metrics", "step": 1})  # space again: the next line is whole
+    assert [op["step"] for op in spool.operations()] == [0, 1]
