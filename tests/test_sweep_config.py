@@ -347,3 +347,18 @@ def test_resume_accepts_a_sweep_saved_before_a_key_existed() -> None:
     assert changed_keys(saved, {**resolved, "reuse_actors": False}) == ["reuse_actors"]
     assert changed_keys(saved, {**resolved, "max_failures": 3}) == ["max_failures"]
     assert changed_keys({**saved, "gone": 1}, resolved) == ["gone"]
+
+
+def test_sweep_and_run_file_errors_show_a_value_by_one_rule() -> None:
+    """One formatter of values for both files: secrets redacted, long values cut alike."""
+    from cl_sweeps.config import parse_trial_config, shown_value
+
+    secret, long = "postgresql://u:pw@h/db", "x" * 300
+    for value in (secret, long):
+        with pytest.raises(ConfigError) as sweep_error:
+            parse_sweep_config({"base": {}, "resources_per_trial": {"cpu": value}})
+        with pytest.raises(ConfigError) as run_error:
+            parse_trial_config({"seed": value})
+        assert f"(got {shown_value(value)})" in str(sweep_error.value)
+        assert f"(got {shown_value(value)})" in str(run_error.value)
+        assert "pw" not in str(sweep_error.value) and len(str(sweep_error.value)) < 200

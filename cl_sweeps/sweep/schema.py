@@ -33,6 +33,7 @@ from cl_sweeps.config import (
     load_yaml,
     num_tasks_of,
     set_dotted,
+    shown_value,
 )
 from cl_sweeps.config import _Strict as StrictModel
 from cl_sweeps.constraints import ConstraintBounds
@@ -769,8 +770,9 @@ def _uri_problems(field: str, uri: str, schemes: tuple[str, ...]) -> list[str]:
 
 
 def _format_sweep_error(error: ValidationError) -> str:
-    """Field-named lines; the discriminator tag pydantic adds to search locations is dropped,
-    and URIs in reported values are redacted."""
+    """Field-named lines as config.format_validation_error writes them (values shown, and
+    redacted, by its `shown_value`); the discriminator tag pydantic adds to search locations is
+    dropped and list indices are written [i]."""
     lines = []
     for item in error.errors():
         loc = [f"[{p}]" if isinstance(p, int) else str(p) for p in item["loc"]]
@@ -782,13 +784,7 @@ def _format_sweep_error(error: ValidationError) -> str:
             reason = "unknown key; check the spelling against the documented fields"
         elif item["type"] == "union_tag_invalid" or item["type"] == "union_tag_not_found":
             reason = f"type must be one of {', '.join(SEARCH_TYPES)}"
-        value = item.get("input")
-        shown = repr(value) if not isinstance(value, dict) else "{...}"
-        if len(shown) > 120:
-            shown = shown[:117] + "..."
-        if isinstance(value, str) and "://" in value:
-            shown = repr(redact_uri(value))
-        lines.append(f"{field}: {reason} (got {shown})")
+        lines.append(f"{field}: {reason} (got {shown_value(item.get('input'))})")
     return "\n".join(lines)
 
 
