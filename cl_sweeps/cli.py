@@ -347,7 +347,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     return run_sweep(
         sweep, Path(args.file).read_text(), overrides=args.set, resume=args.resume,
-        address=args.address, verbose=args.verbose,
+        extend=args.extend, address=args.address, verbose=args.verbose,
     )
 
 
@@ -417,9 +417,15 @@ def _add_sweep_command(sub: argparse._SubParsersAction) -> None:
         "--set", action="append", default=[], metavar="KEY=VALUE",
         help="override a non-search key, e.g. --set num_samples=4 --set base.train.lr=1e-4",
     )
-    sweep.add_argument(
+    start = sweep.add_mutually_exclusive_group()
+    start.add_argument(
         "--resume", action="store_true",
         help="continue the sweep in output_dir after its driver died (same file, same --set)",
+    )
+    start.add_argument(
+        "--extend", action="store_true",
+        help="grow the ended sweep in output_dir after raising num_samples or adding seeds: "
+        "only the new (configuration, seed) pairs are trained (docs/growing.md)",
     )
     sweep.add_argument(
         "--address", help="Ray cluster to join (default: RAY_ADDRESS, e.g. inside a Ray job; "

@@ -74,6 +74,8 @@ def test_extend_refuses_changes_that_change_what_a_trial_means() -> None:
            "base": {"train": {"iterations_per_task": 4}, "seed": 0}}
     grown = {**old, "num_samples": 6, "seeds": [0, 1, 2], "max_concurrent_trials": 3}
     assert refused_changes(old, grown) == []
+    moved = {**grown, "base": {**old["base"], "output_dir": "/elsewhere", "device": "cuda"}}
+    assert refused_changes(old, moved) == []  # paths and the device do not change results
     changed = {**grown, "base": {"train": {"iterations_per_task": 5}, "seed": 0}}
     assert refused_changes(old, changed) == ["base.train.iterations_per_task: 4 -> 5"]
     fewer = refused_changes(old, {**old, "num_samples": 2, "seeds": [1]})

@@ -10,7 +10,7 @@ A later --resume restores that newest Tuner.
 What may change: `num_samples` (up, not down), `seeds` (added, none taken away), and the keys
 that do not change what a trial means (how many run at once, failures, budget). Anything else
 would make the new trials unlike the old ones; it is refused with each key's old and new value,
-before anything is written or computed.
+before anything is written or computed. Base paths and the device may differ (INERT_KEYS).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from cl_sweeps import records
 from cl_sweeps.config import ConfigError
 from cl_sweeps.records import SweepLayout
 from cl_sweeps.results import atomic_write
+from cl_sweeps.sweep.layout import TRIAL_PATH_FIELDS
 from cl_sweeps.sweep.schema import SweepConfig
 from cl_sweeps.sweep.space import SearchSpace, num_configurations
 
@@ -29,6 +30,8 @@ from cl_sweeps.sweep.space import SearchSpace, num_configurations
 FREE_KEYS = ("budget", "max_concurrent_trials", "resources_per_trial", "max_failures",
              "reuse_actors")
 MISSING = "<absent>"
+# Base keys that do not change a trial's results: where it writes and reads, and the device.
+INERT_KEYS = (*TRIAL_PATH_FIELDS, "device")
 
 
 def differences(old: Any, new: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
@@ -42,6 +45,11 @@ def differences(old: Any, new: Any, prefix: str = "") -> list[tuple[str, Any, An
     return [] if old == new else [(prefix, old, new)]
 
 
+def under(key: str, keys: tuple[str, ...]) -> bool:
+    """`key` is one of `keys` or inside one of them."""
+    return any(key == k or key.startswith(k + ".") for k in keys)
+
+
 def seed_list(resolved: dict[str, Any]) -> list[int]:
     return list(resolved.get("seeds") or [(resolved.get("base") or {}).get("seed")])
 
@@ -52,6 +60,7 @@ def refused_changes(saved: dict[str, Any], resolved: dict[str, Any]) -> list[str
         f"{key}: {old!r} -> {new!r}"
         for key, old, new in differences(saved, resolved)
         if key.split(".")[0] not in ("num_samples", "seeds", *FREE_KEYS)
+        and not under(key, tuple(f"base.{k}" for k in INERT_KEYS))
     ]
     old_seeds, new_seeds = seed_list(saved), seed_list(resolved)
     dropped = [s for s in old_seeds if s not in new_seeds]
@@ -106,3 +115,13 @@ def write_extension(
     state = {**state, "config_hash": digest, "extended": grown}
     records.write_json(layout.state, state)
     return state
+
+
+def grow_output(
+    layout: SweepLayout, sweep: SweepConfig, space: SearchSpace, resolved: dict[str, Any],
+    digest: str, file_text: str, overrides: list[str],
+) -> dict[str, Any]:
+    """--extend's output_dir: checked (nothing written if refused), then rewritten for the grown
+    sweep; the sweep state (parent run id kept)."""
+    state = check_extension(layout, resolved)
+    return write_extension(layout, sweep, space, resolved, digest, file_text, overrides, state)

@@ -285,6 +285,11 @@ def build_searcher(
     """OptunaSearch over the define-by-run space (the grid enqueued for grid search, less the
     points `prior` holds); the study is taught the known configurations it lacks."""
     prior = prior or Prior()
+    seed = sweep.search_algorithm.seed
+    if prior.configurations and seed is not None:  # the same seed would propose the old ones
+        algorithm = sweep.search_algorithm.model_copy(
+            update={"seed": seed + len(prior.configurations)})
+        sweep = sweep.model_copy(update={"search_algorithm": algorithm})
     metrics = [o.metric for o in sweep.objectives]
     modes = [o.mode for o in sweep.objectives]
     single = len(metrics) == 1

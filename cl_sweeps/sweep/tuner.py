@@ -38,6 +38,7 @@ from cl_sweeps.prefix_store import PrefixStore
 from cl_sweeps.records import SweepLayout
 from cl_sweeps.results import atomic_write
 from cl_sweeps.sweep import budget as budgets
+from cl_sweeps.sweep import warm_start
 from cl_sweeps.sweep.budget_stop import budget_stopper
 from cl_sweeps.sweep.console import QuietConsole, quiet_logs, quiet_ray_output
 from cl_sweeps.sweep.constraints import judge_configuration
@@ -46,13 +47,15 @@ from cl_sweeps.sweep.dashboard import SweepDashboard, ended_trials
 from cl_sweeps.sweep.databases import database_errors
 from cl_sweeps.sweep.driver_lock import hold_driver_lock
 from cl_sweeps.sweep.entry import run_trial
+from cl_sweeps.sweep.extend import grow_output
 from cl_sweeps.sweep.heartbeat import BEAT_EVERY_S, write_beat
 from cl_sweeps.sweep.layout import base_directory, with_absolute_paths
 from cl_sweeps.sweep.moasha import MOASHA, MOASHAScheduler, rung_levels
 from cl_sweeps.sweep.plan import SweepPlan
+from cl_sweeps.sweep.prior import Prior
 from cl_sweeps.sweep.schema import SweepConfig, store_uri_problems
 from cl_sweeps.sweep.searcher import build_searcher
-from cl_sweeps.sweep.signals import StopSignals
+from cl_sweeps.sweep.signals import StopSignals, kill_point
 from cl_sweeps.sweep.space import SearchSpace
 from cl_sweeps.sweep.tracking import (
     TRACKING_ENV,
@@ -391,8 +394,13 @@ def trial_name(trial: Any) -> str:
     return f"{trial.config.get('strategy.name', 'trial')}_{trial.trial_id}"
 
 
-def make_tuner(plan: SweepPlan, context: SweepContext, resume: bool) -> tune.Tuner:
+def make_tuner(
+    plan: SweepPlan, context: SweepContext, resume: bool, prior: Prior | None = None
+) -> tune.Tuner:
+    """Tune restored (--resume), or a new Tuner whose searcher starts from `prior`, the pairs
+    the records already hold (a fresh sweep: none; --extend and warm_start: sweep/prior.py)."""
     sweep = plan.sweep
+    prior = prior or Prior()
     resources = {"cpu": sweep.resources_per_trial.cpu, "gpu": sweep.resources_per_trial.gpu}
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, context=context), resources
@@ -405,9 +413,9 @@ def make_tuner(plan: SweepPlan, context: SweepContext, resume: bool) -> tune.Tun
     if resume:
         log.info("--resume: no Ray Tune experiment at %s yet; starting it", experiment)
     tune_config = tune.TuneConfig(
-        search_alg=build_searcher(sweep, plan.space),
+        search_alg=build_searcher(sweep, plan.space, prior),
         scheduler=make_scheduler(plan),
-        num_samples=plan.trials,
+        num_samples=prior.trials_to_run(plan.configurations, list(plan.seeds)),
         max_concurrent_trials=sweep.max_concurrent_trials,
         reuse_actors=sweep.reuse_actors,
         trial_dirname_creator=trial_dirname,
@@ -462,11 +470,13 @@ def run_sweep(
     *,
     overrides: list[str] | None = None,
     resume: bool = False,
+    extend: bool = False,
     address: str | None = None,
     verbose: bool = False,
 ) -> int:
-    """Run (or resume) a validated sweep to the end; print and return an exit status. Quiet by
-    default (sweep/console.py); `verbose` shows Ray's full output and every INFO log."""
+    """Run (or resume, or grow: sweep/extend.py) a validated sweep to the end; print and return
+    an exit status. Quiet by default (sweep/console.py); `verbose` shows Ray's full output and
+    every INFO log."""
     if not verbose:
         quiet_logs()
         quiet_ray_output()
@@ -477,25 +487,39 @@ def run_sweep(
     plan = SweepPlan(sweep)
     layout = plan.layout
     check_tracking_environment(sweep)
-    if not resume:
+    fresh = not resume and not extend
+    if fresh:
         refuse_foreign_directory(layout)
     ensure_writable(layout.root, "output_dir")
     _lock = hold_driver_lock(layout)  # held until run_sweep returns or the process dies
-    if not resume:
+    if fresh:
         refuse_existing_sweep(layout)
     write_beat(layout, time.time())  # names this driver to a second one
     if "://" not in sweep.storage_path:
         ensure_writable(sweep.storage_path, "storage_path")
-    check_optuna_study(sweep, resume)
-    state = prepare_output(layout, sweep, plan.space, file_text, overrides or [], resume)
+    check_optuna_study(sweep, not fresh)
+    sources = warm_start.check_sources(sweep) if fresh else []  # before anything is written
+    if extend:
+        resolved = resolved_config(sweep)
+        state = grow_output(layout, sweep, plan.space, resolved, _canonical_hash(resolved),
+                            file_text, overrides or [])
+    else:
+        state = prepare_output(layout, sweep, plan.space, file_text, overrides or [], resume)
+    if sources:
+        print(warm_start.warm_start_line(warm_start.import_trials(sweep, layout, sources)),
+              flush=True)
+    prior = Prior.from_records(layout, sweep)
+    trials = state.get("trials_to_run", plan.trials) if resume else prior.trials_to_run(
+        plan.configurations, list(plan.seeds))
+    done = f" ({prior.pairs()} trials already done)" if prior.pairs() and not resume else ""
     uri, source = resolve_tracking_uri(sweep, layout)
-    trials = plan.trials
-    print(f"sweep {sweep.name!r}: {trials} trials -> {layout.root}", flush=True)
-    with undone_if_failed(layout, fresh=not resume), database_errors(tracking_field(source), uri):
+    print(f"sweep {sweep.name!r}: {trials} trials{done} -> {layout.root}", flush=True)
+    with undone_if_failed(layout, fresh=fresh), database_errors(tracking_field(source), uri):
         tracking = start_sweep_run(sweep, layout, state.get("parent_run_id"))
     print(f"MLflow: {mlflow_ui_command(uri, tracking.experiment_id)}", flush=True)
     records.write_json(layout.state, {**state, "parent_run_id": tracking.parent_run_id,
-                                      "experiment_id": tracking.experiment_id})
+                                      "experiment_id": tracking.experiment_id,
+                                      "trials_to_run": trials})
     tracker = SweepTracker.for_sweep(tracking, layout)
     if resume and tracker.adopt_pending_trials():
         print("MLflow: sending what the interrupted sweep had not sent yet", flush=True)
@@ -514,12 +538,16 @@ def run_sweep(
     )
     quiet_known_noise()
     write_beat(layout, time.time())  # a resumed sweep is alive again before Ray is up
+    if trials == 0 and not resume:  # the records hold every pair: no Ray, only the summary
+        build_searcher(sweep, plan.space, prior)  # the Optuna study learns the known ones
+        return finish(plan, tracker, uri, interrupted=False)
     init_ray(address, verbose)
+    kill_point("ray_started")  # tests only (sweep/signals.py)
     stop.install()  # again: Ray installs its own SIGTERM handler
     warn_if_storage_not_shared(sweep, uri)
     stop.graceful = True
     try:
-        results = make_tuner(plan, context, resume).fit()
+        results = make_tuner(plan, context, resume, prior).fit()
     except KeyboardInterrupt:  # a second stop signal: at once
         tracker.finish("KILLED", {}, None)
         close_tracking(tracker, layout)
@@ -529,6 +557,7 @@ def run_sweep(
         tracker.finish("FAILED", {}, None)
         close_tracking(tracker, layout)
         raise
+    kill_point("experiment_end")
     ended = results.num_terminated + results.num_errors
     by_budget = sweep.budget is not None and budgets.read_state(layout).get("ended")
     interrupted = ended < len(results) or (len(results) < trials and not by_budget)
@@ -630,12 +659,14 @@ def finish(plan: SweepPlan, tracker: SweepTracker, uri: str, interrupted: bool) 
     counts = Counter(record.status for record in trials)
     listed = ", ".join(f"{n} {status.lower()}" for status, n in sorted(counts.items()))
     print(f"\nSweep {sweep.name!r}: {len(trials)} trials ({listed or 'none'})", flush=True)
-    compute = report_compute(plan, trials, tracker)
+    compute = report_compute(plan, warm_start.spent_here(trials, layout), tracker)
+    warm = warm_start.read_summary(layout)
     budget = budgets.sweep_summary(sweep, layout)
     if budget is not None:
         print(f"\n{budgets.summary_line(budget)}", flush=True)
     print_summary(sweep, layout, tracker, {"compute": compute,
-                                           **({"budget": budget} if budget else {})})
+                                           **({"budget": budget} if budget else {}),
+                                           **({"warm_start": warm} if warm else {})})
     tags = {f"trials_{k.lower()}": str(v) for k, v in counts.items()}
     tracker.finish("KILLED" if interrupted else "FINISHED", tags, layout.best)
     close_tracking(tracker, layout)

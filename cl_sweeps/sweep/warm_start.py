@@ -23,13 +23,10 @@ from cl_sweeps import records
 from cl_sweeps.config import ConfigError, set_dotted
 from cl_sweeps.records import COMPLETED, SEED_PARAM, SweepLayout, TrialRecord
 from cl_sweeps.results import METRICS_JSONL, METRICS_PARQUET
-from cl_sweeps.sweep.extend import differences
-from cl_sweeps.sweep.layout import TRIAL_PATH_FIELDS
+from cl_sweeps.sweep.extend import INERT_KEYS, differences, under
 from cl_sweeps.sweep.schema import SweepConfig
 from cl_sweeps.sweep.space import SearchSpace, expected_tasks
 
-# Base keys that do not change a trial's results: where it writes and reads, and the device.
-INERT_KEYS = (*TRIAL_PATH_FIELDS, "device")
 COPIED = (METRICS_JSONL, METRICS_PARQUET, records.STATUS_FILE, "samples")
 ORIGIN_FILE = "origin.json"
 WARM_START_FILE = "warm_start.json"
@@ -53,13 +50,9 @@ def dotted(data: dict[str, Any], key: str) -> Any:
     return node
 
 
-def _under(key: str, keys: list[str] | tuple[str, ...]) -> bool:
-    return any(key == k or key.startswith(k + ".") for k in keys)
-
-
 def _free(key: str, sweep: SweepConfig) -> bool:
     """A base key that may differ: inert, a seed key, or set by a search parameter."""
-    return _under(key, (*INERT_KEYS, *sweep.seed_keys, *(sweep.field_of(k) for k in sweep.search)))
+    return under(key, (*INERT_KEYS, *sweep.seed_keys, *(sweep.field_of(k) for k in sweep.search)))
 
 
 def check_sources(sweep: SweepConfig) -> list[Source]:
@@ -114,7 +107,7 @@ def proposable_fields(space: SearchSpace, full: dict[str, Any]) -> dict[str, Any
             return None
     fields = space.to_fields(trial.params)
     mine = full_config(sweep.base.model_dump(mode="json"), fields)
-    if any(not _under(key, (*INERT_KEYS, *sweep.seed_keys))
+    if any(not under(key, (*INERT_KEYS, *sweep.seed_keys))
            for key, _, _ in differences(full, mine)):
         return None
     return fields
@@ -127,7 +120,8 @@ def import_trials(sweep: SweepConfig, layout: SweepLayout, sources: list[Source]
     space = SearchSpace(sweep)
     seeds = set(sweep.seed_list())
     have: set[tuple[str, int]] = set()
-    summary: dict[str, Any] = {"sources": [], "trials": 0, "train_tflops": 0.0}
+    summary: dict[str, Any] = {"sources": [], "trials": 0, "train_tflops": 0.0,
+                               "trial_ids": []}
     for source in sources:
         counts = {"source": str(source.root), "imported": 0, "not_proposable": 0, "other": 0}
         for record in source.trials:
@@ -144,6 +138,7 @@ def import_trials(sweep: SweepConfig, layout: SweepLayout, sources: list[Source]
             copy_trial(source.root, layout, record, fields, sweep)
             counts["imported"] += 1
             summary["trials"] += 1
+            summary["trial_ids"].append(record.trial_id)
             summary["train_tflops"] += record.final.get("train_tflops", 0.0) - record.final.get(
                 "reused_train_tflops", 0.0)
         summary["sources"].append(counts)
@@ -178,3 +173,14 @@ def warm_start_line(summary: dict[str, Any]) -> str:
     sources = ", ".join(f"{s['imported']} from {s['source']}" for s in summary["sources"])
     return (f"warm start: {summary['trials']} trials imported, not trained again ({sources}); "
             f"{summary['train_tflops']:.4g} training TFLOPs reused")
+
+
+def read_summary(layout: SweepLayout) -> dict[str, Any] | None:
+    """What a warm start imported into this sweep (None: it was not warm-started)."""
+    return records.read_json_mapping(layout.root / WARM_START_FILE)
+
+
+def spent_here(trials: list[TrialRecord], layout: SweepLayout) -> list[TrialRecord]:
+    """The trials this sweep trained itself (the imported ones left out)."""
+    imported = set((read_summary(layout) or {}).get("trial_ids") or [])
+    return [t for t in trials if t.trial_id not in imported]
