@@ -242,6 +242,10 @@ class StrategyConfig(_Strict):
         "task's parameters."
     )
     mas_lambda: float = Field(default=1.0, ge=0.0, description="MAS penalty weight.")
+    lora_rank: int = Field(default=8, gt=0, description="lora: rank r of each task's adapters.")
+    lora_alpha: float = Field(
+        default=8.0, gt=0.0, description="lora: adapter scale α (the update is (α/r)·BA)."
+    )
     teacher: Literal["frozen", "ema"] = Field(
         default="frozen",
         description="Teacher strategies: the copy of the model at the end of the previous task "

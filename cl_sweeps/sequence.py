@@ -248,6 +248,8 @@ class Engine:
     def end_task(self, task_index: int) -> None:
         self.context.task_index = task_index
         self.strategy.end_task(self.model, task_index, self.stream.train[task_index])
+        if self.strategy.fresh_optimizer:  # the parameters that train changed (see Strategy)
+            self.optimizer = self.throughput.optimizer(self.model, self.config.train.lr)
         self.context.teacher = None
 
     def fit_task(self, task_index: int, progress: bool) -> None:
@@ -266,6 +268,9 @@ class Engine:
                 classifier.train_task(
                     task_index, self.stream.train, frozen, minibatches, self.throughput.autocast
                 )
+        self.strategy.begin_task(self.model, task_index)
+        if self.strategy.fresh_optimizer:
+            self.optimizer = self.throughput.optimizer(self.model, cfg.train.lr)
         data = self.strategy.training_set(
             task_index, self.stream.train[task_index], self.stream.train[:task_index]
         )
@@ -322,7 +327,8 @@ class Engine:
                 metrics[task_metric(M.DENOISE_LOSS_TASK, k)] = value
                 losses.append(value)
             metrics[M.DENOISE_LOSS] = sum(losses) / len(losses)
-            metrics.update(self.evaluator(self.model, task_index, self.sample_dir))
+            generator = self.strategy.generation_model(self.model)  # ensemble: task members
+            metrics.update(self.evaluator(generator, task_index, self.sample_dir))
             if self.classifier is not None:
                 metrics.update(self.classifier.evaluate(
                     task_index, self.stream.test, self.stream.seen_validation(task_index)))

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler, UNet2DModel
+from torch import nn
 
 from cl_sweeps.config import NUM_TRAIN_TIMESTEPS, StrategyConfig
 from cl_sweeps.data.sources import ImageSet
@@ -63,6 +64,11 @@ class Strategy:
     # checks every strategy that says so.
     shares_task0: ClassVar[bool] = False
     knobs: ClassVar[tuple[str, ...]] = ()  # StrategyConfig fields it reads: the module's KNOBS
+    # True if begin_task/end_task change which parameters train (adapters added or removed, the
+    # model re-initialised): the engine then builds a fresh optimiser after each of them, so an
+    # optimiser never holds the state of parameters that are gone and a checkpoint's optimiser
+    # state matches a freshly built model's.
+    fresh_optimizer: ClassVar[bool] = False
 
     def __init__(self, config: StrategyConfig, context: TrainingContext):
         self.config = config
@@ -72,6 +78,10 @@ class Strategy:
     def training_set(self, task_index: int, current: ImageSet, previous: list[ImageSet]) -> ImageSet:
         """The real images to iterate over in this task (default: the current task only)."""
         return current
+
+    def begin_task(self, model: UNet2DModel, task_index: int) -> None:
+        """Called before a task's first iteration (the ensemble re-initialises the model here,
+        C-LoRA adds the task's adapter)."""
 
     def loss(self, model: UNet2DModel, batch: ImageSet) -> LossOutput:
         raise NotImplementedError
@@ -85,6 +95,12 @@ class Strategy:
 
     def end_task(self, model: UNet2DModel, task_index: int, current: ImageSet) -> None:
         """Called once a task's training is done, before evaluation and the checkpoint."""
+
+    def generation_model(self, model: UNet2DModel) -> nn.Module:
+        """The module evaluation samples from: the trained model, or, for strategies that keep
+        one model per task (ensemble, C-LoRA), a module that generates each sample with its
+        task's model (cl_sweeps/strategies/members.py)."""
+        return model
 
     def state_dict(self) -> dict[str, Any]:
         """Strategy state that must survive a checkpoint (e.g. a replay memory)."""
