@@ -166,6 +166,7 @@ def test_clog_summaries_on_a_hand_made_matrix() -> None:
     # no task improves after it is learned: FR equals our forgetting
     steady = [{0: 10.0}, {0: 15.0, 1: 12.0}, {0: 20.0, 1: 14.0, 2: 11.0}]
     assert average_incremental_quality(steady) == pytest.approx((10 + 13.5 + 15) / 3)
+    assert fid_avg(steady[-1]) == pytest.approx((20 + 14 + 11) / 3)  # afq: the last row's mean
     assert forgetting_rate(steady) == pytest.approx(((20 - 10) + (14 - 12)) / 2)
     assert forgetting_rate(steady) == pytest.approx(forgetting(steady))
     # task 0 improves while task 1 is learned (FID 8 < 10): FR measures from the best value

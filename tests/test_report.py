@@ -91,3 +91,23 @@ def test_teacher_steps_not_searched_come_from_the_resolved_sweep_base(tmp_path: 
     table = report_table(compute_frontier(SweepSource(records)).trials,
                          uses_teacher_steps=uses_steps, default_teacher_steps=10)
     assert table.column("teacher_steps").to_pylist() == [None, 10]
+
+
+def test_clog_summaries_are_shown_where_trials_reported_them() -> None:
+    from cl_sweeps.frontier.report import report_selection
+
+    def trials(final: dict[str, float]):
+        records = [TrialRecord(f"t{seed}", "k", seed, "COMPLETED",
+                               params={"strategy.name": "lora"},
+                               final={"train_tflops": 1.0, "fid_final": 40.0 + seed, **final},
+                               tasks_done=1) for seed in (0, 1)]
+        return compute_frontier(SweepSource(records)).trials
+
+    older = trials({})
+    assert report_selection(older)[0] == ("fid_final", "kld", "forgetting", "train_tflops")
+    newer = trials({"aiq": 30.0, "afq": 41.0, "fr": 2.5})
+    metrics, select_by = report_selection(newer)
+    assert metrics[-3:] == ("aiq", "afq", "fr") and select_by == "fid_final"
+    text = report_markdown(report_table(newer, metrics, select_by), metrics, select_by)
+    assert "| train TFLOPs | aiq | afq | fr |" in text
+    assert "| lora | – | 2 | 40.5 ± 0.7071 | – | – | 1 ± 0 | 30 ± 0 | 41 ± 0 | 2.5 ± 0 |" in text

@@ -25,15 +25,25 @@ REPORT_METRICS = ("fid_final", "kld", "forgetting", "train_tflops")
 VALIDATION_METRICS = ("fid_final_val", "kld_val")  # with a split: chosen on, shown first
 CLASSIFIER_METRICS = ("accuracy_final", "accuracy_forgetting")  # with classifier_replay on
 CLASSIFIER_VALIDATION_METRICS = ("accuracy_final_val",)  # with both: beside the other *_val
+CLOG_METRICS = ("aiq", "afq", "fr")  # CLoG's FID summaries, where reported
+
+
+def clog_metrics(trials: pa.Table) -> tuple[str, ...]:
+    """CLoG's aiq, afq and fr, those that some trial reported (sweeps recorded before they
+    existed have none)."""
+    return tuple(m for m in CLOG_METRICS
+                 if m in trials.column_names and trials.column(m).null_count < trials.num_rows)
 
 
 def report_selection(trials: pa.Table) -> tuple[tuple[str, ...], str]:
     """(metrics, select_by): with a validation split, each row's configuration is chosen on
-    fid_final_val and the test metrics beside it report the choice; else on fid_final. The
+    fid_final_val and the test metrics beside it report the choice; else on fid_final. CLoG's
+    aiq, afq and fr follow the paper's metrics where trials reported them; the
     classifier's accuracy is shown where a trial measured it (classifier_replay), on
     validation too where it has a split."""
     columns = trials.column_names
-    shown = REPORT_METRICS + tuple(m for m in CLASSIFIER_METRICS if m in columns)
+    shown = REPORT_METRICS + clog_metrics(trials)
+    shown += tuple(m for m in CLASSIFIER_METRICS if m in columns)
     if VALIDATION_METRICS[0] in columns:
         validation = VALIDATION_METRICS + tuple(
             m for m in CLASSIFIER_VALIDATION_METRICS if m in columns)
@@ -45,7 +55,7 @@ TEACHER_STEPS = "strategy.teacher_steps"
 STRATEGY_ORDER = (
     "naive", "cumulative", "er", "ewc", "si", "generative_replay", "generative_distillation",
     "partial_generation_distillation", "intermediate_distillation", "lwf_distillation",
-    "gaussian_distillation",
+    "gaussian_distillation", "l2", "mas", "agem", "ensemble", "lora",
 )
 HEADER_NAMES = {"train_tflops": "train TFLOPs", "teacher_steps": "teacher steps"}
 
