@@ -13,7 +13,7 @@ from helpers import TINY_TASKS, tiny_sweep
 
 from cl_sweeps import records
 from cl_sweeps.config import ConfigError
-from cl_sweeps.sweep.extend import refused_changes
+from cl_sweeps.sweep.extend import check_extension, grow_output, refused_changes
 from cl_sweeps.sweep.prior import Prior
 from cl_sweeps.sweep.schema import parse_sweep_config
 from cl_sweeps.sweep.searcher import build_searcher
@@ -106,3 +106,30 @@ def test_warm_start_imports_proposable_trials_and_refuses_another_base(tmp_path:
                            "train": {"iterations_per_task": 5, "batch_size": 16}})
     with pytest.raises(ConfigError, match=r"base.train.iterations_per_task = 4, this sweep has 5"):
         check_sources(other)
+
+
+def test_extend_may_add_search_values_in_a_new_study_taught_the_known_ones(tmp_path: Path) -> None:
+    grid = {"search": {"strategy.name": ["naive", "cumulative"]}, "search_algorithm": "grid",
+            "num_samples": None}
+    old = sweep_of(tmp_path, **grid)
+    layout = records.SweepLayout(tmp_path)
+    records.write_yaml(layout.resolved, old.model_dump(mode="json"))
+    records.write_json(layout.state, {"name": "grow", "parent_run_id": "p"})
+    write_trial(tmp_path, "a", {"strategy.name": "naive"}, seed=3, fid=9.0)
+    write_trial(tmp_path, "b", {"strategy.name": "cumulative"}, seed=3, fid=5.0)
+    grown = sweep_of(tmp_path, **{**grid, "search": {"strategy.name": ["naive", "cumulative",
+                                                                       "er"]}})
+    space = SearchSpace(grown)
+    resolved = grown.model_dump(mode="json")
+    state = grow_output(layout, grown, space, resolved, "h", "text", [])
+    assert state["study_name"] == "grow-extended-1" and state["parent_run_id"] == "p"
+    prior = Prior.from_records(layout, grown, state["study_name"])
+    searcher = build_searcher(grown, space, prior)
+    assert searcher.suggest("t") == {"strategy.name": "er", "seed": 3}
+    assert searcher.inner._ot_study.study_name == "grow-extended-1"
+    told = searcher.inner._ot_study.get_trials(states=[optuna.trial.TrialState.COMPLETE])
+    assert sorted(t.values[0] for t in told) == [5.0, 9.0]
+    shrunk = sweep_of(tmp_path, **{**grid, "search": {"strategy.name": ["cumulative", "er"]}})
+    with pytest.raises(ConfigError, match=r"search: \{'strategy.name': 'naive'\} ran, and the "
+                       "new search cannot propose it"):
+        check_extension(layout, shrunk.model_dump(mode="json"), shrunk, SearchSpace(shrunk))

@@ -7,8 +7,12 @@ every earlier trial; `load_if_exists`) and MLflow parent run; its searcher is gi
 records hold (sweep/prior.py) and starts only the (configuration, seed) pairs they lack.
 A later --resume restores that newest Tuner.
 
-What may change: `num_samples` (up, not down), `seeds` (added, none taken away), and the keys
-that do not change what a trial means (how many run at once, failures, budget). Anything else
+What may change: `num_samples` (up, not down), `seeds` (added, none taken away), the values of
+the search's parameters (choices added, ranges widened: every configuration run so far must stay
+in the space), and the keys that do not change what a trial means (how many run at once,
+failures, budget). Optuna's storage cannot change a categorical parameter's choices within a
+study, so a grown search continues in a new study `<name>-extended-<n>` of the same storage,
+taught every known configuration as a finished trial (sweep/prior.py). Anything else
 would make the new trials unlike the old ones; it is refused with each key's old and new value,
 before anything is written or computed. Base paths and the device may differ (INERT_KEYS).
 """
@@ -23,6 +27,7 @@ from cl_sweeps.config import ConfigError
 from cl_sweeps.records import SweepLayout
 from cl_sweeps.results import atomic_write
 from cl_sweeps.sweep.layout import TRIAL_PATH_FIELDS
+from cl_sweeps.sweep.prior import Prior, optuna_params
 from cl_sweeps.sweep.schema import SweepConfig
 from cl_sweeps.sweep.space import SearchSpace, num_configurations
 
@@ -59,9 +64,13 @@ def refused_changes(saved: dict[str, Any], resolved: dict[str, Any]) -> list[str
     lines = [
         f"{key}: {old!r} -> {new!r}"
         for key, old, new in differences(saved, resolved)
-        if key.split(".")[0] not in ("num_samples", "seeds", *FREE_KEYS)
+        if key.split(".")[0] not in ("num_samples", "seeds", "search", *FREE_KEYS)
         and not under(key, tuple(f"base.{k}" for k in INERT_KEYS))
     ]
+    old_keys, new_keys = list(saved.get("search") or {}), list(resolved.get("search") or {})
+    if old_keys != new_keys:
+        lines.append(f"search: parameters {old_keys} -> {new_keys} (their values may grow; "
+                     "parameters may not be added, removed or reordered)")
     old_seeds, new_seeds = seed_list(saved), seed_list(resolved)
     dropped = [s for s in old_seeds if s not in new_seeds]
     if dropped:
@@ -73,7 +82,22 @@ def refused_changes(saved: dict[str, Any], resolved: dict[str, Any]) -> list[str
     return lines
 
 
-def check_extension(layout: SweepLayout, resolved: dict[str, Any]) -> dict[str, Any]:
+def search_grown(layout: SweepLayout, resolved: dict[str, Any]) -> bool:
+    saved = records.read_yaml_mapping(layout.resolved) or {}
+    return saved.get("search") != resolved.get("search")
+
+
+def outside_space(layout: SweepLayout, sweep: SweepConfig, space: SearchSpace) -> list[str]:
+    """The known configurations the grown search space cannot propose (one line each)."""
+    prior = Prior.from_records(layout, sweep)
+    return [f"search: {known.fields} ran, and the new search cannot propose it (values may be "
+            "added to the search, not taken away)"
+            for known in prior.configurations.values() if optuna_params(space, known.fields) is None]
+
+
+def check_extension(
+    layout: SweepLayout, resolved: dict[str, Any], sweep: SweepConfig, space: SearchSpace
+) -> dict[str, Any]:
     """The saved sweep state, once the sweep in output_dir can be grown into `resolved`;
     ConfigError (exit 2) naming every refused key otherwise."""
     if not layout.state.is_file():
@@ -87,10 +111,12 @@ def check_extension(layout: SweepLayout, resolved: dict[str, Any]) -> dict[str, 
             f"({', '.join(running[:3])}); finish the sweep with --resume first, then --extend")
     saved = records.read_yaml_mapping(layout.resolved) or {}
     refused = refused_changes(saved, resolved)
+    if not refused and search_grown(layout, resolved):
+        refused = outside_space(layout, sweep, space)[:5]
     if refused:
         raise ConfigError(
-            "--extend: the sweep may only raise num_samples, add seeds or change "
-            f"{', '.join(FREE_KEYS)}; it differs from the one in {layout.resolved} in:\n  "
+            "--extend: the sweep may only raise num_samples, add seeds, add values to the "
+            f"search or change {', '.join(FREE_KEYS)}; it differs from the one in {layout.resolved} in:\n  "
             + "\n  ".join(refused) + "\nstart a new sweep (another name or output_dir) for that")
     return records.read_json_mapping(layout.state) or {}
 
@@ -102,6 +128,7 @@ def write_extension(
     """The grown sweep becomes the sweep of output_dir (what --resume and every reader use);
     the file it grew from is kept as sweep.<n>.yaml, and state.json lists each growth."""
     grown = list(state.get("extended") or [])
+    new_study = search_grown(layout, resolved)
     kept = layout.root / f"sweep.{len(grown) + 1}.yaml"
     if layout.sweep_file.is_file():
         kept.write_text(layout.sweep_file.read_text())
@@ -112,7 +139,8 @@ def write_extension(
     records.write_json(layout.search_space, space.describe())
     grown.append({"time": time.time(), "previous_file": kept.name,
                   "configurations": num_configurations(sweep), "seeds": sweep.seed_list()})
-    state = {**state, "config_hash": digest, "extended": grown}
+    study = {"study_name": f"{sweep.name}-extended-{len(grown)}"} if new_study else {}
+    state = {**state, "config_hash": digest, "extended": grown, **study}
     records.write_json(layout.state, state)
     return state
 
@@ -123,5 +151,5 @@ def grow_output(
 ) -> dict[str, Any]:
     """--extend's output_dir: checked (nothing written if refused), then rewritten for the grown
     sweep; the sweep state (parent run id kept)."""
-    state = check_extension(layout, resolved)
+    state = check_extension(layout, resolved, sweep, space)
     return write_extension(layout, sweep, space, resolved, digest, file_text, overrides, state)

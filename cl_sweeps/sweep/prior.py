@@ -63,14 +63,17 @@ class Prior:
     """The configurations a sweep's records hold, keyed by config key."""
 
     configurations: dict[str, KnownConfiguration] = field(default_factory=dict)
+    study_name: str | None = None  # the Optuna study, when not the sweep's name (sweep/extend.py)
 
     @classmethod
-    def from_records(cls, layout: SweepLayout, sweep: SweepConfig) -> Prior:
+    def from_records(
+        cls, layout: SweepLayout, sweep: SweepConfig, study_name: str | None = None
+    ) -> Prior:
         """Every ended trial of the records whose seed is one of the sweep's seeds."""
         metrics = [o.metric for o in sweep.objectives]
         extra = constraint_metrics(constraints_from(sweep.constraints))
         seeds = set(sweep.seed_list())
-        prior = cls()
+        prior = cls(study_name=study_name)
         for record in records.read_trials(layout.trials):
             if record.status not in (COMPLETED, PRUNED, FAILED) or record.seed not in seeds:
                 continue

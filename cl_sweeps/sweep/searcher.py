@@ -298,7 +298,7 @@ def build_searcher(
         metric=metrics[0] if single else metrics,
         mode=modes[0] if single else modes,
         sampler=make_sampler(sweep),
-        study_name=sweep.name,
+        study_name=prior.study_name or sweep.name,
         storage=optuna_storage(sweep),
         points_to_evaluate=new_grid_points(space, prior) if sweep.search_algorithm.name == "grid"
         else None,

@@ -508,7 +508,7 @@ def run_sweep(
     if sources:
         print(warm_start.warm_start_line(warm_start.import_trials(sweep, layout, sources)),
               flush=True)
-    prior = Prior.from_records(layout, sweep)
+    prior = Prior.from_records(layout, sweep, state.get("study_name"))
     trials = state.get("trials_to_run", plan.trials) if resume else prior.trials_to_run(
         plan.configurations, list(plan.seeds))
     done = f" ({prior.pairs()} trials already done)" if prior.pairs() and not resume else ""
