@@ -14,9 +14,16 @@ Layout of a sweep's output_dir (see the README's "Sweep output"):
     search_space.json  sweep_state.json  best_trials.json  mlflow.db  optuna.db  mlartifacts/
     ray/
     frontier/                tables, plots and summary of the end-of-sweep frontier
+    budget.json              the driver's clock and why a budget ended the sweep
+    mlflow_spool.jsonl       the parent run's MLflow operations, spooled (sweep/spool.py)
     trials/<trial_id>/       params.json  status.json  metrics.jsonl  metrics.parquet
+                             events.jsonl (the trial's own log)  mlflow_spool.jsonl
                              feasibility.json (with `constraints:`, once its configuration ended)
                              stop_reason.json (stopped by a hard budget)
+                             divergence.json (why it failed for good: a non-finite value)
+
+Every path of that layout is a property of `SweepLayout` or `TrialLayout`; no other module
+spells a file name of it (tests/test_layout_paths.py).
 """
 
 from __future__ import annotations
@@ -41,6 +48,11 @@ FEASIBILITY_FILE = "feasibility.json"
 STOP_REASON_FILE = "stop_reason.json"
 SWEEP_FILE = "sweep.yaml"
 RESOLVED_FILE = "sweep_resolved.yaml"
+EVENTS_FILE = "events.jsonl"
+DIVERGENCE_FILE = "divergence.json"
+SPOOL_FILE = "mlflow_spool.jsonl"  # in the sweep's output_dir and in each trial's folder
+BUDGET_FILE = "budget.json"
+TRIALS_DIR = "trials"
 
 RUNNING, COMPLETED, PRUNED, FAILED = "RUNNING", "COMPLETED", "PRUNED", "FAILED"
 STATUSES = (RUNNING, COMPLETED, PRUNED, FAILED)
@@ -131,10 +143,70 @@ class SweepLayout:
 
     @property
     def trials(self) -> Path:
-        return self.root / "trials"
+        return self.root / TRIALS_DIR
+
+    @property
+    def budget(self) -> Path:
+        """The driver's clock and why a budget ended the sweep (sweep/budget.py)."""
+        return self.root / BUDGET_FILE
+
+    @property
+    def spool(self) -> Path:
+        """The parent run's spooled MLflow operations (sweep/tracking.py)."""
+        return self.root / SPOOL_FILE
 
     def trial(self, trial_id: str) -> Path:
         return self.trials / trial_id
+
+    def trial_spools(self) -> list[Path]:
+        """Every trial's spool, in trial order."""
+        return sorted(self.trials.glob(f"*/{SPOOL_FILE}"))
+
+
+@dataclass(frozen=True)
+class TrialLayout:
+    """The files of one trial under trials/<trial_id>/ (its `root`)."""
+
+    root: Path
+
+    @property
+    def params(self) -> Path:
+        return self.root / PARAMS_FILE
+
+    @property
+    def status(self) -> Path:
+        return self.root / STATUS_FILE
+
+    @property
+    def feasibility(self) -> Path:
+        return self.root / FEASIBILITY_FILE
+
+    @property
+    def stop_reason(self) -> Path:
+        return self.root / STOP_REASON_FILE
+
+    @property
+    def metrics_jsonl(self) -> Path:
+        return self.root / METRICS_JSONL
+
+    @property
+    def metrics_parquet(self) -> Path:
+        return self.root / METRICS_PARQUET
+
+    @property
+    def events(self) -> Path:
+        """The trial's own log of what happened to it, appended by the trial (trainable.py)."""
+        return self.root / EVENTS_FILE
+
+    @property
+    def divergence(self) -> Path:
+        """Why the trial failed for good, if it did (trainable.py)."""
+        return self.root / DIVERGENCE_FILE
+
+    @property
+    def spool(self) -> Path:
+        """The trial's spooled MLflow operations (sweep/tracking.py)."""
+        return self.root / SPOOL_FILE
 
 
 def config_key(params: dict[str, Any]) -> str:
@@ -205,7 +277,7 @@ def write_yaml(path: Path, payload: dict[str, Any]) -> None:
 
 def write_params(directory: Path, trial_id: str, params: dict[str, Any], num_tasks: int) -> None:
     """params.json: the trial's identity, its sampled parameters (seed included) and its tasks."""
-    write_json(directory / PARAMS_FILE, {
+    write_json(TrialLayout(directory).params, {
         "trial_id": trial_id, "config_key": config_key(params), "seed": params.get(SEED_PARAM),
         "num_tasks": num_tasks, "params": params,
     })
@@ -214,28 +286,28 @@ def write_params(directory: Path, trial_id: str, params: dict[str, Any], num_tas
 def write_status(directory: Path, status: str, error: str | None = None) -> None:
     if status not in STATUSES:
         raise ValueError(f"unknown trial status {status!r}; allowed: {', '.join(STATUSES)}")
-    write_json(directory / STATUS_FILE, {"status": status, "error": error})
+    write_json(TrialLayout(directory).status, {"status": status, "error": error})
 
 
 def write_feasibility(directory: Path, violations: list[str]) -> None:
     """feasibility.json: whether the trial's configuration (judged on its seeds' mean,
     cl_sweeps/constraints.py) keeps the sweep's constraints, and what it breaks."""
-    write_json(directory / FEASIBILITY_FILE, {"feasible": not violations,
-                                              "violations": violations})
+    write_json(TrialLayout(directory).feasibility,
+               {"feasible": not violations, "violations": violations})
 
 
 def write_stop_reason(directory: Path, reason: str) -> None:
     """Why the sweep stops a running trial (a hard budget); the trial ends PRUNED with it."""
-    write_json(directory / STOP_REASON_FILE, {"reason": reason})
+    write_json(TrialLayout(directory).stop_reason, {"reason": reason})
 
 
 def read_stop_reason(directory: Path) -> str | None:
-    return (_read_json(directory / STOP_REASON_FILE) or {}).get("reason")
+    return (_read_json(TrialLayout(directory).stop_reason) or {}).get("reason")
 
 
-def read_history(directory: Path) -> list[dict[str, Any]]:
+def read_task_metrics(directory: Path) -> list[dict[str, Any]]:
     """The per-task rows of metrics.jsonl; a line cut by a crash ends the usable history."""
-    path = directory / METRICS_JSONL
+    path = TrialLayout(directory).metrics_jsonl
     if not path.is_file():
         return []
     rows = []
@@ -251,7 +323,7 @@ def record_task(directory: Path, row: dict[str, Any]) -> list[dict[str, Any]]:
     """Add one task's metrics; a task reported again (after a restart) replaces the old row and
     everything after it, so each task appears once."""
     task = int(row["task"])
-    history = [r for r in read_history(directory) if int(r["task"]) < task] + [row]
+    history = [r for r in read_task_metrics(directory) if int(r["task"]) < task] + [row]
     write_task_metrics(directory, history)
     return history
 
@@ -287,7 +359,7 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 def _metric_rows(directory: Path) -> list[dict[str, Any]]:
     """Rows of metrics.parquet, or of metrics.jsonl if the Parquet file is missing or broken."""
-    parquet = directory / METRICS_PARQUET
+    parquet = TrialLayout(directory).metrics_parquet
     if parquet.is_file():
         import pyarrow.parquet as pq
 
@@ -295,7 +367,7 @@ def _metric_rows(directory: Path) -> list[dict[str, Any]]:
             return pq.read_table(parquet).to_pylist()
         except Exception as error:  # noqa: BLE001 - a damaged file must not hide the other trials
             log.warning("cannot read %s (%s); trying %s", parquet, error, METRICS_JSONL)
-    return read_history(directory)
+    return read_task_metrics(directory)
 
 
 def read_json_mapping(path: Path) -> dict[str, Any] | None:
@@ -305,8 +377,9 @@ def read_json_mapping(path: Path) -> dict[str, Any] | None:
 
 def read_trial(directory: Path) -> TrialRecord:
     """One trial from trials/<trial_id>/; unreadable files give status UNKNOWN, never raise."""
-    meta = _read_json(directory / PARAMS_FILE) or {}
-    status_data = _read_json(directory / STATUS_FILE) or {}
+    files = TrialLayout(directory)
+    meta = _read_json(files.params) or {}
+    status_data = _read_json(files.status) or {}
     params = dict(meta.get("params") or {})
     seed = meta.get("seed", params.get(SEED_PARAM))
     params.pop(SEED_PARAM, None)
@@ -317,7 +390,7 @@ def read_trial(directory: Path) -> TrialRecord:
         status = UNKNOWN
     final, series, tasks_done = records_from_rows(_metric_rows(directory))
     num_tasks = meta.get("num_tasks")
-    feasibility = _read_json(directory / FEASIBILITY_FILE)
+    feasibility = _read_json(files.feasibility)
     return TrialRecord(
         trial_id=str(meta.get("trial_id") or directory.name),
         config_key=str(meta.get("config_key") or config_key(params)),
@@ -349,7 +422,7 @@ def trials_of_config(trials_dir: Path, key: str) -> list[TrialRecord]:
         return []
     return [
         read_trial(d) for d in sorted(trials_dir.iterdir())
-        if d.is_dir() and (_read_json(d / PARAMS_FILE) or {}).get("config_key") == key
+        if d.is_dir() and (_read_json(TrialLayout(d).params) or {}).get("config_key") == key
     ]
 
 

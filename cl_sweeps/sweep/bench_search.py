@@ -117,7 +117,7 @@ def load_table(grid_dir: Path, extra_dirs: Sequence[Path] = ()) -> Table:
         found += [(other, t) for t in records.read_trials(other.trials)
                   if t.status == records.COMPLETED and t.config_key not in known]
     rows = {
-        t.config_key: sorted(records.read_history(where.trial(t.trial_id)),
+        t.config_key: sorted(records.read_task_metrics(where.trial(t.trial_id)),
                              key=lambda r: int(r["task"]))
         for where, t in found
     }

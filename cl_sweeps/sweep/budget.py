@@ -36,7 +36,6 @@ from cl_sweeps.records import SweepLayout, TrialRecord
 
 LIMITS = ("train_tflops", "tflops", "wall_hours", "trials")
 TFLOP_LIMITS = ("train_tflops", "tflops")
-BUDGET_FILE = "budget.json"  # in output_dir: the driver's clock and why the sweep ended
 
 
 class BudgetConfig(StrictModel):
@@ -221,19 +220,15 @@ def with_result(trials: list[TrialRecord], trial_id: str, row: dict[str, Any]) -
 # --- the driver's state (budget.json) and what readers show ---------------------------------
 
 
-def budget_path(layout: SweepLayout) -> Path:
-    return layout.root / BUDGET_FILE
-
-
 def read_state(layout: SweepLayout) -> dict[str, Any]:
     """budget.json: {wall_seconds, at (when written), trials_started, ended}; {} if the sweep
     wrote none."""
-    return records.read_json_mapping(budget_path(layout)) or {}
+    return records.read_json_mapping(layout.budget) or {}
 
 
 def write_state(layout: SweepLayout, wall_seconds: float, trials_started: int,
                 ended: str | None) -> None:
-    records.write_json(budget_path(layout), {
+    records.write_json(layout.budget, {
         "wall_seconds": wall_seconds, "at": time.time(), "trials_started": trials_started,
         "ended": ended,
     })

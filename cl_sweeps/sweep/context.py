@@ -11,13 +11,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cl_sweeps.records import SweepLayout
+from cl_sweeps.records import (  # noqa: F401 - DIVERGENCE_FILE, EVENTS_FILE: trainable.py's
+    DIVERGENCE_FILE,
+    EVENTS_FILE,
+    SweepLayout,
+    TrialLayout,
+)
 from cl_sweeps.sweep.tracking import TrackingTarget
 
 CRASH_ENV = "CL_SWEEPS_CRASH_AT_TASK"  # fault injection, tests only (trainable.py)
 CRASH_MARKER = ".crash_injected"
-EVENTS_FILE = "events.jsonl"
-DIVERGENCE_FILE = "divergence.json"  # why the trial failed for good (a non-finite value)
 
 
 @dataclass(frozen=True)
@@ -48,5 +51,5 @@ def crash_at_task_from_env() -> int | None:
 
 def divergence(directory: Path) -> str | None:
     """The reason a trial diverged for good, if it did (trainable.py's module docstring)."""
-    path = directory / DIVERGENCE_FILE
+    path = TrialLayout(directory).divergence
     return json.loads(path.read_text())["error"] if path.is_file() else None

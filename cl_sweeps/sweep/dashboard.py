@@ -174,7 +174,7 @@ class SweepDashboard(tune.Callback):
         from cl_sweeps.frontier import write_frontier_outputs
         from cl_sweeps.frontier.outputs import FRONTIER_HTML, FRONTIER_PNG
 
-        paths = write_frontier_outputs(self._frontier, Path(self.output_dir) / "frontier")
+        paths = write_frontier_outputs(self._frontier, SweepLayout(Path(self.output_dir)).frontier)
         for path in paths.values():
             if path.name in (FRONTIER_PNG, FRONTIER_HTML):
                 tracker.log_artifact(path, "frontier")

@@ -74,7 +74,9 @@ def with_absolute_paths(sweep: SweepConfig, base: Path) -> SweepConfig:
         update={
             "output_dir": output_dir,
             "base": type(sweep.base).model_validate(trial),
-            "storage_path": absolute(sweep.storage_path or str(Path(output_dir) / "ray"), base),
+            "storage_path": absolute(
+                sweep.storage_path or str(SweepLayout(Path(output_dir)).ray), base
+            ),
             "optuna_storage": (  # persistent by default, so optuna-dashboard can open it
                 absolute_sqlite(sweep.optuna_storage, base) if sweep.optuna_storage
                 else f"sqlite:///{SweepLayout(Path(output_dir)).optuna_db}"

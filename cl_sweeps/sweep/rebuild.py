@@ -22,7 +22,6 @@ from cl_sweeps.sweep.driver_lock import hold_driver_lock
 from cl_sweeps.sweep.schema import SweepConfig
 from cl_sweeps.sweep.spool import Spool
 from cl_sweeps.sweep.tracking import (
-    SPOOL_FILE,
     resolve_tracking_uri,
     start_sweep_run,
     sync_sweep,
@@ -48,10 +47,10 @@ def rebuild_tracking(root: Path, timeout_s: float) -> tuple[int, int, str | None
             )
         target = start_sweep_run(sweep, layout, None)
     new = {"parent_run_id": target.parent_run_id, "experiment_id": target.experiment_id}
-    spools = [Spool(p) for p in sorted(layout.trials.glob(f"*/{SPOOL_FILE}"))]
+    spools = [Spool(p) for p in layout.trial_spools()]
     for spool in spools:
         _send_again(spool, old, new, {"uri": target.uri})
-    _send_again(Spool(layout.root / SPOOL_FILE), old, new,
+    _send_again(Spool(layout.spool), old, new,
                 {"uri": target.uri, "run_id": target.parent_run_id})
     records.write_json(layout.state, {**state, **new})
     return sync_sweep(layout.root, timeout_s)

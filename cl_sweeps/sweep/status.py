@@ -19,8 +19,7 @@ from pathlib import Path
 from cl_sweeps import records
 from cl_sweeps.formatting import text_table
 from cl_sweeps.metrics import per_task_form
-from cl_sweeps.records import SweepLayout, TrialRecord
-from cl_sweeps.results import METRICS_JSONL
+from cl_sweeps.records import SweepLayout, TrialLayout, TrialRecord
 from cl_sweeps.sweep import budget as budgets
 from cl_sweeps.sweep.heartbeat import driver_state
 from cl_sweeps.sweep.plan import SweepPlan
@@ -92,8 +91,8 @@ def trial_rows(
 
 def last_write(directory: Path) -> float:
     """When the driver last wrote this trial's records (its start, or its last finished task)."""
-    times = [p.stat().st_mtime for p in (directory / METRICS_JSONL, directory / records.PARAMS_FILE)
-             if p.is_file()]
+    files = TrialLayout(directory)
+    times = [p.stat().st_mtime for p in (files.metrics_jsonl, files.params) if p.is_file()]
     return max(times, default=time.time())
 
 

@@ -51,6 +51,7 @@ from cl_sweeps.records import (
     TRIAL_ID_TAG,
     TRIAL_ROLE,
     SweepLayout,
+    TrialLayout,
 )
 from cl_sweeps.sweep.layout import absolute_sqlite, base_directory
 from cl_sweeps.sweep.schema import SweepConfig
@@ -64,7 +65,6 @@ USERNAME_ENV, PASSWORD_ENV = "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWO
 # MLflow 3 picks the UI's mode from this experiment tag; without it the GenAI pages open first.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
-SPOOL_FILE = "mlflow_spool.jsonl"  # in the sweep's output_dir and in each trial's folder
 DRAIN_ENV = "CL_SWEEPS_TRACKING_DRAIN_S"
 TRIAL_DRAIN_S = 30.0  # how long a finished trial waits for its spool to be sent
 SWEEP_DRAIN_S = 60.0  # how long the finished sweep waits for every spool
@@ -401,7 +401,7 @@ def make_sender(name: str) -> Sender:
 
 
 def trial_spool(directory: Path, target: TrackingTarget) -> Spool:
-    return Spool(directory / SPOOL_FILE).ensure(uri=target.uri)
+    return Spool(TrialLayout(directory).spool).ensure(uri=target.uri)
 
 
 class TrialTracker:
@@ -470,7 +470,7 @@ class TrialTracker:
 
 
 def sweep_spool(layout: SweepLayout, target: TrackingTarget) -> Spool:
-    return Spool(layout.root / SPOOL_FILE).ensure(uri=target.uri, run_id=target.parent_run_id)
+    return Spool(layout.spool).ensure(uri=target.uri, run_id=target.parent_run_id)
 
 
 class SweepTracker:
@@ -501,7 +501,7 @@ class SweepTracker:
 
     def adopt_pending_trials(self) -> int:
         """Send what earlier trials left unsent (on --resume); returns how many spools."""
-        spools = [Spool(p) for p in sorted(self.layout.trials.glob(f"*/{SPOOL_FILE}"))]
+        spools = [Spool(p) for p in self.layout.trial_spools()]
         pending = [s for s in spools if s.pending()]
         for spool in pending:
             self.sender.add(spool)
@@ -584,8 +584,9 @@ def sync_sweep(root: Path, timeout_s: float) -> tuple[int, int, str | None]:
     """Send every spool of a sweep directory: the trials' first, then the parent run's.
     Returns (operations sent, operations left, the last error if any are left)."""
     quick_http_failures()
-    spools = [Spool(p) for p in sorted((root / "trials").glob(f"*/{SPOOL_FILE}"))]
-    spools.append(Spool(root / SPOOL_FILE))
+    layout = SweepLayout(root)
+    spools = [Spool(p) for p in layout.trial_spools()]
+    spools.append(Spool(layout.spool))
     before = sum(s.pending() for s in spools)
     sender = make_sender("mlflow-sync")
     deadline = time.monotonic() + timeout_s
