@@ -226,3 +226,22 @@ def test_a_tracking_store_error_names_where_the_uri_came_from() -> None:
     assert tracking_field("MLFLOW_TRACKING_URI") == "MLFLOW_TRACKING_URI"
     assert tracking_field("sweep file") == tracking_field("default (SQLite in output_dir)") \
         == "mlflow.tracking_uri"
+
+
+def test_a_kill_point_kills_the_drivers_group_and_the_worker(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from cl_sweeps.sweep.signals import KILL_ENV
+
+    driver = subprocess.Popen(["sleep", "60"], start_new_session=True)  # the driver's group
+    beat = tmp_path / "driver.json"
+    beat.write_text(json.dumps({"pid": driver.pid}))
+    code = ("import sys; from pathlib import Path; from cl_sweeps.sweep.signals import kill_point;"
+            "kill_point('experiment_end', Path(sys.argv[1])); kill_point('task_saved', "
+            "Path(sys.argv[1])); print('alive')")
+    worker = subprocess.run([sys.executable, "-c", code, str(beat)], start_new_session=True,
+                            env={**os.environ, KILL_ENV: "task_saved"}, capture_output=True,
+                            text=True, timeout=60, check=False)
+    assert worker.returncode == -signal.SIGKILL and "alive" not in worker.stdout, worker.stderr
+    assert driver.wait(timeout=10) == -signal.SIGKILL

@@ -4,13 +4,25 @@ and Ray's own SIGTERM handler exits from inside its threads. So the driver turns
 SIGINT for Tune: the first signal is a graceful stop, a second one stops at once (Tune restores
 the default SIGINT handler after the first). The exit code then says which signal it was:
 128 + the signal's number (130 for SIGINT, 143 for SIGTERM), as a shell reports it.
+
+Fault injection (tests only): with CL_SWEEPS_KILL_AT=<point> in the driver's environment, the
+process that reaches `kill_point(<point>)` sends SIGKILL to the driver's process group, the driver
+and its local Ray alike (a lost machine): `ray_started` (Ray is up, no trial has started),
+`task_saved` (a trial saved a task's checkpoint and spooled its metrics, Tune has not recorded
+it), `experiment_end` (Tune's run ended, the summary and the parent run's end not yet done).
 """
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import threading
+from pathlib import Path
 from types import FrameType
+
+KILL_ENV = "CL_SWEEPS_KILL_AT"
+KILL_POINTS = ("ray_started", "task_saved", "experiment_end")
 
 
 class StopSignals:
@@ -35,3 +47,15 @@ class StopSignals:
     def exit_code(self, default: int) -> int:
         """128 + the signal that stopped the sweep; `default` when none did."""
         return 128 + self.received if self.received is not None else default
+
+
+def kill_point(point: str, driver_json: Path | None = None) -> None:
+    """If CL_SWEEPS_KILL_AT names `point` (tests only): SIGKILL the driver's process group (the
+    driver and its local Ray), then this process (a Ray worker runs in a group of its own). A
+    worker names the driver through its driver.json."""
+    assert point in KILL_POINTS, point
+    if os.environ.get(KILL_ENV) != point:
+        return
+    pid = int(json.loads(driver_json.read_text())["pid"]) if driver_json else os.getpid()
+    os.killpg(os.getpgid(pid), signal.SIGKILL)
+    os.kill(os.getpid(), signal.SIGKILL)

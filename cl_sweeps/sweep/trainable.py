@@ -54,6 +54,7 @@ from cl_sweeps.sweep.context import (
     SweepContext,
     divergence,
 )
+from cl_sweeps.sweep.signals import kill_point
 from cl_sweeps.sweep.space import trial_config_for
 from cl_sweeps.sweep.tracking import TrialTracker
 from cl_sweeps.throughput import Throughput, release_memory
@@ -162,6 +163,7 @@ def train_sequence(config: dict[str, Any], context: SweepContext) -> None:
                 log_event(directory, "task_trained", task=task)
                 run.log_task(task, metrics, sample_grids(directory, task))
                 maybe_crash(context, directory, task)
+                kill_point("task_saved", context.layout.driver)  # tests only (signals.py)
                 to_tune(metrics, checkpoint_dir)
                 last[0] = checkpoint_dir
 
