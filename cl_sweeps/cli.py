@@ -31,7 +31,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.dry_run:
         return print_resolved_trial(config)
     from cl_sweeps.checkpoint_files import latest_checkpoint, read_history
-    from cl_sweeps.results import write_task_metrics
+    from cl_sweeps.results import METRICS_JSONL, METRICS_PARQUET, write_task_metrics
     from cl_sweeps.sequence import run_sequence
 
     ensure_writable(config.output_dir, "output_dir")
@@ -51,7 +51,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     result = run_sequence(config, reporter, resume_from=resume_from, progress=not args.no_progress)
     print()
     print(format_table(result.history))
-    print(f"\nmetrics: {output_dir / 'metrics.jsonl'} and {output_dir / 'metrics.parquet'}")
+    print(f"\nmetrics: {output_dir / METRICS_JSONL} and {output_dir / METRICS_PARQUET}")
     return 0
 
 
@@ -129,10 +129,11 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 def cmd_bench_search(args: argparse.Namespace) -> int:
     from cl_sweeps.constraints import parse_constraint
+    from cl_sweeps.records import SweepLayout
     from cl_sweeps.sweep.bench_search import format_table, run_bench_search, write_outputs
 
     grid_dir = Path(args.grid_dir)
-    if not (grid_dir / "trials").is_dir():
+    if not SweepLayout(grid_dir).trials.is_dir():
         print(f"error: --grid-dir: {grid_dir} holds no sweep (no trials/); run the grid first: "
               "cl-sweeps sweep search_spaces/bench_digits.yaml", file=sys.stderr)
         return 2
@@ -197,7 +198,10 @@ def _frontier_of(args: argparse.Namespace, objectives: tuple[str, ...]) -> Front
 def _out_dir(args: argparse.Namespace) -> Path:
     if args.out:
         return Path(args.out)
-    return (Path(args.sweep_dir) if args.sweep_dir else Path("runs") / args.experiment) / "frontier"
+    from cl_sweeps.records import SweepLayout
+
+    root = Path(args.sweep_dir) if args.sweep_dir else Path("runs") / args.experiment
+    return SweepLayout(root).frontier
 
 
 def _log_on_parent_run(args: argparse.Namespace, source: SweepSource, paths: list[Path]) -> None:
@@ -388,11 +392,13 @@ def _add_status_command(sub: argparse._SubParsersAction) -> None:
 
 def cmd_sync(args: argparse.Namespace) -> int:
     """Send what a sweep's spools hold and MLflow does not have yet (each step once)."""
+    from cl_sweeps.records import SweepLayout
     from cl_sweeps.sweep.tracking import sync_sweep
 
     root = Path(args.sweep_dir)
-    if not (root / "sweep_state.json").is_file():
-        print(f"error: {root} is not a sweep's output_dir (no sweep_state.json)", file=sys.stderr)
+    state = SweepLayout(root).state
+    if not state.is_file():
+        print(f"error: {root} is not a sweep's output_dir (no {state.name})", file=sys.stderr)
         return 2
     if args.rebuild:
         from cl_sweeps.sweep.rebuild import rebuild_tracking
