@@ -13,7 +13,6 @@ from test_engine import _comparable
 from test_teacher_strategies import ConfigSpy, batch_of, tiny_unet
 
 from cl_sweeps.checkpoint_files import latest_checkpoint
-
 from cl_sweeps.config import ModelConfig, StrategyConfig
 from cl_sweeps.diffusion import build_scheduler
 from cl_sweeps.evaluation.compute import STUDENT_TRAIN, ForwardCounter, PhaseTimer

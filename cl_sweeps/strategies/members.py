@@ -71,7 +71,7 @@ class TaskMembers(nn.Module):
     def forward(
         self,
         sample: torch.Tensor,
-        timestep: torch.Tensor | float | int,
+        timestep: torch.Tensor | float,
         class_labels: torch.Tensor | None = None,
         return_dict: bool = True,
         **kwargs: Any,
