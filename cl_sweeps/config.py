@@ -212,6 +212,19 @@ class ModelConfig(_Strict):
         default=True,
         description="Rescale the betas so that ᾱ at t=999 is 0 (the paper's code does).",
     )
+    conditional: bool = Field(
+        default=False,
+        description="Class-conditional UNet (CLoG's setting): a class embedding with one index "
+        "per dataset class plus a null class for classifier-free guidance. Training passes each "
+        "image's label, teacher strategies generate labelled replay of past tasks' classes, "
+        "evaluation generates the seen classes (guidance scales: evaluation.guidance_scale, "
+        "strategy.guidance_scale). false: unconditional, the paper's.",
+    )
+    label_dropout: float = Field(
+        default=0.1, ge=0.0, lt=1.0,
+        description="conditional: the probability that a training label is replaced by the null "
+        "class (classifier-free guidance learns its unconditional prediction from these).",
+    )
 
 
 class StrategyConfig(_Strict):
@@ -254,6 +267,12 @@ class StrategyConfig(_Strict):
     ema_decay: float = Field(
         default=0.999, ge=0.0, le=1.0,
         description="teacher: ema: φ ← d·φ + (1 − d)·θ after every optimiser step (1: frozen).",
+    )
+    guidance_scale: float = Field(
+        default=1.0, ge=0.0,
+        description="model.conditional: classifier-free guidance w of the teacher's replay "
+        "generation, ε = ε(∅) + w·(ε(y) − ε(∅)); 1: the conditional prediction alone, 0: the "
+        "null class alone (one forward per image each), else two forwards per image.",
     )
     snr_threshold: float = Field(
         default=0.0, ge=0.0,
@@ -411,6 +430,12 @@ class EvaluationConfig(_Strict):
         default=None,
         description="Where trained classifiers are cached; default $CL_SWEEPS_CACHE or "
         "~/.cache/cl-sweeps.",
+    )
+    guidance_scale: float = Field(
+        default=1.0, ge=0.0,
+        description="model.conditional: classifier-free guidance w of evaluation sampling, "
+        "ε = ε(∅) + w·(ε(y) − ε(∅)); 1: conditional alone, 0: unconditional alone (one forward "
+        "per image each), else two forwards per image (counted).",
     )
     sample_grid_size: int = Field(default=64, ge=0, description="Images in each task's PNG grid.")
     denoise_eval_per_task: int = Field(

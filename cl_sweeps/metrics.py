@@ -24,6 +24,7 @@ KLD_VAL = "kld_val"
 FID_FINAL_VAL = "fid_final_val"
 ARD = "ard"
 CLASSIFIER_ACCURACY = "classifier_accuracy"
+LABEL_AGREEMENT = "label_agreement"
 ACCURACY = "accuracy"
 ACCURACY_FINAL = "accuracy_final"
 ACCURACY_FORGETTING = "accuracy_forgetting"
@@ -105,8 +106,9 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec(
         "fid_task_<k>",
         "FID restricted to seen task k: generated images the classifier assigns to task k's "
-        "classes vs task k's test images; inf when fewer than 2 generated images fall in task k "
-        "(the task is forgotten)",
+        "classes (model.conditional: the images generated for task k's classes) vs task k's "
+        "test images; inf when fewer than 2 generated images fall in task k (the task is "
+        "forgotten)",
         AFTER_EACH_TASK,
     ),
     MetricSpec(FID_FINAL, "the stream FID after the last task", AFTER_LAST_TASK),
@@ -158,6 +160,12 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec(
         CLASSIFIER_ACCURACY,
         "test accuracy of the evaluation classifier (trained once on the full training set)",
+        AFTER_EACH_TASK,
+    ),
+    MetricSpec(
+        LABEL_AGREEMENT,
+        "model.conditional: the fraction of generated images the evaluation classifier assigns "
+        "to the class they were generated for (chance: 1 / seen classes)",
         AFTER_EACH_TASK,
     ),
     MetricSpec(

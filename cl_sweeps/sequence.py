@@ -47,6 +47,7 @@ from cl_sweeps.numerics import check_loss
 from cl_sweeps.prefix import computed_once, prefix_key
 from cl_sweeps.prefix_store import PrefixStore
 from cl_sweeps.strategies import Strategy, TrainingContext, build_strategy, unused_knobs
+from cl_sweeps.strategies.base import Conditioning
 from cl_sweeps.throughput import (
     LossReader,
     OptimizerStep,
@@ -103,9 +104,10 @@ class Engine:
         self.stream: TaskStream = build_task_stream(config.data, source)
 
         image_size, channels, device = self.stream.image_size, self.stream.channels, self.device
+        num_classes = source.num_classes
 
         def unet() -> UNet2DModel:  # captures no `self`: a finished engine is freed at once
-            return build_unet(config.model, image_size, channels).to(device)
+            return build_unet(config.model, image_size, channels, num_classes).to(device)
 
         self.model = unet()
         self.flops = measure_flops_per_image(self.model)  # before compiling (see prepare)
@@ -124,6 +126,9 @@ class Engine:
             timer=self.timer,
             generator=torch.Generator(device=self.device).manual_seed(config.seed + 1),
             device=self.device,
+            conditioning=Conditioning(
+                self.stream.task_classes, num_classes, config.model.label_dropout
+            ) if config.model.conditional else None,
         )
         self.strategy: Strategy = build_strategy(config.strategy, self.context)
         ignored = unused_knobs(config.strategy)
@@ -318,11 +323,12 @@ class Engine:
         with self.timer.phase("evaluation"):
             losses = []
             for k in range(task_index + 1):
-                images = self.stream.test[k].images[: cfg.evaluation.denoise_eval_per_task]
+                count, test = cfg.evaluation.denoise_eval_per_task, self.stream.test[k]
                 with self.throughput.autocast():
                     value = denoising_loss(
-                        self.model, self.scheduler, images, seed=cfg.seed * 1000 + k,
+                        self.model, self.scheduler, test.images[:count], seed=cfg.seed * 1000 + k,
                         batch_size=cfg.evaluation.eval_batch_size,
+                        labels=test.labels[:count] if cfg.model.conditional else None,
                     )
                 metrics[task_metric(M.DENOISE_LOSS_TASK, k)] = value
                 losses.append(value)

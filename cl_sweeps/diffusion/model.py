@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from diffusers import DDIMScheduler, UNet2DModel
+from torch import nn
 
 from cl_sweeps.config import NUM_TRAIN_TIMESTEPS, ModelConfig
 
@@ -35,15 +37,55 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def unet_kwargs(config: ModelConfig, image_size: int, channels: int) -> dict[str, Any]:
-    """The UNet2DModel constructor arguments for a preset at a given image shape."""
-    return dict(
+def unet_kwargs(
+    config: ModelConfig, image_size: int, channels: int, num_classes: int | None = None
+) -> dict[str, Any]:
+    """The UNet2DModel constructor arguments for a preset at a given image shape.
+
+    A conditional model (`config.conditional`) gets diffusers' class embedding with
+    num_classes + 1 rows: one per dataset class and the null class (index num_classes) that
+    classifier-free guidance's unconditional prediction uses."""
+    kwargs: dict[str, Any] = dict(
         sample_size=image_size, in_channels=channels, out_channels=channels, **PRESETS[config.preset]
     )
+    if config.conditional:
+        if num_classes is None or num_classes < 1:
+            raise ValueError(
+                f"model.conditional needs the dataset's class count, got num_classes={num_classes}"
+            )
+        kwargs["num_class_embeds"] = num_classes + 1
+    return kwargs
 
 
-def build_unet(config: ModelConfig, image_size: int, channels: int) -> UNet2DModel:
-    return UNet2DModel(**unet_kwargs(config, image_size, channels))
+def build_unet(
+    config: ModelConfig, image_size: int, channels: int, num_classes: int | None = None
+) -> UNet2DModel:
+    return UNet2DModel(**unet_kwargs(config, image_size, channels, num_classes))
+
+
+def is_conditional(model: nn.Module) -> bool:
+    """Whether the UNet has a class embedding (and so needs labels)."""
+    return getattr(model.config, "num_class_embeds", None) is not None
+
+
+def null_class(model: nn.Module) -> int:
+    """The label index of the null class: the class embedding's last row."""
+    return int(model.config.num_class_embeds) - 1
+
+
+def predict_noise(
+    model: nn.Module, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None
+) -> torch.Tensor:
+    """ε_θ(x, t[, y]): the UNet's noise prediction. An unconditional model takes no labels
+    (refused if given); a conditional one given none predicts for the null class (its
+    unconditional prediction), so code that knows nothing of classes still samples from it."""
+    if not is_conditional(model):
+        if labels is not None:
+            raise ValueError("labels given to an unconditional UNet (model.conditional: false)")
+        return model(x, t).sample
+    if labels is None:
+        labels = torch.full((x.shape[0],), null_class(model), device=x.device, dtype=torch.long)
+    return model(x, t, class_labels=labels).sample
 
 
 def build_scheduler(config: ModelConfig) -> DDIMScheduler:

@@ -8,6 +8,11 @@ with the reference code's guard: x̂0 = (x_t − √(1−ᾱ_t)·ε) / √(ᾱ_t
 (t_prev = t − T//k on diffusers' grid) it equals `DDIMScheduler.step` (tests/test_diffusion.py).
 
 Each call counts the UNet image-forwards it spends, so generation cost is measured, not estimated.
+
+A class-conditional model samples the classes `labels` asks for, with classifier-free guidance
+ε = ε(x, t, ∅) + w·(ε(x, t, y) − ε(x, t, ∅)) (`guided_noise`): w = 1 is the conditional
+prediction alone and w = 0 the null class alone, one image-forward per image each; any other w
+takes both, two image-forwards per image (one batched call of 2n), and both are counted.
 """
 
 from __future__ import annotations
@@ -17,6 +22,9 @@ from dataclasses import dataclass, field
 
 import torch
 from diffusers import DDIMScheduler, UNet2DModel
+from torch import nn
+
+from cl_sweeps.diffusion.model import is_conditional, null_class, predict_noise
 
 ForwardHook = Callable[[int], None]
 
@@ -25,19 +33,26 @@ X0_GUARD = 1e-8  # added to ᾱ_t under the square root of the x̂0 estimate (as
 
 @dataclass
 class TrajectoryPoint:
-    """The state x_t fed to the model at grid timestep t, and the model's noise prediction."""
+    """The state x_t fed to the model at grid timestep t, and the model's noise prediction.
+
+    For a conditional model, `labels` are the labels the predictions were made for: the
+    requested classes (w ≠ 0; under guidance the conditional prediction, not the guided one that
+    moved the state), or the null class (w = 0), so (state, t, label) → prediction is always
+    exactly one model call's input and output."""
 
     timestep: int
     states: torch.Tensor
     predictions: torch.Tensor
+    labels: torch.Tensor | None = None
 
 
 @dataclass
 class SampleResult:
-    """Final states (x0) and, if asked, the trajectory."""
+    """Final states (x0), if asked the trajectory, and the requested classes (conditional)."""
 
     images: torch.Tensor
     trajectory: list[TrajectoryPoint] = field(default_factory=list)
+    labels: torch.Tensor | None = None
 
 
 def alpha_bar(scheduler: DDIMScheduler, t: torch.Tensor) -> torch.Tensor:
@@ -101,6 +116,48 @@ def ddim_update(
     return prev.to(x.dtype)
 
 
+def guided_noise(
+    model: nn.Module,
+    x: torch.Tensor,
+    t: torch.Tensor,
+    labels: torch.Tensor | None,
+    guidance_scale: float = 1.0,
+    on_forward: ForwardHook | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """The noise prediction a sampling step uses, fp32: unconditional without labels, else
+    classifier-free guided with scale w. Returns (ε used, pair labels, pair prediction): the
+    label and prediction of one real model call per image (see `TrajectoryPoint`).
+
+    Counts its image-forwards through on_forward: n, or 2n when guidance needs both calls."""
+    n = x.shape[0]
+    if labels is None or not is_conditional(model):
+        if labels is not None:
+            raise ValueError("labels given to an unconditional UNet (model.conditional: false)")
+        eps = predict_noise(model, x, t).float()
+        _count(on_forward, n)
+        return eps, None, eps
+    if guidance_scale == 1.0:
+        eps = predict_noise(model, x, t, labels).float()
+        _count(on_forward, n)
+        return eps, labels, eps
+    null = torch.full_like(labels, null_class(model))
+    if guidance_scale == 0.0:
+        eps = predict_noise(model, x, t, null).float()
+        _count(on_forward, n)
+        return eps, null, eps
+    both = predict_noise(
+        model, torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, null])
+    ).float()
+    _count(on_forward, 2 * n)
+    conditional, unconditional = both[:n], both[n:]
+    return unconditional + guidance_scale * (conditional - unconditional), labels, conditional
+
+
+def _count(on_forward: ForwardHook | None, images: int) -> None:
+    if on_forward is not None:
+        on_forward(images)
+
+
 def partial_timesteps(
     tau: torch.Tensor, steps: int, num_train_timesteps: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -149,13 +206,18 @@ class DDIMSampler:
         batch_size: int | None = None,
         return_trajectory: bool = False,
         on_forward: ForwardHook | None = None,
+        labels: torch.Tensor | None = None,
+        guidance_scale: float = 1.0,
     ) -> SampleResult:
         """Generate `n` images in batches on diffusers' k-step grid (each step goes from t to
         t − T//k, as `DDIMScheduler.step` does).
 
         on_forward: called with the number of images of every UNet call (cost accounting).
+        labels: (n,) classes to generate (a conditional model), with guidance scale w.
         """
         batch_size = batch_size or n
+        if labels is not None and len(labels) != n:
+            raise ValueError(f"{len(labels)} labels for {n} images; give one label per image")
         results = [
             self._sample_batch(
                 model,
@@ -165,14 +227,18 @@ class DDIMSampler:
                 generator,
                 return_trajectory,
                 on_forward,
+                None if labels is None else labels[start : start + batch_size],
+                guidance_scale,
             )
             for start in range(0, n, batch_size)
         ]
         if len(results) == 1:
+            results[0].labels = labels
             return results[0]
         return SampleResult(
             images=torch.cat([r.images for r in results]),
             trajectory=_merge_trajectories([r.trajectory for r in results]),
+            labels=labels,
         )
 
     def _sample_batch(
@@ -184,19 +250,23 @@ class DDIMSampler:
         generator: torch.Generator | None,
         return_trajectory: bool,
         on_forward: ForwardHook | None,
+        labels: torch.Tensor | None = None,
+        guidance_scale: float = 1.0,
     ) -> SampleResult:
         device = next(model.parameters()).device
         x = torch.randn(_shape(model, n), generator=generator, device=device)
+        if labels is not None:
+            labels = labels.to(device)
         stride = self.num_train_timesteps // steps
         trajectory: list[TrajectoryPoint] = []
         for t in self.timesteps(steps).tolist():
             t_batch = torch.full((n,), t, device=device, dtype=torch.long)
             # The update runs in fp32 whatever the autocast precision: x stays fp32 across steps.
-            eps = model(x, t_batch).sample.float()
-            if on_forward is not None:
-                on_forward(n)
+            eps, pair_labels, pair_eps = guided_noise(
+                model, x, t_batch, labels, guidance_scale, on_forward
+            )
             if return_trajectory:
-                trajectory.append(TrajectoryPoint(t, x.clone(), eps.clone()))
+                trajectory.append(TrajectoryPoint(t, x.clone(), pair_eps.clone(), pair_labels))
             x = ddim_update(
                 self.scheduler, eps, x, t_batch, t_batch - stride, eta=eta, generator=generator
             )
@@ -212,18 +282,18 @@ class DDIMSampler:
         eta: float = 0.0,
         generator: torch.Generator | None = None,
         on_forward: ForwardHook | None = None,
+        labels: torch.Tensor | None = None,
+        guidance_scale: float = 1.0,
     ) -> torch.Tensor:
         """x̃_τ per image: k DDIM steps from pure noise at t = T−1 down to that image's τ, on the
         per-image grid of `partial_timesteps`. Exactly k forwards per image (one batched UNet
-        call per step), whatever τ."""
+        call per step; 2k under classifier-free guidance), whatever τ."""
         device = next(model.parameters()).device
         tau = tau.to(device)
         points, targets = partial_timesteps(tau, steps, self.num_train_timesteps)
         x = torch.randn(_shape(model, len(tau)), generator=generator, device=device)
         for t, t_prev in zip(points, targets):
-            eps = model(x, t).sample.float()  # fp32 update, as in `sample`
-            if on_forward is not None:
-                on_forward(len(tau))
+            eps, _, _ = guided_noise(model, x, t, labels, guidance_scale, on_forward)  # fp32
             stepped = ddim_update(self.scheduler, eps, x, t, t_prev, eta=eta, generator=generator)
             moves = (t_prev < t).view(-1, 1, 1, 1)
             x = torch.where(moves, stepped, x)
@@ -242,6 +312,11 @@ def _merge_trajectories(parts: list[list[TrajectoryPoint]]) -> list[TrajectoryPo
         for point in part:
             merged.setdefault(point.timestep, []).append(point)
     return [
-        TrajectoryPoint(t, torch.cat([p.states for p in pts]), torch.cat([p.predictions for p in pts]))
+        TrajectoryPoint(
+            t,
+            torch.cat([p.states for p in pts]),
+            torch.cat([p.predictions for p in pts]),
+            None if pts[0].labels is None else torch.cat([p.labels for p in pts]),
+        )
         for t, pts in merged.items()
     ]

@@ -17,6 +17,8 @@ import torch
 from diffusers import UNet2DModel
 from torch.utils.flop_counter import FlopCounterMode
 
+from cl_sweeps.diffusion.model import predict_noise
+
 # Purposes of a UNet image-forward. Student forwards in training are followed by a backward.
 STUDENT_TRAIN = "student_train"
 TEACHER_GENERATION = "teacher_generation"
@@ -79,10 +81,10 @@ def measure_flops_per_image(model: UNet2DModel) -> FlopsPerImage:
     was_training = model.training
     model.eval()
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(x, t)
+        predict_noise(model, x, t)  # a conditional model: at the null class (same FLOPs)
     forward = counter.get_total_flops() / batch
     with FlopCounterMode(display=False) as counter:
-        model(x, t).sample.sum().backward()
+        predict_noise(model, x, t).sum().backward()
     model.zero_grad(set_to_none=True)
     model.train(was_training)
     result = FlopsPerImage(forward=forward, forward_backward=counter.get_total_flops() / batch)

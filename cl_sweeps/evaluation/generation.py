@@ -1,5 +1,11 @@
 """Evaluation of what the model generates after a task: stream and per-task FID, the class
-distribution of its samples (KLD, ARD) and a sample grid, as in the paper's protocol."""
+distribution of its samples (KLD, ARD) and a sample grid, as in the paper's protocol.
+
+A class-conditional model (`model.conditional`) is asked for the seen classes in equal shares
+(`requested_labels`), with classifier-free guidance `evaluation.guidance_scale`: task k's FID then
+compares the images generated for task k's classes with its test images (CLoG's protocol; no
+longer the evaluation classifier's assignment), and `label_agreement` is how often the
+evaluation classifier names the class an image was generated for."""
 
 from __future__ import annotations
 
@@ -127,8 +133,18 @@ class GenerationEvaluator:
             ),
         )
 
+    def requested_labels(self, task_index: int) -> torch.Tensor | None:
+        """The classes a conditional model generates after task `task_index`: the seen classes
+        in turn (equal shares, ±1); None for an unconditional model."""
+        if not self.config.model.conditional:
+            return None
+        classes = torch.tensor(self.stream.seen_classes(task_index), device=self.device)
+        n = self.settings.n_eval_samples
+        return classes[torch.arange(n, device=self.device) % len(classes)]
+
     def generate(self, model: UNet2DModel, task_index: int) -> torch.Tensor:
-        """n_eval_samples images with eval_steps DDIM steps (eta 0), seeded per task."""
+        """n_eval_samples images with eval_steps DDIM steps (eta 0), seeded per task (a
+        conditional model: of `requested_labels`, with evaluation.guidance_scale)."""
         generator = torch.Generator(device=self.device).manual_seed(
             self.config.seed * 1000 + EVAL_SEED_OFFSET + task_index
         )
@@ -143,6 +159,8 @@ class GenerationEvaluator:
                 generator=generator,
                 batch_size=self.settings.eval_batch_size,
                 on_forward=self.counter.hook(EVAL_SAMPLING),
+                labels=self.requested_labels(task_index),
+                guidance_scale=self.settings.guidance_scale,
             )
         model.train(was_training)
         check_samples(result.images, task_index)  # before clamping, which would hide inf
@@ -161,8 +179,12 @@ class GenerationEvaluator:
             M.ARD: ard(true_hist, gen_hist),
             M.CLASSIFIER_ACCURACY: self.classifier.test_accuracy,
         }
-        per_task = fid_per_task(
-            seen.images, seen.labels, samples, predicted,
+        requested = self.requested_labels(task_index)
+        if requested is not None:
+            requested = requested.cpu()
+            metrics[M.LABEL_AGREEMENT] = float((predicted.cpu() == requested).float().mean())
+        per_task = fid_per_task(  # a conditional model's images count for the class asked for
+            seen.images, seen.labels, samples, predicted if requested is None else requested,
             self.stream.task_classes[: task_index + 1], self.extractor, batch_size=batch,
         )
         for k, value in per_task.items():

@@ -42,17 +42,16 @@ class AGEM(ExperienceReplay):
     def loss(self, model: UNet2DModel, batch: ImageSet) -> LossOutput:
         """The real loss; with a memory, also the memory gradient g_ref (the engine backpropagates
         the loss, then `adjust_gradients` projects)."""
-        real = self.denoising_loss(model, batch.images)
+        real = self.denoising_loss(model, batch.images, batch.labels)
         n_memory = self.replay_batch_size(len(batch))
         if self.memory is None or n_memory == 0:
             return LossOutput(real, {"loss_real": real.detach()})
-        if self.memory_images is None:
-            self.memory_images = self.memory.images.to(self.context.device)
+        images, labels = self.memory_on_device()
         pick = torch.randint(
             0, len(self.memory), (n_memory,), generator=self.context.generator,
             device=self.context.device,
         )
-        memory_loss = self.denoising_loss(model, self.memory_images[pick])
+        memory_loss = self.denoising_loss(model, images[pick], labels[pick])
         params = list(trainable_parameters(model).values())
         self.reference = list(torch.autograd.grad(memory_loss, params, allow_unused=True))
         return LossOutput(real, {"loss_real": real.detach(), "loss_memory": memory_loss.detach()})

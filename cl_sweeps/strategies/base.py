@@ -4,6 +4,12 @@ The engine owns the loop, the optimiser, evaluation and checkpoints. A strategy 
 minibatch of real images and a `TrainingContext` (noise schedule, sampler, frozen teacher, task
 index, random generator, forward counter) and returns the loss, counting every UNet
 image-forward it spends by purpose.
+
+With a class-conditional model (`model.conditional`) every model call carries labels: real
+images their own (with label dropout to the null class for classifier-free guidance), replay
+the classes of past tasks (`past_labels`); the student and the teacher always see the same
+labels for the same pair. `student` refuses a call without labels on such a model, so a
+strategy that forgets them fails loudly instead of training the null class.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from torch import nn
 
 from cl_sweeps.config import NUM_TRAIN_TIMESTEPS, StrategyConfig
 from cl_sweeps.data.sources import ImageSet
+from cl_sweeps.diffusion.model import predict_noise
 from cl_sweeps.diffusion.sampling import DDIMSampler
 from cl_sweeps.evaluation.compute import (
     STUDENT_TRAIN,
@@ -28,6 +35,20 @@ from cl_sweeps.evaluation.compute import (
     PhaseTimer,
 )
 from cl_sweeps.strategies.catalog import strategy_info
+
+
+@dataclass
+class Conditioning:
+    """A class-conditional run's classes: those of every task (replay draws from past tasks'),
+    the null class index and the training label dropout."""
+
+    task_classes: list[list[int]]
+    null_class: int
+    label_dropout: float = 0.0
+
+    def past_classes(self, task_index: int) -> list[int]:
+        """The classes of the tasks before `task_index` (what a teacher of that task knows)."""
+        return [c for classes in self.task_classes[:task_index] for c in classes]
 
 
 @dataclass
@@ -42,6 +63,7 @@ class TrainingContext:
     device: torch.device
     task_index: int = 0
     teacher: UNet2DModel | None = None
+    conditioning: Conditioning | None = None  # None: an unconditional model
 
 
 @dataclass
@@ -125,26 +147,77 @@ class Strategy:
     def random_noise(self, like: torch.Tensor) -> torch.Tensor:
         return torch.randn(like.shape, generator=self.context.generator, device=like.device)
 
-    def student(self, model: UNet2DModel, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def student(
+        self,
+        model: UNet2DModel,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        labels: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Student noise prediction (with gradient), counted as student image-forwards."""
+        self._check_labels(labels)
         self.context.counter.add(STUDENT_TRAIN, x.shape[0])
-        return model(x, t).sample.float()  # losses are reduced in fp32 under autocast
+        return predict_noise(model, x, t, labels).float()  # losses reduced in fp32 under autocast
 
     @torch.no_grad()
-    def teacher_prediction(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def teacher_prediction(
+        self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """The frozen teacher's noise prediction, counted as teacher target image-forwards."""
         teacher = self.context.teacher
         if teacher is None:
             raise RuntimeError(f"strategy {self.name!r} needs a teacher but none is set")
+        self._check_labels(labels)
         self.context.counter.add(TEACHER_TARGET, x.shape[0])
-        return teacher(x, t).sample.float()
+        return predict_noise(teacher, x, t, labels).float()
 
-    def denoising_loss(self, model: UNet2DModel, x0: torch.Tensor) -> torch.Tensor:
-        """‖ε − ε_θ(x_τ, τ)‖² with τ ~ U{0..999}: the ordinary diffusion loss."""
+    def _check_labels(self, labels: torch.Tensor | None) -> None:
+        if (labels is None) != (self.context.conditioning is None):
+            raise RuntimeError(
+                f"strategy {self.name!r} called the model "
+                + ("without labels, but model.conditional is true" if labels is None
+                   else "with labels, but the model is unconditional")
+            )
+
+    def training_labels(self, labels: torch.Tensor | None) -> torch.Tensor | None:
+        """The labels a training pair is learnt with: None for an unconditional model; else
+        each replaced by the null class with probability `model.label_dropout` (classifier-free
+        guidance's unconditional training), drawn from the run's generator."""
+        cond = self.context.conditioning
+        if cond is None:
+            return None
+        if labels is None:
+            raise RuntimeError(f"strategy {self.name!r} has no labels for a conditional model")
+        labels = labels.to(self.context.device)
+        if cond.label_dropout == 0.0:
+            return labels
+        drop = torch.rand(
+            labels.shape, generator=self.context.generator, device=self.context.device
+        ) < cond.label_dropout
+        return torch.where(drop, torch.full_like(labels, cond.null_class), labels)
+
+    def past_labels(self, n: int) -> torch.Tensor | None:
+        """n labels drawn uniformly over the classes of the tasks before the current one (the
+        classes the teacher learnt; uniform over classes is uniform over tasks when the tasks
+        have equal class counts); None for an unconditional model."""
+        cond, ctx = self.context.conditioning, self.context
+        if cond is None:
+            return None
+        classes = torch.tensor(cond.past_classes(ctx.task_index), device=ctx.device)
+        if not len(classes):
+            raise RuntimeError("labelled replay in task 0: there are no past classes")
+        pick = torch.randint(0, len(classes), (n,), generator=ctx.generator, device=ctx.device)
+        return classes[pick]
+
+    def denoising_loss(
+        self, model: UNet2DModel, x0: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """‖ε − ε_θ(x_τ, τ[, y])‖² with τ ~ U{0..999}: the ordinary diffusion loss (on a
+        conditional model with the images' labels, after label dropout)."""
         noise = self.random_noise(x0)
         t = self.random_timesteps(x0.shape[0])
         noisy = self.context.scheduler.add_noise(x0, noise, t)
-        return F.mse_loss(self.student(model, noisy, t), noise)
+        return F.mse_loss(self.student(model, noisy, t, self.training_labels(labels)), noise)
 
     def replay_batch_size(self, real_batch: int) -> int:
         """round(replay_ratio · B) replay images per minibatch of B real images."""

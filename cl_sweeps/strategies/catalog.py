@@ -26,6 +26,7 @@ GENERATION_KNOBS = (
     "lambd",
     "weight_replay_loss",
     "replay_timesteps",
+    "guidance_scale",  # read only with model.conditional
 )
 # The knobs every strategy with a teacher reads: which teacher (frozen or EMA) and its decay.
 TEACHER_KNOBS = ("teacher", "ema_decay")

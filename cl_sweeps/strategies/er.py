@@ -26,20 +26,29 @@ class ExperienceReplay(Strategy):
         super().__init__(*args, **kwargs)
         self.memory: ImageSet | None = None
         self.memory_images: torch.Tensor | None = None  # its images on the training device
+        self.memory_labels: torch.Tensor | None = None  # and their labels (conditional models)
 
     def loss(self, model: UNet2DModel, batch: ImageSet) -> LossOutput:
-        real = self.denoising_loss(model, batch.images)
+        real = self.denoising_loss(model, batch.images, batch.labels)
         n_replay = self.replay_batch_size(len(batch))
         if self.memory is None or n_replay == 0:
             return self.combine(real, None)
-        if self.memory_images is None:  # copied once per task: indexing there needs no host sync
-            self.memory_images = self.memory.images.to(self.context.device)
+        images, labels = self.memory_on_device()
         pick = torch.randint(
             0, len(self.memory), (n_replay,), generator=self.context.generator,
             device=self.context.device,
         )
-        replay = self.denoising_loss(model, self.memory_images[pick])
+        replay = self.denoising_loss(model, images[pick], labels[pick])
         return self.combine(real, replay)
+
+    def memory_on_device(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The memory's images and labels on the training device, copied once per task:
+        indexing there needs no host sync."""
+        assert self.memory is not None
+        if self.memory_images is None:
+            self.memory_images = self.memory.images.to(self.context.device)
+            self.memory_labels = self.memory.labels.to(self.context.device)
+        return self.memory_images, self.memory_labels
 
     def end_task(self, model: UNet2DModel, task_index: int, current: ImageSet) -> None:
         """Rebuild the memory: an equal share of `memory_size` for every class seen so far."""

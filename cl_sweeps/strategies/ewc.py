@@ -43,8 +43,9 @@ class EWC(AnchoredPenalty):
         count = min(self.fisher_samples, len(data))
         pick = torch.randperm(len(data), generator=ctx.generator, device=ctx.device)[:count]
         images = data.images[pick.to(data.images.device)].to(ctx.device)
+        labels = data.labels[pick.to(data.labels.device)].to(ctx.device)
         for i in range(count):
-            loss = self.denoising_loss(model, images[i : i + 1])
+            loss = self.denoising_loss(model, images[i : i + 1], labels[i : i + 1])
             grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
             for name, grad in zip(params, grads):
                 if grad is not None:

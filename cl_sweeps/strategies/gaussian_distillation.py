@@ -27,4 +27,4 @@ class GaussianDistillation(TeacherStrategy):
             (n, *like.shape[1:]), generator=self.context.generator, device=like.device,
             dtype=like.dtype,
         )
-        return self.distillation_loss(model, z, self.replay_timesteps(n))
+        return self.distillation_loss(model, z, self.replay_timesteps(n), self.past_labels(n))

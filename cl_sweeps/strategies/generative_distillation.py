@@ -41,17 +41,22 @@ class GenerativeDistillation(TeacherStrategy):
         split = self.gate_start()
         gated = round(n * (high - split) / (high - low))
         if gated == 0:
-            x_t, t, _ = self.renoise(self.generate(n).images)
-            return self.distillation_loss(model, x_t, t)
-        inputs, steps = [], []
+            generated = self.generate(n)
+            x_t, t, _ = self.renoise(generated.images)
+            return self.distillation_loss(model, x_t, t, generated.labels)
+        inputs, steps, labels = [], [], []
         if gated < n:
-            x0 = self.generate(n - gated).images
+            generated = self.generate(n - gated)
+            x0 = generated.images
             t = self.random_timesteps(n - gated, low, split)
             inputs.append(self.context.scheduler.add_noise(x0, self.random_noise(x0), t))
             steps.append(t)
+            labels.append(generated.labels)
         inputs.append(self.random_noise(like[:1].expand(gated, *like.shape[1:])))
         steps.append(self.random_timesteps(gated, split, high))
-        return self.distillation_loss(model, torch.cat(inputs), torch.cat(steps))
+        labels.append(self.past_labels(gated))  # pure-noise inputs, at past classes' labels
+        y = None if labels[0] is None else torch.cat(labels)
+        return self.distillation_loss(model, torch.cat(inputs), torch.cat(steps), y)
 
     def gate_start(self) -> int:
         """τ_s: the first timestep of `replay_timesteps` whose SNR is below `snr_threshold`

@@ -26,5 +26,6 @@ KNOBS = GENERATION_KNOBS + TEACHER_KNOBS
 class GenerativeReplay(TeacherStrategy):
 
     def replay_loss(self, model: UNet2DModel, n: int, like: torch.Tensor) -> torch.Tensor:
-        x_t, t, noise = self.renoise(self.generate(n).images)
-        return F.mse_loss(self.student(model, x_t, t), noise)
+        generated = self.generate(n)
+        x_t, t, noise = self.renoise(generated.images)
+        return F.mse_loss(self.student(model, x_t, t, self.training_labels(generated.labels)), noise)

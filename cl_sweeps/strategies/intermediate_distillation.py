@@ -45,4 +45,7 @@ class IntermediateDistillation(TeacherStrategy):
         x = torch.cat([p.states for p in points])
         t = torch.cat([torch.full((len(p.states),), p.timestep, device=x.device) for p in points])
         target = torch.cat([p.predictions for p in points])
-        return F.mse_loss(self.student(model, x, t), target)
+        # each pair keeps the label its prediction was made for (no label dropout: the target
+        # is the teacher's prediction at exactly that label)
+        labels = None if points[0].labels is None else torch.cat([p.labels for p in points])
+        return F.mse_loss(self.student(model, x, t, labels), target)

@@ -30,8 +30,9 @@ class LwFDistillation(TeacherStrategy):
         noise = self.random_noise(x0)
         t = self.random_timesteps(x0.shape[0])
         x_t = self.context.scheduler.add_noise(x0, noise, t)
-        prediction = self.student(model, x_t, t)
+        labels = self.training_labels(batch.labels)  # the same for both targets
+        prediction = self.student(model, x_t, t, labels)
         real = F.mse_loss(prediction, noise)
         if self.context.teacher is None:
             return self.combine(real, None)
-        return self.combine(real, F.mse_loss(prediction, self.teacher_prediction(x_t, t)))
+        return self.combine(real, F.mse_loss(prediction, self.teacher_prediction(x_t, t, labels)))

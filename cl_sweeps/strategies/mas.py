@@ -44,11 +44,13 @@ class MAS(AnchoredPenalty):
         count = min(self.importance_samples, len(data))
         pick = torch.randperm(len(data), generator=ctx.generator, device=ctx.device)[:count]
         images = data.images[pick.to(data.images.device)].to(ctx.device)
+        labels = data.labels[pick.to(data.labels.device)].to(ctx.device)
         for i in range(count):
             x0 = images[i : i + 1]
             t = self.random_timesteps(1)
             x_t = ctx.scheduler.add_noise(x0, self.random_noise(x0), t)
-            norm = self.student(model, x_t, t).pow(2).sum()
+            y = self.training_labels(labels[i : i + 1])
+            norm = self.student(model, x_t, t, y).pow(2).sum()
             grads = torch.autograd.grad(norm, list(params.values()), allow_unused=True)
             for name, grad in zip(params, grads):
                 if grad is not None:

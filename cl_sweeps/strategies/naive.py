@@ -16,4 +16,4 @@ class Naive(Strategy):
     shares_task0 = True
 
     def loss(self, model: UNet2DModel, batch: ImageSet) -> LossOutput:
-        return self.combine(self.denoising_loss(model, batch.images), None)
+        return self.combine(self.denoising_loss(model, batch.images, batch.labels), None)

@@ -31,6 +31,7 @@ class PartialGenerationDistillation(TeacherStrategy):
     def replay_loss(self, model: UNet2DModel, n: int, like: torch.Tensor) -> torch.Tensor:
         tau = self.replay_timesteps(n)
         ctx = self.context
+        labels = self.past_labels(n)
         with ctx.timer.phase("replay_generation"):
             states = ctx.sampler.partial(
                 ctx.teacher,
@@ -39,5 +40,7 @@ class PartialGenerationDistillation(TeacherStrategy):
                 eta=self.config.teacher_eta,
                 generator=ctx.generator,
                 on_forward=ctx.counter.hook(TEACHER_GENERATION),
+                labels=labels,
+                guidance_scale=self.config.guidance_scale,
             )
-        return self.distillation_loss(model, states, tau)
+        return self.distillation_loss(model, states, tau, labels)

@@ -39,7 +39,7 @@ class AnchoredPenalty(Strategy):
         self.anchor: Tensors | None = None  # θ* at the end of the previous task
 
     def loss(self, model: UNet2DModel, batch: ImageSet) -> LossOutput:
-        real = self.denoising_loss(model, batch.images)
+        real = self.denoising_loss(model, batch.images, batch.labels)
         if self.anchor is None:
             return LossOutput(real, {"loss_real": real.detach()})
         penalty = self.penalty(model)

@@ -47,7 +47,7 @@ class TeacherStrategy(Strategy):
     shares_task0 = True  # no teacher in task 0: the real loss alone, as naive
 
     def loss(self, model: UNet2DModel, batch: ImageSet) -> LossOutput:
-        real = self.denoising_loss(model, batch.images)
+        real = self.denoising_loss(model, batch.images, batch.labels)
         n_replay = self.replay_batch_size(len(batch))
         if self.context.teacher is None or n_replay == 0:
             return self.combine(real, None)
@@ -74,8 +74,12 @@ class TeacherStrategy(Strategy):
         return_trajectory: bool = False,
     ) -> SampleResult:
         """Run the teacher's k-step DDIM (k = teacher_steps, eta = teacher_eta) for n images,
-        timed as `replay_generation` and counted as teacher generation forwards."""
+        timed as `replay_generation` and counted as teacher generation forwards. A conditional
+        teacher generates n classes drawn from past tasks' (`past_labels`, in `result.labels`)
+        with classifier-free guidance `guidance_scale` (2 forwards per image and step unless
+        it is 0 or 1)."""
         ctx = self.context
+        labels = self.past_labels(n)
         with ctx.timer.phase("replay_generation"):
             return ctx.sampler.sample(
                 ctx.teacher,
@@ -85,6 +89,8 @@ class TeacherStrategy(Strategy):
                 generator=ctx.generator,
                 return_trajectory=return_trajectory,
                 on_forward=ctx.counter.hook(TEACHER_GENERATION),
+                labels=labels,
+                guidance_scale=self.config.guidance_scale,
             )
 
     def renoise(self, x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -93,10 +99,19 @@ class TeacherStrategy(Strategy):
         t = self.replay_timesteps(x0.shape[0])
         return self.context.scheduler.add_noise(x0, noise, t), t, noise
 
-    def distillation_loss(self, model: UNet2DModel, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """‖ε_φ(x, t) − ε_θ(x, t)‖²: the student matches the teacher on the same inputs."""
-        target = self.teacher_prediction(x, t)
-        return F.mse_loss(self.student(model, x, t), target)
+    def distillation_loss(
+        self,
+        model: UNet2DModel,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        labels: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """‖ε_φ(x, t[, y]) − ε_θ(x, t[, y])‖²: the student matches the teacher on the same
+        inputs and, for a conditional model, the same labels (after label dropout: a dropped
+        pair distils the teacher's unconditional prediction)."""
+        y = self.training_labels(labels)
+        target = self.teacher_prediction(x, t, y)
+        return F.mse_loss(self.student(model, x, t, y), target)
 
     def generation_grid(self) -> torch.Tensor:
         """The teacher's k-step DDIM grid (noisiest first), restricted to the points inside
