@@ -147,7 +147,7 @@ def test_a_conditional_strategy_refuses_a_model_call_without_labels():
 
 
 def test_real_images_are_learnt_with_their_labels():
-    strategy, student, context = conditional_setup("naive", task_index=0)
+    strategy, student, _ = conditional_setup("naive", task_index=0)
     batch = current_batch(6, task_index=0)
     strategy.loss(student, batch)
     assert torch.equal(student.calls[0][2], batch.labels)
@@ -179,7 +179,8 @@ def test_distillation_generates_past_classes_and_student_and_teacher_share_the_l
 @pytest.mark.parametrize(
     "name",
     ["generative_replay", "gaussian_distillation", "partial_generation_distillation",
-     "intermediate_distillation", "lwf_distillation", "er", "agem", "ewc", "mas", "si", "l2"],
+     "intermediate_distillation", "lwf_distillation", "er", "agem", "ewc", "mas", "si", "l2",
+     "ensemble", "lora"],
 )
 def test_every_strategy_calls_a_conditional_model_with_labels(name):
     """Real labels for the current task's images, past classes (or the null class) for replay."""
@@ -187,6 +188,7 @@ def test_every_strategy_calls_a_conditional_model_with_labels(name):
     strategy.loss(student, current_batch(4, task_index=0))
     strategy.end_task(student, 0, current_batch(4, task_index=0))  # memories, anchors
     context.task_index = 1
+    strategy.begin_task(student, 1)
     if context.teacher is None and strategy.needs_teacher:
         context.teacher = LabelRecorder(frozen(conditional_unet(100))).eval().requires_grad_(False)
     batch = current_batch(4, task_index=1)
@@ -233,3 +235,31 @@ def test_a_conditional_model_generates_the_requested_classes():
     named = torch.as_tensor(classifier.predict(images.flatten(1).numpy()))
     agreement = float((named == requested).float().mean())
     assert agreement > 0.6, f"the classifier names the requested class for {agreement:.0%}"
+
+
+def test_a_conditional_run_evaluates_the_requested_classes_and_counts_guidance(small_trial):
+    """The engine end to end: guided teacher generation and evaluation sampling count two
+    forwards per image and step, and every task reports label_agreement."""
+    from cl_sweeps import metrics as M
+    from cl_sweeps.sequence import run_sequence
+
+    n, steps, k, iterations, batch = 20, 2, 2, 2, 8
+    config = small_trial(
+        model={"conditional": True},
+        data={"dataset": "digits", "tasks": [[0, 1], [2, 3]], "max_train_per_class": 20,
+              "max_test_per_class": 12},
+        strategy={"name": "generative_distillation", "teacher_steps": k, "replay_ratio": 0.5,
+                  "guidance_scale": 2.0},
+        train={"iterations_per_task": iterations, "batch_size": batch},
+        evaluation={"n_eval_samples": n, "eval_steps": steps, "guidance_scale": 1.5,
+                    "denoise_eval_per_task": 8, "classifier_epochs": 2, "sample_grid_size": 0},
+    )
+    history = run_sequence(config).history
+    last = history[-1]
+    assert last[f"{M.FORWARDS}eval_sampling"] == 2 * (2 * n * steps)  # 2 tasks, guided
+    replay = round(0.5 * batch)
+    assert last[f"{M.FORWARDS}teacher_generation"] == iterations * 2 * k * replay  # task 1 only
+    assert last[f"{M.FORWARDS}teacher_target"] == iterations * replay
+    for row in history:
+        assert 0.0 <= row[M.LABEL_AGREEMENT] <= 1.0
+        assert all(row[f"{M.FID_TASK}{t}"] < float("inf") for t in range(int(row[M.TASK]) + 1))

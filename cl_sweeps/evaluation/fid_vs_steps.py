@@ -80,7 +80,9 @@ def fid_vs_steps(
         _synchronize(device)
         start = time.perf_counter()
         images = sampler.sample(model, n, k, eta=0.0, generator=generator, batch_size=batch,
-                                on_forward=counter.hook(EVAL_SAMPLING)).images
+                                on_forward=counter.hook(EVAL_SAMPLING),
+                                labels=evaluator.requested_labels(task, n),
+                                guidance_scale=config.evaluation.guidance_scale).images
         _synchronize(device)
         seconds = time.perf_counter() - start
         fid = compute_fid(seen.images, images.clamp(-1, 1), evaluator.extractor, batch)

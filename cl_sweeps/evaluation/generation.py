@@ -133,13 +133,14 @@ class GenerationEvaluator:
             ),
         )
 
-    def requested_labels(self, task_index: int) -> torch.Tensor | None:
-        """The classes a conditional model generates after task `task_index`: the seen classes
-        in turn (equal shares, ±1); None for an unconditional model."""
+    def requested_labels(self, task_index: int, n: int | None = None) -> torch.Tensor | None:
+        """The classes of the n (default n_eval_samples) images a conditional model generates
+        after task `task_index`: the seen classes in turn (equal shares, ±1); None for an
+        unconditional model."""
         if not self.config.model.conditional:
             return None
         classes = torch.tensor(self.stream.seen_classes(task_index), device=self.device)
-        n = self.settings.n_eval_samples
+        n = self.settings.n_eval_samples if n is None else n
         return classes[torch.arange(n, device=self.device) % len(classes)]
 
     def generate(self, model: UNet2DModel, task_index: int) -> torch.Tensor:

@@ -67,7 +67,7 @@ class Ensemble(Strategy):
                 reinitialise(model, seed)
 
     def loss(self, model: UNet2DModel, batch: ImageSet) -> LossOutput:
-        return self.combine(self.denoising_loss(model, batch.images), None)
+        return self.combine(self.denoising_loss(model, batch.images, batch.labels), None)
 
     def end_task(self, model: UNet2DModel, task_index: int, current: ImageSet) -> None:
         del self.members[task_index:], self.task_classes[task_index:], self._modules[task_index:]

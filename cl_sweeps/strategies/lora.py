@@ -118,7 +118,7 @@ class LoRA(Strategy):
         return self.config.lora_rank, self.config.lora_alpha
 
     def loss(self, model: UNet2DModel, batch: ImageSet) -> LossOutput:
-        return self.combine(self.denoising_loss(model, batch.images), None)
+        return self.combine(self.denoising_loss(model, batch.images, batch.labels), None)
 
     def end_task(self, model: UNet2DModel, task_index: int, current: ImageSet) -> None:
         if task_index > 0:
