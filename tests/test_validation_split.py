@@ -212,3 +212,12 @@ def test_a_split_that_leaves_no_training_images_is_refused_before_any_compute(
         assert word in text, (word, text)
     assert not (tmp_path / "run").exists() and not (tmp_path / "sweep").exists()
     assert "values[1]" not in text  # 39 leaves one image per class: allowed
+
+
+def test_a_split_sweep_on_the_classifiers_accuracy_chooses_on_accuracy_val() -> None:
+    sweep = parse_sweep_config({
+        "base": merge(SMALL_TRIAL, {"data": {"validation_per_class": 5},
+                                    "classifier_replay": {"mode": "naive"}}),
+        "objectives": {"accuracy_final": "max", "train_tflops": "min"}, "scheduler": "asha"})
+    assert [o.metric for o in sweep.objectives] == ["accuracy_final_val", "train_tflops"]
+    assert sweep.scheduler_metric() == ("accuracy_val", "max")
