@@ -16,8 +16,6 @@ the prefix, or computes it itself if the holder died without publishing.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import socket
 import time
@@ -28,6 +26,7 @@ import torch
 
 from cl_sweeps.checkpoint import save_torch
 from cl_sweeps.config import TrialConfig, num_tasks_of
+from cl_sweeps.hashing import content_hash
 from cl_sweeps.prefix_store import PrefixStore
 from cl_sweeps.strategies import strategy_class
 from cl_sweeps.throughput import Throughput, resolve_device
@@ -50,8 +49,7 @@ def prefix_key(config: TrialConfig) -> str | None:
     # the device and precision as resolved on this node, not as written (`auto`)
     del payload["device"], payload["train"]["precision"]
     payload["runs_on"] = runs_on(config)
-    text = json.dumps(payload, sort_keys=True, default=str)
-    return hashlib.sha1(text.encode()).hexdigest()[:16]
+    return content_hash(payload, 16)
 
 
 def runs_on(config: TrialConfig) -> dict[str, str]:

@@ -120,7 +120,7 @@ def test_a_checkpoint_tune_deleted_is_dropped_before_tune_restores_it(tmp_path: 
 
     from ray import tune
 
-    from cl_sweeps.sweep.tuner import OwnCheckpointFallback
+    from cl_sweeps.sweep.callbacks import OwnCheckpointFallback
 
     def trial_with(directory: Path) -> SimpleNamespace:
         result = SimpleNamespace(checkpoint=tune.Checkpoint.from_directory(str(directory)))
@@ -141,8 +141,8 @@ def test_a_checkpoint_tune_deleted_is_dropped_before_tune_restores_it(tmp_path: 
 
 
 def test_a_corrupt_study_database_is_one_line(tmp_path: Path) -> None:
+    from cl_sweeps.sweep.output_dir import check_optuna_study
     from cl_sweeps.sweep.schema import parse_sweep_config
-    from cl_sweeps.sweep.tuner import check_optuna_study
 
     db = tmp_path / "optuna.db"
     db.write_bytes(b"\x00garbage" * 500)
@@ -159,7 +159,7 @@ def test_a_corrupt_study_database_is_one_line(tmp_path: Path) -> None:
 def test_the_heartbeat_beats_from_tunes_loop(tmp_path: Path) -> None:
     from ray import tune
 
-    from cl_sweeps.sweep.tuner import DriverHeartbeat
+    from cl_sweeps.sweep.callbacks import DriverHeartbeat
 
     assert DriverHeartbeat.on_step_end is not tune.Callback.on_step_end  # a hook Tune calls
     layout = SweepLayout(tmp_path)
@@ -204,7 +204,7 @@ def test_a_tune_checkpoint_whose_record_is_truncated_is_not_used(tmp_path: Path)
 
 
 def test_a_fresh_start_that_fails_takes_back_its_files(tmp_path: Path) -> None:
-    from cl_sweeps.sweep.tuner import refuse_existing_sweep, undone_if_failed
+    from cl_sweeps.sweep.output_dir import refuse_existing_sweep, undone_if_failed
 
     layout = SweepLayout(tmp_path / "out")
     lock = hold_driver_lock(layout)

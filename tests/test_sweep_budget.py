@@ -18,9 +18,9 @@ from cl_sweeps import records
 from cl_sweeps.config import ConfigError
 from cl_sweeps.sweep import budget as budgets
 from cl_sweeps.sweep.budget_stop import BudgetStopper
+from cl_sweeps.sweep.plan import SweepPlan
 from cl_sweeps.sweep.schema import parse_sweep_config
 from cl_sweeps.sweep.searcher import build_searcher
-from cl_sweeps.sweep.space import SearchSpace
 from cl_sweeps.sweep.status import sweep_status
 
 CLI = str(Path(sys.executable).parent / "cl-sweeps")
@@ -108,7 +108,7 @@ def finished(fid: float) -> dict:
 def test_the_searcher_stops_proposing_with_the_reason_and_resumes_with_it(tmp_path) -> None:
     sweep = parse_sweep_config(tiny_sweep("budget", tmp_path, seeds=[1, 2], num_samples=5,
                                           budget={"trials": 5}))
-    searcher = build_searcher(sweep, SearchSpace(sweep))
+    searcher = build_searcher(SweepPlan(sweep))
     layout = records.SweepLayout(tmp_path)
     for trial_id in ("a", "b", "c", "d"):
         assert isinstance(searcher.suggest(trial_id), dict)
@@ -121,7 +121,7 @@ def test_the_searcher_stops_proposing_with_the_reason_and_resumes_with_it(tmp_pa
     study: optuna.Study = searcher.inner._ot_study
     assert [t.state for t in study.trials][-1] == optuna.trial.TrialState.FAIL  # never ran
     searcher.save(str(tmp_path / "searcher.pkl"))
-    restored = build_searcher(sweep, SearchSpace(sweep))
+    restored = build_searcher(SweepPlan(sweep))
     restored.restore(str(tmp_path / "searcher.pkl"))
     assert restored.suggest("f") == "FINISHED" and restored.ended == searcher.ended
     assert restored.wall_seconds() >= searcher._wall_before

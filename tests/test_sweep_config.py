@@ -339,7 +339,7 @@ def test_replaced_key_in_a_search_points_at_its_replacement() -> None:
 def test_resume_accepts_a_sweep_saved_before_a_key_existed() -> None:
     """--resume compares the resolved sweep with the saved one; a key added to the schema
     since (here reuse_actors) counts only if the resumed sweep sets it off its default."""
-    from cl_sweeps.sweep.tuner import changed_keys
+    from cl_sweeps.sweep.output_dir import changed_keys
 
     resolved = {"name": "s", "max_failures": 2, "reuse_actors": True}
     saved = {"name": "s", "max_failures": 2}

@@ -28,9 +28,9 @@ from cl_sweeps.frontier.outputs import best_trials, summary_dict
 from cl_sweeps.frontier.plots import INFEASIBLE, frontier_figure, frontier_plotly
 from cl_sweeps.sweep.constraints import judge_configuration
 from cl_sweeps.sweep.dashboard import frontier_of, sweep_metrics
+from cl_sweeps.sweep.plan import SweepPlan
 from cl_sweeps.sweep.schema import Objective, parse_sweep_config
 from cl_sweeps.sweep.searcher import build_searcher
-from cl_sweeps.sweep.space import SearchSpace
 
 LAST = TINY_TASKS - 1
 
@@ -84,7 +84,7 @@ def finished(fid: float, tflops: float, kld: float | None = None) -> dict:
 def test_optuna_is_told_the_seed_means_as_constraint_values(sampler) -> None:
     sweep = sweep_with(seeds=[1, 2], constraints={"kld": {"max": 1.0}},
                        search_algorithm={"name": "optuna", "sampler": sampler, "seed": 0})
-    searcher = build_searcher(sweep, SearchSpace(sweep))
+    searcher = build_searcher(SweepPlan(sweep))
     for trial_id in ("a", "b", "c", "d"):
         searcher.suggest(trial_id)
     searcher.on_trial_complete("a", finished(10.0, 1.0, kld=0.5))
@@ -103,7 +103,7 @@ def test_optuna_is_told_the_seed_means_as_constraint_values(sampler) -> None:
 
 def test_a_feasible_configuration_is_the_only_best() -> None:
     sweep = sweep_with(objectives=["fid_final"], constraints={"train_tflops": {"max": 2.0}})
-    searcher = build_searcher(sweep, SearchSpace(sweep))
+    searcher = build_searcher(SweepPlan(sweep))
     searcher.suggest("cheap")
     searcher.suggest("costly")
     searcher.on_trial_complete("cheap", finished(30.0, 1.0))

@@ -14,6 +14,7 @@ from helpers import TINY_TASKS, tiny_sweep
 from cl_sweeps import records
 from cl_sweeps.config import ConfigError
 from cl_sweeps.sweep.extend import check_extension, grow_output, refused_changes
+from cl_sweeps.sweep.plan import SweepPlan
 from cl_sweeps.sweep.prior import Prior
 from cl_sweeps.sweep.schema import parse_sweep_config
 from cl_sweeps.sweep.searcher import build_searcher
@@ -44,7 +45,7 @@ def test_only_missing_pairs_run_and_optuna_knows_the_old_configuration(tmp_path:
     sweep = sweep_of(tmp_path, seeds=[1, 2], num_samples=2)
     prior = Prior.from_records(records.SweepLayout(tmp_path), sweep)
     assert prior.trials_to_run(num_configurations(sweep), sweep.seed_list()) == 1 + 2
-    searcher = build_searcher(sweep, SearchSpace(sweep), prior)
+    searcher = build_searcher(SweepPlan(sweep), prior)
     study = searcher.inner._ot_study
     told = study.get_trials(states=[optuna.trial.TrialState.COMPLETE])
     assert [t.params for t in told] == [KNOWN] and told[0].values == [10.0, 1.5]
@@ -65,7 +66,7 @@ def test_a_known_configuration_proposed_again_is_told_not_run(tmp_path: Path) ->
     write_trial(tmp_path, "old", {"strategy.name": "naive"}, seed=3, fid=9.0)
     prior = Prior.from_records(records.SweepLayout(tmp_path), sweep)
     assert prior.trials_to_run(num_configurations(sweep), sweep.seed_list()) == 1
-    searcher = build_searcher(sweep, SearchSpace(sweep), prior)
+    searcher = build_searcher(SweepPlan(sweep), prior)
     assert searcher.suggest("a") == {"strategy.name": "cumulative", "seed": 3}
 
 
@@ -124,7 +125,7 @@ def test_extend_may_add_search_values_in_a_new_study_taught_the_known_ones(tmp_p
     state = grow_output(layout, grown, space, resolved, "h", "text", [])
     assert state["study_name"] == "grow-extended-1" and state["parent_run_id"] == "p"
     prior = Prior.from_records(layout, grown, state["study_name"])
-    searcher = build_searcher(grown, space, prior)
+    searcher = build_searcher(SweepPlan(grown), prior)
     assert searcher.suggest("t") == {"strategy.name": "er", "seed": 3}
     assert searcher.inner._ot_study.study_name == "grow-extended-1"
     told = searcher.inner._ot_study.get_trials(states=[optuna.trial.TrialState.COMPLETE])

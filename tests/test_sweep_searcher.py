@@ -12,16 +12,17 @@ import pytest
 from helpers import TINY_TASKS, tiny_sweep
 
 from cl_sweeps import records
+from cl_sweeps.sweep.plan import SweepPlan
 from cl_sweeps.sweep.schema import parse_sweep_config
 from cl_sweeps.sweep.searcher import build_searcher
-from cl_sweeps.sweep.space import SearchSpace, num_configurations
+from cl_sweeps.sweep.space import num_configurations
 
 LAST = TINY_TASKS - 1
 
 
 def searcher_for(**keys):
     sweep = parse_sweep_config(tiny_sweep("replicas", Path("/tmp/replicas"), **keys))
-    return build_searcher(sweep, SearchSpace(sweep))
+    return build_searcher(SweepPlan(sweep))
 
 
 def study_of(searcher) -> optuna.Study:
@@ -87,7 +88,7 @@ def test_grid_enqueues_every_point_with_mapped_values() -> None:
                            "values": {"generative_distillation": 0.75}},
     }
     sweep = parse_sweep_config(data)
-    searcher = build_searcher(sweep, SearchSpace(sweep))
+    searcher = build_searcher(SweepPlan(sweep))
     points = [searcher.suggest(str(i)) for i in range(num_configurations(sweep))]
     keyed = {(p["strategy.name"], p["strategy.teacher_steps"]): p for p in points}
     assert len(keyed) == 4
@@ -99,7 +100,7 @@ def test_a_repeated_configuration_is_not_run_again() -> None:
     data = tiny_sweep("repeats", Path("/tmp/r"), search_algorithm={"name": "random", "seed": 3})
     data["search"] = {"strategy.name": ["generative_replay"], "strategy.teacher_steps": [1, 2]}
     sweep = parse_sweep_config(data)
-    searcher = build_searcher(sweep, SearchSpace(sweep))
+    searcher = build_searcher(SweepPlan(sweep))
     first = searcher.suggest("t0")
     second = searcher.suggest("t1")  # t0 still running: its repeats are told FAIL
     assert first != second

@@ -207,7 +207,7 @@ def test_a_set_value_that_is_not_yaml_names_its_key(tmp_path, capsys) -> None:
 
 def test_output_dir_must_be_empty_absent_or_a_sweep(tmp_path) -> None:
     from cl_sweeps.records import SweepLayout
-    from cl_sweeps.sweep.tuner import refuse_existing_sweep
+    from cl_sweeps.sweep.output_dir import refuse_existing_sweep
 
     refuse_existing_sweep(SweepLayout(tmp_path / "absent"))
     (tmp_path / "empty").mkdir()

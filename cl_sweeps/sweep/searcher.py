@@ -47,14 +47,9 @@ from cl_sweeps.constraints import (
 )
 from cl_sweeps.records import FAILED, PRUNED, SEED_PARAM, SweepLayout
 from cl_sweeps.sweep import budget as budgets
+from cl_sweeps.sweep.plan import SweepPlan
 from cl_sweeps.sweep.prior import Prior, teach_study
-from cl_sweeps.sweep.schema import SweepConfig
-from cl_sweeps.sweep.space import (
-    SearchSpace,
-    expected_tasks,
-    make_sampler,
-    optuna_storage,
-)
+from cl_sweeps.sweep.space import SearchSpace, make_sampler, optuna_storage
 
 log = logging.getLogger(__name__)
 
@@ -95,16 +90,14 @@ def trial_outcome(
 class SeedReplicator(Searcher):
     """Replicates each configuration of the inner searcher over seeds (see the module doc)."""
 
-    def __init__(
-        self, inner: OptunaSearch, sweep: SweepConfig, space: SearchSpace,
-        prior: Prior | None = None,
-    ):
+    def __init__(self, inner: OptunaSearch, plan: SweepPlan, prior: Prior | None = None):
         super().__init__(metric=None, mode=None)  # Optuna gets the objectives, not Tune
+        sweep = plan.sweep
         self.inner = inner
-        self.space = space
-        self.seeds = sweep.seed_list()
-        self.seed_keys = list(sweep.seed_keys)
-        self.metrics = [o.metric for o in sweep.objectives]
+        self.plan = plan
+        self.space = plan.space
+        self.seeds = list(plan.seeds)
+        self.metrics = [o.metric for o in plan.objectives]
         self.constraints = constraints_from(sweep.constraints)
         self.budget = sweep.budget
         self.layout = SweepLayout(Path(sweep.output_dir)) if sweep.output_dir else None
@@ -114,7 +107,6 @@ class SeedReplicator(Searcher):
         if self.budget is not None and self.layout is not None:  # a resume before Tune saved
             self._wall_before = float(budgets.read_state(self.layout).get("wall_seconds") or 0.0)
         self._session_start = time.time()
-        self.base = sweep.base.model_dump(mode="json")
         self._queue: deque[tuple[str, int]] = deque()
         self._groups: dict[str, _Group] = {}
         self._group_of: dict[str, str] = {}
@@ -215,16 +207,14 @@ class SeedReplicator(Searcher):
             group.outcomes[trial_id] = trial_outcome(
                 result, error, self.metrics, self._tasks(group), constraint_metrics(self.constraints))
             return
-        params = {**group.fields, SEED_PARAM: self.seeds[0]}
-        tasks = expected_tasks(self.base, params, self.seed_keys)
         extra = constraint_metrics(self.constraints)
-        group.outcomes[trial_id] = trial_outcome(result, error, self.metrics, tasks, extra)
+        group.outcomes[trial_id] = trial_outcome(result, error, self.metrics, self._tasks(group),
+                                                 extra)
         if len(group.outcomes) == group.replicas:
             self._tell(group_id, group)
 
     def _tasks(self, group: _Group) -> int:
-        return expected_tasks(self.base, {**group.fields, SEED_PARAM: self.seeds[0]},
-                              self.seed_keys)
+        return self.plan.tasks_of({**group.fields, SEED_PARAM: self.seeds[0]})
 
     def _tell(self, group_id: str, group: _Group) -> None:
         """Tell Optuna the configuration's outcome (also used for its repeats)."""
@@ -279,12 +269,11 @@ class SeedReplicator(Searcher):
             self.set_state(pickle.load(handle))
 
 
-def build_searcher(
-    sweep: SweepConfig, space: SearchSpace, prior: Prior | None = None
-) -> SeedReplicator:
-    """OptunaSearch over the define-by-run space (the grid enqueued for grid search, less the
-    points `prior` holds); the study is taught the known configurations it lacks."""
+def build_searcher(plan: SweepPlan, prior: Prior | None = None) -> SeedReplicator:
+    """OptunaSearch over the plan's define-by-run space (the grid enqueued for grid search, less
+    the points `prior` holds); the study is taught the known configurations it lacks."""
     prior = prior or Prior()
+    sweep, space = plan.sweep, plan.space
     seed = sweep.search_algorithm.seed
     if prior.configurations and seed is not None:  # the same seed would propose the old ones
         algorithm = sweep.search_algorithm.model_copy(
@@ -306,7 +295,7 @@ def build_searcher(
     if prior.configurations:
         added = teach_study(inner._ot_study, space, prior, sweep)  # OptunaSearch's study
         log.info("Optuna study %s: %d known configurations added", sweep.name, added)
-    return SeedReplicator(inner, sweep, space, prior)
+    return SeedReplicator(inner, plan, prior)
 
 
 def new_grid_points(space: SearchSpace, prior: Prior) -> list[dict[str, Any]] | None:

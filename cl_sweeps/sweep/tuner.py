@@ -1,62 +1,62 @@
 """Run a sweep: Ray Tune over whole continual sequences, Optuna choosing, MLflow tracking.
 
-`run_sweep` validates nothing itself (the SweepConfig it gets is already valid); it lays out the
-output directory, opens the MLflow parent run, connects to Ray (RAY_ADDRESS or a Ray job's
-cluster, else a fresh local Ray), runs the Tuner (or restores it with --resume), then prints
-the end-of-sweep summary (the frontier over the sweep's objectives).
+`run_sweep` validates nothing itself (the SweepConfig it gets is already valid); it resolves
+the sweep once (sweep/plan.py), lays out the output directory (sweep/output_dir.py), opens the
+MLflow parent run, connects to Ray (RAY_ADDRESS or a Ray job's cluster, else a fresh local Ray),
+runs the Tuner with the driver's callbacks (sweep/callbacks.py), or restores it with --resume,
+then prints the end-of-sweep summary (the frontier over the sweep's objectives).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
-import shutil
 import time
 import warnings
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import optuna
-import pyarrow.fs
 import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
 from cl_sweeps import records
 from cl_sweeps.config import ConfigError
-from cl_sweeps.constraints import Constraint, constraints_from
+from cl_sweeps.constraints import constraints_from
 from cl_sweeps.credentials import redact_uri
 from cl_sweeps.errors import ensure_writable
 from cl_sweeps.frontier.tracking import log_sweep_metrics
-from cl_sweeps.metrics import is_known_metric
+from cl_sweeps.hashing import content_hash
 from cl_sweeps.prefix_store import PrefixStore
 from cl_sweeps.records import SweepLayout
-from cl_sweeps.results import atomic_write
 from cl_sweeps.sweep import budget as budgets
 from cl_sweeps.sweep import warm_start
 from cl_sweeps.sweep.budget_stop import budget_stopper
+from cl_sweeps.sweep.callbacks import DriverHeartbeat, OwnCheckpointFallback, TrialRecorder
 from cl_sweeps.sweep.console import QuietConsole, quiet_logs, quiet_ray_output
-from cl_sweeps.sweep.constraints import judge_configuration
-from cl_sweeps.sweep.context import SweepContext, crash_at_task_from_env, divergence
+from cl_sweeps.sweep.context import SweepContext, crash_at_task_from_env
 from cl_sweeps.sweep.dashboard import SweepDashboard, ended_trials
 from cl_sweeps.sweep.databases import database_errors
 from cl_sweeps.sweep.driver_lock import hold_driver_lock
 from cl_sweeps.sweep.entry import run_trial
 from cl_sweeps.sweep.extend import grow_output
-from cl_sweeps.sweep.heartbeat import BEAT_EVERY_S, write_beat
+from cl_sweeps.sweep.heartbeat import write_beat
 from cl_sweeps.sweep.layout import base_directory, with_absolute_paths
 from cl_sweeps.sweep.moasha import MOASHA, MOASHAScheduler, rung_levels
+from cl_sweeps.sweep.output_dir import (
+    check_optuna_study,
+    prepare_output,
+    refuse_existing_sweep,
+    refuse_foreign_directory,
+    resolved_config,
+    undone_if_failed,
+)
 from cl_sweeps.sweep.plan import SweepPlan
 from cl_sweeps.sweep.prior import Prior
 from cl_sweeps.sweep.schema import SweepConfig, store_uri_problems
 from cl_sweeps.sweep.searcher import build_searcher
 from cl_sweeps.sweep.signals import StopSignals, kill_point
-from cl_sweeps.sweep.space import SearchSpace
 from cl_sweeps.sweep.tracking import (
     TRACKING_ENV,
     SweepTracker,
@@ -67,262 +67,6 @@ from cl_sweeps.sweep.tracking import (
 )
 
 log = logging.getLogger(__name__)
-
-
-# --- per-trial records on the driver --------------------------------------------------------
-
-
-class TrialRecorder(tune.Callback):
-    """Writes trials/<id>/params.json, status.json and metrics.{jsonl,parquet} as Tune reports,
-    and spools the final status of a trial's MLflow run (a stopped trial cannot set it); with
-    constraints, the verdict on a configuration whose replicas all ended (sweep/constraints.py)."""
-
-    def __init__(
-        self, context: SweepContext, plan: SweepPlan, constraints: list[Constraint] | None = None,
-        replicas: int = 1,
-    ):
-        self.context = context
-        self.plan = plan
-        self.constraints = constraints or []
-        self.replicas = replicas
-
-    def _dir(self, trial: Any) -> Path:
-        return self.context.layout.trial(trial.trial_id)
-
-    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        params = dict(trial.config)
-        directory = self._dir(trial)
-        tasks = self.plan.tasks_of(params)
-        records.write_params(directory, trial.trial_id, params, tasks)
-        records.write_status(directory, records.RUNNING)
-
-    def on_trial_result(
-        self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
-    ) -> None:
-        row = {k: v for k, v in result.items() if is_known_metric(k)}
-        if "task" in row:
-            records.record_task(self._dir(trial), row)
-
-    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        tasks = self.plan.tasks_of(dict(trial.config))
-        done = int((trial.last_result or {}).get("task", -1)) >= tasks - 1
-        reason = None if done else records.read_stop_reason(self._dir(trial))  # a hard budget
-        self._end(trial, records.COMPLETED if done else records.PRUNED, reason)
-
-    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._end(trial, records.FAILED, divergence(self._dir(trial)) or _error_text(trial))
-
-    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        error = _error_text(trial)
-        records.write_status(self._dir(trial), records.RUNNING, f"restarting after: {error}")
-
-    def _end(self, trial: Any, status: str, error: str | None) -> None:
-        records.write_status(self._dir(trial), status, error)
-        tracker = SweepTracker.for_sweep(self.context.tracking, self.context.layout)
-        tracker.end_trial(trial.trial_id, status, error)
-        key = records.config_key(dict(trial.config))
-        verdict = judge_configuration(self.context.layout.trials, key, self.replicas,
-                                      self.constraints)
-        for trial_id in verdict.trial_ids if verdict else []:
-            tracker.tag_trial(trial_id, verdict.tags())
-
-
-class OwnCheckpointFallback(tune.Callback):
-    """Tune's saved experiment state can name a checkpoint Tune had already deleted (the driver
-    died after Tune kept a newer one and before it saved its state again); restoring it fails
-    every attempt. Tune calls on_trial_start before it restores a trial, so a checkpoint that
-    no longer exists is dropped there: the trial then continues from the newest intact
-    checkpoint of its own (trainable.resume_point) and reports again the tasks Tune lost."""
-
-    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        result = trial.latest_checkpoint_result
-        if result is None or _checkpoint_exists(result.checkpoint):
-            return
-        log.warning("trial %s: Tune's checkpoint %s no longer exists; it continues from its own "
-                    "checkpoints", trial.trial_id, result.checkpoint.path)
-        manager = trial.run_metadata.checkpoint_manager
-        manager._latest_checkpoint_result = None  # Ray has no public way to forget one
-        manager._checkpoint_results = []
-        trial._restore_checkpoint_result = None
-
-
-def _checkpoint_exists(checkpoint: Any) -> bool:
-    info = checkpoint.filesystem.get_file_info(checkpoint.path)
-    return info.type != pyarrow.fs.FileType.NotFound
-
-
-class DriverHeartbeat(tune.Callback):
-    """Beats into driver.json (sweep/heartbeat.py) from the Tune loop, so a hung or killed
-    driver stops beating; a failed write is logged once and never stops the sweep. Wall-clock
-    times: Tuner.restore (--resume) brings back a pickled copy in a new process."""
-
-    def __init__(self, layout: SweepLayout, started: float):
-        self.layout = layout
-        self.started = started
-        self._last = 0.0  # beat at the loop's first step: starting Ray may take minutes
-        self._warned = False
-
-    def _beat(self, ended: bool = False) -> None:
-        try:
-            write_beat(self.layout, self.started, ended)
-        except OSError as error:
-            if not self._warned:
-                log.warning("driver heartbeat not written (%s); cl-sweeps status may show "
-                            "trials as INTERRUPTED", error)
-                self._warned = True
-
-    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
-        now = time.time()
-        if now - self._last >= BEAT_EVERY_S:
-            self._last = now
-            self._beat()
-
-    def on_experiment_end(self, trials: list, **info: Any) -> None:
-        self._beat(ended=True)
-
-
-def _error_text(trial: Any) -> str:
-    try:
-        error = trial.get_error()
-    except Exception:  # noqa: BLE001  (the error file may not be readable yet)
-        error = None
-    lines = [line for line in str(error or "unknown error").splitlines() if line.strip()]
-    return "\n".join(lines[-5:])[-2000:]
-
-
-# --- output directory and state -------------------------------------------------------------
-
-
-def resolved_config(sweep: SweepConfig) -> dict[str, Any]:
-    """The sweep as it runs (after --set, defaults filled, paths absolute), as plain data."""
-    return sweep.model_dump(mode="json")
-
-
-def _canonical_hash(data: dict[str, Any]) -> str:
-    return hashlib.sha1(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def changed_keys(saved: dict[str, Any], resolved: dict[str, Any]) -> list[str]:
-    """Top-level keys in which a resumed sweep differs from the saved one. A key the saved
-    sweep lacks (added to the schema after it started) counts only if it is not at its
-    default: a sweep started by an earlier version resumes."""
-    defaults = {name: field.get_default(call_default_factory=True)
-                for name, field in SweepConfig.model_fields.items()}
-    changed = []
-    for key in sorted({*saved, *resolved}):
-        if key not in saved and key in defaults:
-            default = defaults[key]
-            default = default.model_dump(mode="json") if hasattr(default, "model_dump") else default
-            if resolved.get(key) == default:
-                continue
-        if saved.get(key) != resolved.get(key):
-            changed.append(key)
-    return changed
-
-
-def refuse_existing_sweep(layout: SweepLayout) -> None:
-    """A fresh sweep never writes into another sweep's output_dir, nor into a directory that
-    holds anything else (checked first, so this is the message a repeated start gets, before
-    its Optuna study is looked at)."""
-    if layout.state.is_file() or (layout.trials.is_dir() and any(layout.trials.iterdir())):
-        raise ConfigError(
-            f"output_dir: {layout.root} already holds a sweep; continue it with --resume, or "
-            "choose another `name`/`output_dir` (or delete the directory)"
-        )
-    refuse_foreign_directory(layout)
-
-
-def refuse_foreign_directory(layout: SweepLayout) -> None:
-    """output_dir must be absent, empty or a cl-sweeps sweep: a sweep never writes among a
-    user's other files (the driver's own lock and heartbeat do not count)."""
-    own = {layout.lock.name, layout.driver.name}
-    others = sorted(p.name for p in layout.root.iterdir() if p.name not in own) if (
-        layout.root.is_dir() and not layout.state.is_file()) else []
-    if others:
-        shown = ", ".join(others[:5]) + (f", ... ({len(others)} entries)" if len(others) > 5 else "")
-        raise ConfigError(
-            f"output_dir: {layout.root} is not empty and holds no cl-sweeps sweep ({shown}); "
-            "allowed: an empty or new directory, or a sweep's output_dir with --resume"
-        )
-
-
-def prepare_output(
-    layout: SweepLayout,
-    sweep: SweepConfig,
-    space: SearchSpace,
-    file_text: str,
-    overrides: list[str],
-    resume: bool,
-) -> dict[str, Any]:
-    """Check the output_dir against --resume; write sweep.yaml (as submitted), the resolved
-    sweep config (what every later reader uses) and search_space.json; return the saved sweep
-    state (the MLflow parent run id once known)."""
-    resolved = resolved_config(sweep)
-    digest = _canonical_hash(resolved)
-    if resume:
-        if not layout.state.is_file():
-            raise ConfigError(
-                f"--resume: {layout.root} holds no sweep to resume (no {layout.state.name}); "
-                "start it without --resume"
-            )
-        state = json.loads(layout.state.read_text())
-        if state.get("config_hash") != digest:
-            saved = records.read_yaml_mapping(layout.resolved) or {}
-            changed = changed_keys(saved, resolved)
-            if not changed:  # only keys newer than the saved sweep, at their defaults
-                return state
-            raise ConfigError(
-                f"--resume: the sweep (file with --set overrides) differs from the one that "
-                f"started it, saved in {layout.resolved}, in: {', '.join(changed) or '?'}; "
-                "resume with the same file and --set options"
-            )
-        return state
-    layout.root.mkdir(parents=True, exist_ok=True)  # refuse_existing_sweep ran under the lock
-    text = file_text
-    if overrides:
-        text += "\n# applied with --set: " + " ".join(overrides) + "\n"
-    atomic_write(layout.sweep_file, lambda tmp: tmp.write_text(text))
-    records.write_yaml(layout.resolved, resolved)
-    records.write_json(layout.search_space, space.describe())
-    state = {"name": sweep.name, "config_hash": digest, "created": time.time(),
-             "parent_run_id": None}
-    records.write_json(layout.state, state)
-    return state
-
-
-@contextmanager
-def undone_if_failed(layout: SweepLayout, fresh: bool) -> Iterator[None]:
-    """A fresh start that fails before any trial ran (the tracking server does not answer)
-    takes back what it wrote, so that starting again is not refused as 'already holds a
-    sweep'. The directory held nothing else: refuse_existing_sweep checked it under the lock."""
-    try:
-        yield
-    except BaseException:
-        if fresh:
-            for path in layout.root.iterdir():
-                if path.is_dir():
-                    shutil.rmtree(path)
-                elif path != layout.lock:
-                    path.unlink(missing_ok=True)
-        raise
-
-
-def check_optuna_study(sweep: SweepConfig, resume: bool) -> None:
-    """The study's database can be used (one line otherwise), and a fresh sweep does not
-    silently continue an older study of the same name."""
-    if sweep.optuna_storage is None:
-        return
-    sqlite = sweep.optuna_storage.removeprefix("sqlite:///")
-    if sqlite != sweep.optuna_storage and not Path(sqlite).exists():
-        return  # a new database: no study yet (and do not create it here)
-    with database_errors("optuna_storage", sweep.optuna_storage):
-        names = optuna.study.get_all_study_names(storage=sweep.optuna_storage)
-    if not resume and sweep.name in names:
-        raise ConfigError(
-            f"optuna_storage: {redact_uri(sweep.optuna_storage)} already has a study named "
-            f"{sweep.name!r}; resume the sweep with --resume, choose another `name`, or delete it "
-            f"(optuna delete-study --study-name {sweep.name} --storage URL)"
-        )
 
 
 # --- Ray ------------------------------------------------------------------------------------
@@ -413,7 +157,7 @@ def make_tuner(
     if resume:
         log.info("--resume: no Ray Tune experiment at %s yet; starting it", experiment)
     tune_config = tune.TuneConfig(
-        search_alg=build_searcher(sweep, plan.space, prior),
+        search_alg=build_searcher(plan, prior),
         scheduler=make_scheduler(plan),
         num_samples=prior.trials_to_run(plan.configurations, list(plan.seeds)),
         max_concurrent_trials=sweep.max_concurrent_trials,
@@ -501,7 +245,7 @@ def run_sweep(
     sources = warm_start.check_sources(sweep) if fresh else []  # before anything is written
     if extend:
         resolved = resolved_config(sweep)
-        state = grow_output(layout, sweep, plan.space, resolved, _canonical_hash(resolved),
+        state = grow_output(layout, sweep, plan.space, resolved, content_hash(resolved),
                             file_text, overrides or [])
     else:
         state = prepare_output(layout, sweep, plan.space, file_text, overrides or [], resume)
@@ -539,7 +283,7 @@ def run_sweep(
     quiet_known_noise()
     write_beat(layout, time.time())  # a resumed sweep is alive again before Ray is up
     if trials == 0 and not resume:  # the records hold every pair: no Ray, only the summary
-        build_searcher(sweep, plan.space, prior)  # the Optuna study learns the known ones
+        build_searcher(plan, prior)  # the Optuna study learns the known ones
         return finish(plan, tracker, uri, interrupted=False)
     init_ray(address, verbose)
     kill_point("ray_started")  # tests only (sweep/signals.py)
