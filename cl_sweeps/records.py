@@ -16,11 +16,13 @@ Layout of a sweep's output_dir (see the README's "Sweep output"):
     frontier/                tables, plots and summary of the end-of-sweep frontier
     budget.json              the driver's clock and why a budget ended the sweep
     mlflow_spool.jsonl       the parent run's MLflow operations, spooled (sweep/spool.py)
+    warm_start.json          what warm_start imported, from which sweeps
     trials/<trial_id>/       params.json  status.json  metrics.jsonl  metrics.parquet
                              events.jsonl (the trial's own log)  mlflow_spool.jsonl
                              feasibility.json (with `constraints:`, once its configuration ended)
                              stop_reason.json (stopped by a hard budget)
                              divergence.json (why it failed for good: a non-finite value)
+                             origin.json (copied by warm_start: from which sweep and trial)
 
 Every path of that layout is a property of `SweepLayout` or `TrialLayout`; no other module
 spells a file name of it (tests/test_layout_paths.py).
@@ -52,6 +54,8 @@ EVENTS_FILE = "events.jsonl"
 DIVERGENCE_FILE = "divergence.json"
 SPOOL_FILE = "mlflow_spool.jsonl"  # in the sweep's output_dir and in each trial's folder
 BUDGET_FILE = "budget.json"
+WARM_START_FILE = "warm_start.json"
+ORIGIN_FILE = "origin.json"
 TRIALS_DIR = "trials"
 
 RUNNING, COMPLETED, PRUNED, FAILED = "RUNNING", "COMPLETED", "PRUNED", "FAILED"
@@ -155,6 +159,11 @@ class SweepLayout:
         """The parent run's spooled MLflow operations (sweep/tracking.py)."""
         return self.root / SPOOL_FILE
 
+    @property
+    def warm_start(self) -> Path:
+        """What warm_start imported from which sweeps (sweep/warm_start.py)."""
+        return self.root / WARM_START_FILE
+
     def trial(self, trial_id: str) -> Path:
         return self.trials / trial_id
 
@@ -207,6 +216,11 @@ class TrialLayout:
     def spool(self) -> Path:
         """The trial's spooled MLflow operations (sweep/tracking.py)."""
         return self.root / SPOOL_FILE
+
+    @property
+    def origin(self) -> Path:
+        """The sweep and trial a warm-started trial was copied from (sweep/warm_start.py)."""
+        return self.root / ORIGIN_FILE
 
 
 def config_key(params: dict[str, Any]) -> str:

@@ -17,12 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from cl_sweeps.records import (
+    COMPLETED,
     CONFIG_KEY_TAG,
     ERROR_TAG,
+    FAILED,
     NUM_TASKS_TAG,
     PARENT_TAG,
     RESOLVED_FILE,
     ROLE_TAG,
+    RUNNING,
     SEED_PARAM,
     SEED_TAG,
     SERIES_METRICS,
@@ -45,9 +48,9 @@ log = logging.getLogger(__name__)
 
 # MLflow's SQL stores keep ±inf as ±max float; map it back so an inf FID stays inf.
 MLFLOW_MAX_FLOAT = 1.7976931348623157e308
-RUN_STATUS_FALLBACK = {
-    "FINISHED": "COMPLETED", "FAILED": "FAILED", "KILLED": "FAILED",
-    "RUNNING": "RUNNING", "SCHEDULED": "RUNNING",
+RUN_STATUS_FALLBACK = {  # an MLflow run's status -> the trial's, for runs without a status tag
+    "FINISHED": COMPLETED, "FAILED": FAILED, "KILLED": FAILED,
+    "RUNNING": RUNNING, "SCHEDULED": RUNNING,
 }
 
 

@@ -11,12 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cl_sweeps.records import (  # noqa: F401 - DIVERGENCE_FILE, EVENTS_FILE: trainable.py's
-    DIVERGENCE_FILE,
-    EVENTS_FILE,
-    SweepLayout,
-    TrialLayout,
-)
+from cl_sweeps.records import SweepLayout, TrialLayout
 from cl_sweeps.sweep.tracking import TrackingTarget
 
 CRASH_ENV = "CL_SWEEPS_CRASH_AT_TASK"  # fault injection, tests only (trainable.py)

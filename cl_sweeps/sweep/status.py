@@ -100,7 +100,7 @@ def sweep_eta(plan: SweepPlan, rows: list[TrialRow]) -> float | None:
     """Seconds until the last trial ends: the trials not started yet (at the mean measured trial
     time) start as slots free up, the running ones end at their ETAs."""
     pending = max(0, plan.trials - len(rows))
-    running = [r for r in rows if r.status == "RUNNING"]
+    running = [r for r in rows if r.status == records.RUNNING]
     if any(r.eta is None for r in running):
         return None
     per_task = [r.elapsed / r.tasks_done for r in rows if r.tasks_done]
@@ -159,14 +159,15 @@ def sweep_status(output_dir: str | Path, now: float | None = None) -> tuple[str,
             if row.status == records.RUNNING:
                 row.status, row.eta = INTERRUPTED, None
     total = plan.trials
-    counts = {s: sum(r.status == s for r in rows) for s in ("RUNNING", INTERRUPTED, *records.ENDED)}
+    counts = {s: sum(r.status == s for r in rows)
+              for s in (records.RUNNING, INTERRUPTED, *records.ENDED)}
     ended = sum(counts[s] for s in records.ENDED)
     budget = budgets.sweep_summary(sweep, layout)
-    by_budget = bool(budget and budget.get("ended")) and not counts["RUNNING"]
+    by_budget = bool(budget and budget.get("ended")) and not counts[records.RUNNING]
     done = ended >= total or (stopped and driver.certain) or by_budget
     head = (f"sweep {sweep.name!r} in {layout.root}: {ended}/{total} trials ended "
-            f"({counts['COMPLETED']} completed, {counts['PRUNED']} pruned, "
-            f"{counts['FAILED']} failed), {counts['RUNNING']} running, "
+            f"({counts[records.COMPLETED]} completed, {counts[records.PRUNED]} pruned, "
+            f"{counts[records.FAILED]} failed), {counts[records.RUNNING]} running, "
             f"{max(0, total - len(rows))} not started")
     if by_budget:
         head += "; ended by its budget"

@@ -49,8 +49,6 @@ from cl_sweeps.sweep.console import quiet_logs
 from cl_sweeps.sweep.context import (
     CRASH_ENV,
     CRASH_MARKER,
-    DIVERGENCE_FILE,
-    EVENTS_FILE,
     SweepContext,
     divergence,
 )
@@ -69,7 +67,7 @@ def log_event(directory: Path, event: str, **fields: Any) -> None:
     """Append to the trial's events.jsonl: attempts and tasks trained (evidence for resuming)."""
     directory.mkdir(parents=True, exist_ok=True)
     line = json.dumps({"event": event, "time": time.time(), **fields})
-    with (directory / EVENTS_FILE).open("a") as handle:
+    with records.TrialLayout(directory).events.open("a") as handle:
         handle.write(line + "\n")
 
 
@@ -180,7 +178,8 @@ def train_sequence(config: dict[str, Any], context: SweepContext) -> None:
                 )
             except NonFiniteError as error:
                 log_event(directory, "diverged", error=str(error))
-                records.write_json(directory / DIVERGENCE_FILE, {"error": str(error)})
+                records.write_json(records.TrialLayout(directory).divergence,
+                                   {"error": str(error)})
                 raise
             if last[0] is not None:
                 run.log_model(last[0])

@@ -28,8 +28,6 @@ from cl_sweeps.sweep.schema import SweepConfig
 from cl_sweeps.sweep.space import SearchSpace, expected_tasks
 
 COPIED = (METRICS_JSONL, METRICS_PARQUET, records.STATUS_FILE, "samples")
-ORIGIN_FILE = "origin.json"
-WARM_START_FILE = "warm_start.json"
 
 
 @dataclass
@@ -142,7 +140,7 @@ def import_trials(sweep: SweepConfig, layout: SweepLayout, sources: list[Source]
             summary["train_tflops"] += record.final.get("train_tflops", 0.0) - record.final.get(
                 "reused_train_tflops", 0.0)
         summary["sources"].append(counts)
-    records.write_json(layout.root / WARM_START_FILE, summary)
+    records.write_json(layout.warm_start, summary)
     return summary
 
 
@@ -165,7 +163,8 @@ def copy_trial(
     base = sweep.base.model_dump(mode="json")
     records.write_params(target, record.trial_id, params,
                          expected_tasks(base, params, list(sweep.seed_keys)))
-    records.write_json(target / ORIGIN_FILE, {"sweep": str(source), "trial_id": record.trial_id})
+    records.write_json(records.TrialLayout(target).origin,
+                       {"sweep": str(source), "trial_id": record.trial_id})
 
 
 def warm_start_line(summary: dict[str, Any]) -> str:
@@ -177,7 +176,7 @@ def warm_start_line(summary: dict[str, Any]) -> str:
 
 def read_summary(layout: SweepLayout) -> dict[str, Any] | None:
     """What a warm start imported into this sweep (None: it was not warm-started)."""
-    return records.read_json_mapping(layout.root / WARM_START_FILE)
+    return records.read_json_mapping(layout.warm_start)
 
 
 def spent_here(trials: list[TrialRecord], layout: SweepLayout) -> list[TrialRecord]:
