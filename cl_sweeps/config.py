@@ -529,6 +529,28 @@ class TrialConfig(_Strict):
         raise ValueError(f"device {device!r} is not allowed; use 'auto', 'cpu', 'cuda' or 'cuda:N'")
 
     @model_validator(mode="after")
+    def _guidance_needs_classes(self) -> TrialConfig:
+        """Guidance and label dropout act on class labels: set on an unconditional model they
+        would be ignored, and a run that looks guided would not be."""
+        if self.model.conditional:
+            return self
+        problems = [
+            f"{name}={value}" for name, value in (
+                ("evaluation.guidance_scale", self.evaluation.guidance_scale),
+                ("strategy.guidance_scale", self.strategy.guidance_scale),
+            ) if value != 1.0
+        ]
+        if "label_dropout" in self.model.model_fields_set:
+            problems.append(f"model.label_dropout={self.model.label_dropout}")
+        if problems:
+            raise ValueError(
+                f"{', '.join(problems)} needs a class-conditional model, but model.conditional "
+                "is false; allowed: model.conditional: true, or guidance scales 1.0 and no "
+                "label_dropout"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _precision_on_device(self) -> TrialConfig:
         if self.train.precision == "fp16" and self.device == "cpu":
             raise ValueError(

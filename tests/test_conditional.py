@@ -263,3 +263,18 @@ def test_a_conditional_run_evaluates_the_requested_classes_and_counts_guidance(s
     for row in history:
         assert 0.0 <= row[M.LABEL_AGREEMENT] <= 1.0
         assert all(row[f"{M.FID_TASK}{t}"] < float("inf") for t in range(int(row[M.TASK]) + 1))
+
+
+@pytest.mark.parametrize("override, named", [
+    ({"evaluation": {"guidance_scale": 2.0}}, "evaluation.guidance_scale=2.0"),
+    ({"strategy": {"guidance_scale": 0.0}}, "strategy.guidance_scale=0.0"),
+    ({"model": {"label_dropout": 0.2}}, "model.label_dropout=0.2"),
+])
+def test_guidance_and_label_dropout_are_refused_without_a_conditional_model(override, named):
+    from cl_sweeps.config import ConfigError, parse_trial_config
+
+    with pytest.raises(ConfigError, match="model.conditional is false") as error:
+        parse_trial_config(override)
+    assert named in str(error.value) and "allowed: model.conditional: true" in str(error.value)
+    conditional = {**override, "model": {**override.get("model", {}), "conditional": True}}
+    assert parse_trial_config(conditional).model.conditional
