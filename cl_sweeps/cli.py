@@ -209,7 +209,7 @@ def _log_on_parent_run(args: argparse.Namespace, source: SweepSource, paths: lis
     --sweep-dir exists), so a failure here is a note, not an error."""
     if args.no_log:
         return
-    from cl_sweeps.frontier.tracking import log_frontier_artifacts, sweep_dir_tracking
+    from cl_sweeps.frontier.mlflow_runs import log_frontier_artifacts, sweep_dir_tracking
 
     try:
         if source.client is not None:

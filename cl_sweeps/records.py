@@ -2,7 +2,7 @@
 
 The sweep driver writes them (it sees every trial's config, results and end, wherever the trial
 ran, so they are complete on the machine that ran the sweep even on a multi-node cluster);
-frontier, report, status and resume read them. The MLflow reader (frontier/tracking.py) produces
+frontier, report, status and resume read them. The MLflow reader (frontier/mlflow_runs.py) produces
 the same `TrialRecord`s from the runs, using the tag names defined here, so everything
 downstream works on records only and both sources give the same tables by construction.
 
@@ -65,7 +65,7 @@ UNKNOWN = "UNKNOWN"  # a record whose status cannot be read
 
 SEED_PARAM = "seed"  # the trial parameter holding the replica's seed
 
-# MLflow names shared by the writer (sweep/tracking.py) and the reader (frontier/tracking.py).
+# MLflow names shared by the writer (sweep/tracking.py) and the reader (frontier/mlflow_runs.py).
 PARENT_TAG = "mlflow.parentRunId"
 ROLE_TAG = "cl_sweeps.role"  # SWEEP_ROLE on the parent run, TRIAL_ROLE on nested runs
 SWEEP_ROLE, TRIAL_ROLE = "sweep", "trial"

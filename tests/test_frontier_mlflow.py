@@ -25,7 +25,7 @@ from cl_sweeps.frontier import (
     read_sweep_dir,
     report,
 )
-from cl_sweeps.frontier.tracking import metric_value, parse_param
+from cl_sweeps.frontier.mlflow_runs import metric_value, parse_param
 
 
 @pytest.fixture(scope="module")

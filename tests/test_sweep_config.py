@@ -17,7 +17,7 @@ from helpers import tiny_sweep, write_yaml
 from cl_sweeps.config import ConfigError, TrialConfig
 from cl_sweeps.credentials import redact_uri
 from cl_sweeps.records import SweepLayout, config_key
-from cl_sweeps.sweep.layout import TRIAL_PATH_FIELDS, with_absolute_paths
+from cl_sweeps.sweep.paths import TRIAL_PATH_FIELDS, with_absolute_paths
 from cl_sweeps.sweep.schema import SweepConfig, load_sweep_config, parse_sweep_config
 from cl_sweeps.sweep.search_params import conditions, grid
 from cl_sweeps.sweep.space import SearchSpace, num_configurations, trial_config_for

@@ -12,7 +12,7 @@ from helpers import tiny_sweep
 
 from cl_sweeps.records import SEED_PARAM
 from cl_sweeps.sweep import plan as plan_module
-from cl_sweeps.sweep.layout import with_absolute_paths
+from cl_sweeps.sweep.paths import with_absolute_paths
 from cl_sweeps.sweep.plan import SweepPlan
 from cl_sweeps.sweep.schema import parse_sweep_config
 

@@ -23,11 +23,11 @@ from cl_sweeps.frontier.build import (
     load_source,
     objectives_for,
 )
+from cl_sweeps.frontier.mlflow_runs import log_frontier_artifacts, read_mlflow
 from cl_sweeps.frontier.outputs import sweep_end_summary, write_frontier_outputs
 from cl_sweeps.frontier.pareto import pareto_mask
 from cl_sweeps.frontier.report import report_markdown, report_table, write_report
 from cl_sweeps.frontier.table import DEFAULT_OBJECTIVES, aggregate_configs, trials_table
-from cl_sweeps.frontier.tracking import log_frontier_artifacts, read_mlflow
 from cl_sweeps.records import SweepSource, TrialRecord, read_sweep_dir
 
 __all__ = [

@@ -228,7 +228,7 @@ def load_source(
         raise ValueError("give exactly one of sweep_dir and experiment")
     if sweep_dir is not None:
         return read_sweep_dir(sweep_dir)
-    from cl_sweeps.frontier.tracking import read_mlflow
+    from cl_sweeps.frontier.mlflow_runs import read_mlflow
 
     return read_mlflow(experiment, tracking_uri, parent_run_id)
 

@@ -151,7 +151,7 @@ def sweep_end_summary(
     logged on the parent run if a client is given; returns the text to print (`step`: that of the parent run's live sweep/*
     metrics). A sweep without
     trials gives a message (and an empty best_trials.json); other failures raise."""
-    from cl_sweeps.frontier.tracking import log_frontier_artifacts, log_sweep_metrics
+    from cl_sweeps.frontier.mlflow_runs import log_frontier_artifacts, log_sweep_metrics
 
     layout = SweepLayout(Path(output_dir))
     if not layout.trials.is_dir() or not any(layout.trials.iterdir()):

@@ -26,7 +26,7 @@ from cl_sweeps import records
 from cl_sweeps.config import ConfigError
 from cl_sweeps.records import SweepLayout
 from cl_sweeps.results import atomic_write
-from cl_sweeps.sweep.layout import TRIAL_PATH_FIELDS
+from cl_sweeps.sweep.paths import TRIAL_PATH_FIELDS
 from cl_sweeps.sweep.prior import Prior, optuna_params
 from cl_sweeps.sweep.schema import SweepConfig
 from cl_sweeps.sweep.space import SearchSpace, num_configurations

@@ -4,7 +4,7 @@ console, summary) read instead of re-deriving it from the `SweepConfig` each tim
 The costly fact is a trial's task count: it needs the trial's whole config built and validated
 (the sampled values may change `data.num_tasks` or `data.tasks`), so `tasks_of` computes it once
 per trial config and keeps it. Everything else is computed when the plan is made, from a sweep
-whose paths are already absolute (sweep/layout.py).
+whose paths are already absolute (sweep/paths.py).
 """
 
 from __future__ import annotations
@@ -60,10 +60,10 @@ class SweepPlan:
 
     @property
     def layout(self) -> SweepLayout:
-        """The sweep's files; its output_dir must be resolved (sweep/layout.py)."""
+        """The sweep's files; its output_dir must be resolved (sweep/paths.py)."""
         if self.sweep.output_dir is None:
             raise ValueError("output_dir: not resolved; plan a sweep made absolute by "
-                             "sweep/layout.py with_absolute_paths")
+                             "sweep/paths.py with_absolute_paths")
         return SweepLayout(Path(self.sweep.output_dir))
 
     @cached_property
@@ -76,7 +76,7 @@ class SweepPlan:
             return None
         if sweep.storage_path is None:
             raise ValueError("storage_path: not resolved; plan a sweep made absolute by "
-                             "sweep/layout.py with_absolute_paths")
+                             "sweep/paths.py with_absolute_paths")
         if "://" in sweep.storage_path:
             log.warning("share_prefix needs a (shared) file system; storage_path %s is a URI, "
                         "so every trial trains its own task 0", sweep.storage_path)

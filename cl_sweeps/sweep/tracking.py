@@ -53,7 +53,7 @@ from cl_sweeps.records import (
     SweepLayout,
     TrialLayout,
 )
-from cl_sweeps.sweep.layout import absolute_sqlite, base_directory
+from cl_sweeps.sweep.paths import absolute_sqlite, base_directory
 from cl_sweeps.sweep.schema import SweepConfig
 from cl_sweeps.sweep.space import num_configurations
 from cl_sweeps.sweep.spool import Sender, Spool

@@ -26,7 +26,7 @@ from cl_sweeps.config import ConfigError
 from cl_sweeps.constraints import constraints_from
 from cl_sweeps.credentials import redact_uri
 from cl_sweeps.errors import ensure_writable
-from cl_sweeps.frontier.tracking import log_sweep_metrics
+from cl_sweeps.frontier.mlflow_runs import log_sweep_metrics
 from cl_sweeps.hashing import content_hash
 from cl_sweeps.prefix_store import PrefixStore
 from cl_sweeps.records import SweepLayout
@@ -42,7 +42,6 @@ from cl_sweeps.sweep.driver_lock import hold_driver_lock
 from cl_sweeps.sweep.entry import run_trial
 from cl_sweeps.sweep.extend import grow_output
 from cl_sweeps.sweep.heartbeat import write_beat
-from cl_sweeps.sweep.layout import base_directory, with_absolute_paths
 from cl_sweeps.sweep.moasha import MOASHA, MOASHAScheduler, rung_levels
 from cl_sweeps.sweep.output_dir import (
     check_optuna_study,
@@ -52,6 +51,7 @@ from cl_sweeps.sweep.output_dir import (
     resolved_config,
     undone_if_failed,
 )
+from cl_sweeps.sweep.paths import base_directory, with_absolute_paths
 from cl_sweeps.sweep.plan import SweepPlan
 from cl_sweeps.sweep.prior import Prior
 from cl_sweeps.sweep.schema import SweepConfig, store_uri_problems

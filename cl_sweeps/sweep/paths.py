@@ -1,5 +1,5 @@
-"""Where a sweep writes (its files: `cl_sweeps.records.SweepLayout`), and how relative paths
-become absolute before any trial starts.
+"""How relative paths in a sweep file become absolute before any trial starts (the files a sweep
+writes under its output_dir are named by `cl_sweeps.records.SweepLayout`).
 
 A trial runs with its own working directory (Ray changes it), so every path a trial sees is made
 absolute on the driver. Relative paths are resolved against `CL_SWEEPS_HOME` if set, else the
