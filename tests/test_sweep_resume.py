@@ -30,6 +30,7 @@ from optuna.trial import TrialState
 
 from cl_sweeps.checkpoint_files import META_FILE, latest_checkpoint, task_checkpoint_dir
 from cl_sweeps.metrics import AFTER_LAST_TASK, METRICS, TASK_PREFIXES
+from cl_sweeps.sweep.signals import KILL_ENV
 from cl_sweeps.sweep.trainable import resume_point, unreported_tasks
 
 CLI = str(Path(sys.executable).parent / "cl-sweeps")
@@ -166,24 +167,43 @@ def test_crashed_trial_resumes_at_its_task_and_early_stopped_trial_is_pruned(
 
 @pytest.mark.e2e
 def test_sweep_continues_with_resume_after_its_driver_died(tmp_path: Path) -> None:
+    """SIGKILL of the driver with its local Ray at four points, each followed by --resume:
+    while Ray starts (no trial yet), after a first task was reported, right after a trial saved
+    a task that Ray Tune never recorded, and after Tune's run ended but before the summary (the
+    last three points through CL_SWEEPS_KILL_AT, sweep/signals.py). Every configuration ends
+    COMPLETED under its first trial id, every task trained exactly once."""
     out = tmp_path / "out"
     env = child_env(tmp_path / "cache")
     sweep = tiny_sweep("resumed", out, num_samples=2)
     sweep["base"]["train"]["iterations_per_task"] = 15  # seconds per task: time to kill
     path = write_yaml(tmp_path / "resumed.yaml", sweep)
 
+    def killed_at(point: str, *options: str) -> str:
+        code, log = run([CLI, "sweep", str(path), *options], {**env, KILL_ENV: point},
+                        tmp_path / f"{point}.log", timeout_s=600)
+        assert code == -signal.SIGKILL, log[-5000:]
+        return log
+
+    killed_at("ray_started")
+    assert not (out / "trials").is_dir() or not any((out / "trials").iterdir())
+
     def a_task_reported() -> bool:
         return (out / "trials").is_dir() and any(
             (t / "metrics.jsonl").is_file() for t in (out / "trials").iterdir()
         )
 
-    def driver_recorded() -> bool:
-        return (out / "driver.json").is_file() and '"pid"' in (out / "driver.json").read_text()
+    def driver_recorded(pid: int) -> bool:  # the killed driver's driver.json is still there
+        try:
+            return json.loads((out / "driver.json").read_text())["pid"] == pid
+        except (OSError, ValueError, KeyError):
+            return False
 
-    with background([CLI, "sweep", str(path)], env, tmp_path / "first.log") as driver:
+    start = [CLI, "sweep", str(path), "--resume"]
+    with background(start, env, tmp_path / "first.log") as driver:
         # a second driver is refused while the first one starts (before any task is trained,
         # so that a fast machine cannot finish the sweep before the kill below)
-        wait_until(lambda: driver_recorded() or driver.poll() is not None, 300, "driver.json")
+        wait_until(lambda: driver_recorded(driver.pid) or driver.poll() is not None, 300,
+                   "driver.json")
         for second in ([CLI, "sweep", str(path), "--resume"], [CLI, "sweep", str(path)]):
             code, log = run(second, env, tmp_path / "second.log", timeout_s=120)
             assert code == 2 and "in use by another driver" in log, log[-3000:]
@@ -194,6 +214,7 @@ def test_sweep_continues_with_resume_after_its_driver_died(tmp_path: Path) -> No
         driver.wait()
     statuses = [json.loads((t / "status.json").read_text())["status"] for t in trials_of(out)]
     assert "RUNNING" in statuses
+    ids = {t.name for t in trials_of(out)}
     # Tune's state names checkpoints that are gone (as when Tune deleted one it still named):
     # the trial continues from its own checkpoints instead of failing.
     deleted = [c for c in sorted((out / "ray" / "resumed").glob("*/checkpoint_*"))
@@ -203,29 +224,27 @@ def test_sweep_continues_with_resume_after_its_driver_died(tmp_path: Path) -> No
     code, status = run([CLI, "status", str(out)], env, tmp_path / "status.log", timeout_s=120)
     assert code == 0 and "INTERRUPTED" in status and "driver is not running" in status, status
 
+    killed_at("task_saved", "--resume")
+    saved = max(((t, e) for t in trials_of(out) for e in events(t) if e["event"] == "task_trained"),
+                key=lambda pair: pair[1]["time"])  # the task Tune never heard of
+    killed_at("experiment_end", "--resume")
     code, log = run(
         [CLI, "sweep", str(path), "--resume"], env, tmp_path / "resume.log", timeout_s=600
     )
     assert code == 0, log[-5000:]
     trials = trials_of(out)
-    assert len(trials) == 2
-    resumed_from_checkpoint = 0
+    assert len(trials) == 2 and ids <= {t.name for t in trials}
     for trial in trials:
         assert json.loads((trial / "status.json").read_text())["status"] == "COMPLETED"
-        log_lines = events(trial)
-        trained = [e["task"] for e in log_lines if e["event"] == "task_trained"]
-        assert sorted(set(trained)) == STEPS
-        resumed = [e for e in log_lines if e["event"] == "attempt"][-1]["resume_from"]
-        if resumed is not None:
-            resumed_from_checkpoint += 1
-            done_before = int(Path(resumed).name.split("_")[-1])  # checkpoint_00000k
-            for task in range(done_before + 1):
-                assert trained.count(task) == 1, trained  # finished tasks are not retrained
-    assert resumed_from_checkpoint >= 1
+        trained = [e["task"] for e in events(trial) if e["event"] == "task_trained"]
+        assert trained == STEPS, (trial.name, trained)  # each task once, in order
+    trial, event = saved
+    later = [e for e in events(trial) if e["event"] == "attempt" and e["time"] > event["time"]]
+    assert later[0]["resume_from"] == str(task_checkpoint_dir(trial, event["task"])), later
     if deleted:  # the trial whose Tune checkpoints were deleted used its own
         attempts = [e for e in events(out / "trials" / deleted[0].parent.name)
                     if e["event"] == "attempt"]
-        assert "/trials/" in attempts[-1]["resume_from"], attempts
+        assert any("/trials/" in (a["resume_from"] or "") for a in attempts[1:]), attempts
     uri = f"sqlite:///{out / 'mlflow.db'}"
     _, nested = mlflow_runs(uri, "resumed")
     assert len(nested) == 2, "a resumed trial must continue its MLflow run, not open another"
