@@ -82,7 +82,8 @@ def child_env(cache_dir: Path, **extra: str) -> dict[str, str]:
     """The environment of a child process: no ambient Ray cluster or MLflow server, a private
     Ray token (so Ray never writes ~/.ray/auth_token), the venv's scripts on PATH."""
     env = dict(os.environ)
-    for key in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI", "CL_SWEEPS_CRASH_AT_TASK", "RAY_AUTH_MODE"):
+    for key in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI", "CL_SWEEPS_CRASH_AT_TASK",
+                "CL_SWEEPS_KILL_AT", "RAY_AUTH_MODE"):
         env.pop(key, None)
     env.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
