@@ -530,8 +530,9 @@ class TrialConfig(_Strict):
 
     @model_validator(mode="after")
     def _guidance_needs_classes(self) -> TrialConfig:
-        """Guidance and label dropout act on class labels: set on an unconditional model they
-        would be ignored, and a run that looks guided would not be."""
+        """Guidance acts on class labels: set on an unconditional model it would be ignored, and
+        a run that looks guided would not be. (model.label_dropout is not checked: configs pass
+        through model_dump, which sets every field, so its being set says nothing.)"""
         if self.model.conditional:
             return self
         problems = [
@@ -540,13 +541,10 @@ class TrialConfig(_Strict):
                 ("strategy.guidance_scale", self.strategy.guidance_scale),
             ) if value != 1.0
         ]
-        if "label_dropout" in self.model.model_fields_set:
-            problems.append(f"model.label_dropout={self.model.label_dropout}")
         if problems:
             raise ValueError(
                 f"{', '.join(problems)} needs a class-conditional model, but model.conditional "
-                "is false; allowed: model.conditional: true, or guidance scales 1.0 and no "
-                "label_dropout"
+                "is false; allowed: model.conditional: true, or guidance scale 1.0"
             )
         return self
 

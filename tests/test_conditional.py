@@ -268,9 +268,8 @@ def test_a_conditional_run_evaluates_the_requested_classes_and_counts_guidance(s
 @pytest.mark.parametrize("override, named", [
     ({"evaluation": {"guidance_scale": 2.0}}, "evaluation.guidance_scale=2.0"),
     ({"strategy": {"guidance_scale": 0.0}}, "strategy.guidance_scale=0.0"),
-    ({"model": {"label_dropout": 0.2}}, "model.label_dropout=0.2"),
 ])
-def test_guidance_and_label_dropout_are_refused_without_a_conditional_model(override, named):
+def test_guidance_is_refused_without_a_conditional_model(override, named):
     from cl_sweeps.config import ConfigError, parse_trial_config
 
     with pytest.raises(ConfigError, match="model.conditional is false") as error:
