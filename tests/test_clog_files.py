@@ -25,6 +25,7 @@ CLOG_SETTINGS = {
     "data.num_tasks": 5,
     "data.class_order": tuple(range(10)),
     "model.preset": "paper_cifar",  # the 32x32 UNet (block channels 128, 256, 256, 256)
+    "model.conditional": True,  # num_class_embeds: label-conditioned
     "model.zero_terminal_snr": False,
     "model.clip_sample": True,
     "model.timestep_spacing": "leading",
