@@ -104,10 +104,18 @@ def optuna_params(space: SearchSpace, fields: dict[str, Any]) -> tuple[dict, dic
     """The Optuna parameters and distributions of a configuration given by its trial fields,
     or None if this sweep's search space cannot propose it (a value outside a range or
     choice, a parameter it lacks)."""
-    import optuna
-
     wanted = {key: fields[space.sweep.field_of(key)] for key in space.order
               if space.sweep.search[key].type != "map" and space.sweep.field_of(key) in fields}
+    trial = walked_trial(space, wanted)
+    if trial is None or set(trial.params) != set(wanted) or space.to_fields(trial.params) != fields:
+        return None
+    return dict(trial.params), dict(trial.distributions)
+
+
+def walked_trial(space: SearchSpace, wanted: dict[str, Any]) -> optuna.trial.FixedTrial | None:
+    """The search space walked with the `wanted` values, or None if it cannot propose them."""
+    import optuna
+
     trial = optuna.trial.FixedTrial(wanted)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # FixedTrial only warns on a value outside a range
@@ -115,9 +123,7 @@ def optuna_params(space: SearchSpace, fields: dict[str, Any]) -> tuple[dict, dic
             space(trial)
         except (ValueError, UserWarning):
             return None
-    if set(trial.params) != set(wanted) or space.to_fields(trial.params) != fields:
-        return None
-    return dict(trial.params), dict(trial.distributions)
+    return trial
 
 
 def frozen_trial(

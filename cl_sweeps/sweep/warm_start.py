@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import shutil
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from cl_sweeps.config import ConfigError, set_dotted
 from cl_sweeps.records import COMPLETED, SEED_PARAM, SweepLayout, TrialRecord
 from cl_sweeps.results import METRICS_JSONL, METRICS_PARQUET
 from cl_sweeps.sweep.extend import INERT_KEYS, differences, under
+from cl_sweeps.sweep.prior import walked_trial
 from cl_sweeps.sweep.schema import SweepConfig
 from cl_sweeps.sweep.space import SearchSpace, expected_tasks
 
@@ -91,18 +91,12 @@ def full_config(base: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
 def proposable_fields(space: SearchSpace, full: dict[str, Any]) -> dict[str, Any] | None:
     """The trial fields with which this sweep would run the trial configuration `full`, or None
     if its search space cannot propose it."""
-    import optuna
-
     sweep = space.sweep
     wanted = {key: dotted(full, sweep.field_of(key)) for key in space.order
               if sweep.search[key].type != "map"}
-    trial = optuna.trial.FixedTrial(wanted)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # FixedTrial only warns on a value outside a range
-        try:
-            space(trial)
-        except (ValueError, UserWarning):
-            return None
+    trial = walked_trial(space, wanted)
+    if trial is None:
+        return None
     fields = space.to_fields(trial.params)
     mine = full_config(sweep.base.model_dump(mode="json"), fields)
     if any(not under(key, (*INERT_KEYS, *sweep.seed_keys))
