@@ -549,6 +549,17 @@ class TrialConfig(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _strategy_fits_the_model(self) -> TrialConfig:
+        """A strategy declared for one kind of model (its module's SETTING) would fail or
+        silently misbehave on the other: refused before any compute."""
+        from cl_sweeps.strategies.catalog import setting_problem
+
+        problem = setting_problem(self.strategy.name, self.model.conditional)
+        if problem:
+            raise ValueError(problem)
+        return self
+
+    @model_validator(mode="after")
     def _precision_on_device(self) -> TrialConfig:
         if self.train.precision == "fp16" and self.device == "cpu":
             raise ValueError(

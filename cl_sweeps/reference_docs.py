@@ -126,11 +126,17 @@ def _module_summary(module: str) -> str:
     return _cell(doc.split("\n\n")[0])
 
 
+SETTING_WORDS = {"both": "both", "conditional": "conditional only",
+                 "unconditional": "unconditional only"}
+
+
 def strategies_table() -> str:
-    lines = ["| name | what it does (module docstring) | knobs it reads |", "|---|---|---|"]
+    lines = ["| name | what it does (module docstring) | setting | knobs it reads |",
+             "|---|---|---|---|"]
     for name, info in sorted(catalog().items()):
         knobs = ", ".join(f"`{k}`" for k in info.knobs) or "—"
-        lines.append(f"| `{name}` | {_module_summary(info.module)} | {knobs} |")
+        lines.append(f"| `{name}` | {_module_summary(info.module)} | {SETTING_WORDS[info.setting]} "
+                     f"| {knobs} |")
     return "\n".join(lines)
 
 

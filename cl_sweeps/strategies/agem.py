@@ -29,6 +29,7 @@ from cl_sweeps.strategies.penalty import trainable_parameters
 
 NAME = "agem"
 KNOBS = ("replay_ratio", "memory_size")
+SETTING = "both"  # unconditional and class-conditional models
 
 
 @register

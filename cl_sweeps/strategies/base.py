@@ -86,6 +86,7 @@ class Strategy:
     # checks every strategy that says so.
     shares_task0: ClassVar[bool] = False
     knobs: ClassVar[tuple[str, ...]] = ()  # StrategyConfig fields it reads: the module's KNOBS
+    setting: ClassVar[str] = "both"  # the models it works for: the module's SETTING
     # True if begin_task/end_task change which parameters train (adapters added or removed, the
     # model re-initialised): the engine then builds a fresh optimiser after each of them, so an
     # optimiser never holds the state of parameters that are gone and a checkpoint's optimiser
@@ -241,11 +242,12 @@ _REGISTRY: dict[str, type[Strategy]] = {}
 
 def register(cls: type[Strategy]) -> type[Strategy]:
     """Class decorator: the implementation of the strategy its module declares. The module's
-    `NAME` and `KNOBS` (what the catalog reads without torch) are the class's name and knobs:
+    `NAME`, `KNOBS` and `SETTING` (what the catalog reads without torch) are the class's:
     declared once, in the module."""
     module = sys.modules[cls.__module__]
     cls.name = getattr(module, "NAME", "")
     cls.knobs = tuple(getattr(module, "KNOBS", ()))
+    cls.setting = getattr(module, "SETTING", "both")
     if not cls.name or cls.name in _REGISTRY:
         raise ValueError(f"strategy name {cls.name!r} is empty or registered twice")
     _REGISTRY[cls.name] = cls

@@ -4,8 +4,12 @@ A strategy is one file in this folder that declares, at module level,
 
     NAME = "er"
     KNOBS = ("replay_ratio", "memory_size", "lambd", "weight_replay_loss")
+    SETTING = "both"  # or "conditional" / "unconditional": the models it works for
 
-(string literals, the shared tuples below, or sums of them). The declarations are read from the source with
+(string literals, the shared tuples below, or sums of them). SETTING says whether the strategy
+works for unconditional models, class-conditional ones (`model.conditional`) or both, so a
+trial config that pairs it with the other kind fails validation before any compute
+(`setting_problem`). The declarations are read from the source with
 `ast`, so listing the strategies, validating a config or a sweep file never imports torch or
 diffusers; the implementation is imported by name only when a trial builds its strategy
 (`cl_sweeps.strategies.strategy_class`). Adding a strategy is adding its file (and README row).
@@ -31,15 +35,24 @@ GENERATION_KNOBS = (
 # The knobs every strategy with a teacher reads: which teacher (frozen or EMA) and its decay.
 TEACHER_KNOBS = ("teacher", "ema_decay")
 SHARED_KNOBS = {"GENERATION_KNOBS": GENERATION_KNOBS, "TEACHER_KNOBS": TEACHER_KNOBS}
+# The models a strategy works for (its module's SETTING); a file without SETTING works for both.
+SETTINGS = ("both", "conditional", "unconditional")
+DECLARED = ("NAME", "KNOBS", "SETTING")
 
 
 @dataclass(frozen=True)
 class StrategyInfo:
-    """A strategy's declaration: its config name, its module and the knobs it reads."""
+    """A strategy's declaration: its config name, its module, the knobs it reads and the models
+    it works for (one of SETTINGS)."""
 
     name: str
     module: str
     knobs: tuple[str, ...]
+    setting: str = "both"
+
+    def works_for(self, conditional: bool) -> bool:
+        """Whether the strategy works for a conditional (True) or unconditional (False) model."""
+        return self.setting == "both" or (self.setting == "conditional") == conditional
 
 
 def read_catalog(directory: Path, package: str = __package__ or "") -> dict[str, StrategyInfo]:
@@ -55,13 +68,18 @@ def read_catalog(directory: Path, package: str = __package__ or "") -> dict[str,
         if name in found:
             raise ValueError(f"{path}: strategy {name!r} is also declared by {found[name].module}")
         knobs = declared.get("KNOBS", ())
+        setting = declared.get("SETTING", "both")
+        if setting not in SETTINGS:
+            raise ValueError(f"{path}: SETTING must be one of {', '.join(SETTINGS)}, "
+                             f"got {setting!r}")
         module = f"{package}.{path.stem}" if package else path.stem
-        found[name] = StrategyInfo(name, module, tuple(knobs))
+        found[name] = StrategyInfo(name, module, tuple(knobs), str(setting))
     return found
 
 
 def _declarations(path: Path) -> dict[str, object]:
-    """Module-level NAME and KNOBS of a file, evaluated from literals and SHARED_KNOBS."""
+    """Module-level NAME, KNOBS and SETTING of a file, evaluated from literals and
+    SHARED_KNOBS."""
     values: dict[str, object] = {}
     for node in ast.parse(path.read_text(), str(path)).body:
         if isinstance(node, ast.Assign) and len(node.targets) == 1:
@@ -70,7 +88,7 @@ def _declarations(path: Path) -> dict[str, object]:
             target, value = node.target, node.value
         else:
             continue
-        if isinstance(target, ast.Name) and target.id in ("NAME", "KNOBS"):
+        if isinstance(target, ast.Name) and target.id in DECLARED:
             values[target.id] = _evaluate(value, path)
     return values
 
@@ -84,7 +102,7 @@ def _evaluate(node: ast.expr, path: Path) -> object:
         value = ast.literal_eval(node)
     except ValueError:
         raise ValueError(
-            f"{path}:{node.lineno}: NAME and KNOBS must be literals (or "
+            f"{path}:{node.lineno}: NAME, KNOBS and SETTING must be literals (or "
             f"{', '.join(SHARED_KNOBS)}), so they can be read without importing the strategy"
         ) from None
     return tuple(value) if isinstance(value, list) else value
@@ -113,3 +131,21 @@ def strategy_info(name: str) -> StrategyInfo:
 def strategy_knobs(name: str) -> tuple[str, ...]:
     """The StrategyConfig fields strategy `name` reads; ValueError for an unknown name."""
     return strategy_info(name).knobs
+
+
+def setting_problem(name: str, conditional: bool) -> str | None:
+    """Why strategy `name` cannot train a model with `model.conditional` = `conditional` (the
+    field, the value and what is allowed), or None if it can. An unknown name is left to the
+    name's own check."""
+    info = catalog().get(name)
+    if info is None or info.works_for(conditional):
+        return None
+    kind = "class-conditional" if info.setting == "conditional" else "unconditional"
+    others = [n for n, i in catalog().items() if i.works_for(conditional)]
+    return (
+        f"strategy.name {name!r} works only for {kind} models, but model.conditional is "
+        f"{str(conditional).lower()}; allowed: model.conditional: "
+        f"{str(info.setting == 'conditional').lower()}, or a strategy that works for "
+        f"{'class-conditional' if conditional else 'unconditional'} models "
+        f"({', '.join(others)})"
+    )

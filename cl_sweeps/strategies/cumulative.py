@@ -10,6 +10,7 @@ from cl_sweeps.strategies.naive import Naive
 
 NAME = "cumulative"
 KNOBS: tuple[str, ...] = ()
+SETTING = "both"  # unconditional and class-conditional models
 
 
 @register

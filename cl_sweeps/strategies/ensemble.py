@@ -27,6 +27,7 @@ from cl_sweeps.strategies.members import TaskMembers
 
 NAME = "ensemble"
 KNOBS: tuple[str, ...] = ()
+SETTING = "both"  # unconditional and class-conditional models
 
 Tensors = dict[str, torch.Tensor]
 

@@ -16,6 +16,7 @@ from cl_sweeps.strategies.base import LossOutput, Strategy, register
 
 NAME = "er"
 KNOBS = ("replay_ratio", "memory_size", "lambd", "weight_replay_loss")
+SETTING = "both"  # unconditional and class-conditional models
 
 
 @register

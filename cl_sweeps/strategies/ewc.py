@@ -24,6 +24,7 @@ from cl_sweeps.strategies.penalty import AnchoredPenalty, trainable_parameters
 
 NAME = "ewc"
 KNOBS = ("ewc_lambda",)
+SETTING = "both"  # unconditional and class-conditional models
 
 
 @register

@@ -17,6 +17,7 @@ from cl_sweeps.strategies.teacher import TeacherStrategy
 
 NAME = "gaussian_distillation"
 KNOBS = ("replay_ratio", "lambd", "weight_replay_loss", "replay_timesteps") + TEACHER_KNOBS
+SETTING = "both"  # unconditional and class-conditional models
 
 
 @register

@@ -30,6 +30,7 @@ from cl_sweeps.strategies.teacher import TeacherStrategy
 
 NAME = "generative_distillation"
 KNOBS = GENERATION_KNOBS + TEACHER_KNOBS + ("snr_threshold",)
+SETTING = "both"  # unconditional and class-conditional models
 
 
 @register

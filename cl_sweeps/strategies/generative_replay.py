@@ -20,6 +20,7 @@ from cl_sweeps.strategies.teacher import TeacherStrategy
 
 NAME = "generative_replay"
 KNOBS = GENERATION_KNOBS + TEACHER_KNOBS
+SETTING = "both"  # unconditional and class-conditional models
 
 
 @register

@@ -30,6 +30,7 @@ from cl_sweeps.strategies.teacher import TeacherStrategy
 
 NAME = "intermediate_distillation"
 KNOBS = GENERATION_KNOBS + TEACHER_KNOBS
+SETTING = "both"  # unconditional and class-conditional models
 
 
 @register

@@ -19,6 +19,7 @@ from cl_sweeps.strategies.penalty import AnchoredPenalty
 
 NAME = "l2"
 KNOBS = ("l2_lambda",)
+SETTING = "both"  # unconditional and class-conditional models
 
 
 @register

@@ -35,6 +35,7 @@ from cl_sweeps.strategies.members import TaskMembers
 
 NAME = "lora"
 KNOBS = ("lora_rank", "lora_alpha")
+SETTING = "both"  # unconditional and class-conditional models
 
 TARGET_MODULES = ("to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2")  # CLoG's
 LORA_DROPOUT = 0.1  # CLoG's

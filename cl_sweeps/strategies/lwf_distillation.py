@@ -20,6 +20,7 @@ from cl_sweeps.strategies.teacher import TeacherStrategy
 
 NAME = "lwf_distillation"
 KNOBS = ("lambd", "weight_replay_loss") + TEACHER_KNOBS
+SETTING = "both"  # unconditional and class-conditional models
 
 
 @register

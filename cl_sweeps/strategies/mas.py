@@ -25,6 +25,7 @@ from cl_sweeps.strategies.penalty import AnchoredPenalty, Tensors, trainable_par
 
 NAME = "mas"
 KNOBS = ("mas_lambda",)
+SETTING = "both"  # unconditional and class-conditional models
 
 
 @register

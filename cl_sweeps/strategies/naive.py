@@ -9,6 +9,7 @@ from cl_sweeps.strategies.base import LossOutput, Strategy, register
 
 NAME = "naive"
 KNOBS: tuple[str, ...] = ()
+SETTING = "both"  # unconditional and class-conditional models
 
 
 @register

@@ -23,6 +23,7 @@ from cl_sweeps.strategies.teacher import TeacherStrategy
 
 NAME = "partial_generation_distillation"
 KNOBS = GENERATION_KNOBS + TEACHER_KNOBS
+SETTING = "both"  # unconditional and class-conditional models
 
 
 @register

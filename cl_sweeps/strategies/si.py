@@ -36,6 +36,7 @@ from cl_sweeps.strategies.penalty import (
 
 NAME = "si"
 KNOBS = ("si_c",)
+SETTING = "both"  # unconditional and class-conditional models
 
 
 @register

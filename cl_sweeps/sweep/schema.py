@@ -62,6 +62,7 @@ from cl_sweeps.sweep.search_params import (
     strategy_name_key,
     value_in,
 )
+from cl_sweeps.sweep.strategy_settings import setting_problems
 
 SWEEP_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 # The name becomes directory, study and experiment names (file names end at 255 bytes).
@@ -459,6 +460,8 @@ def _check_search(sweep: SweepConfig) -> list[str]:
             search_order(sweep)
         except ConfigError as error:
             problems.append(str(error))
+    if not problems:
+        problems += setting_problems(sweep, sweep.base.strategy.name, sweep.base.model.conditional)
     return problems
 
 
