@@ -142,8 +142,17 @@ def cmd_bench_search(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"error: --constraint: {error}", file=sys.stderr)
         return 2
-    result = run_bench_search(grid_dir, repeats=args.repeats, extra_dirs=args.extra_dir or [],
-                              constraints=constraints)
+    warm = Path(args.warm_start_dir) if args.warm_start_dir else None
+    if warm is not None and not SweepLayout(warm).trials.is_dir():
+        print(f"error: --warm-start-dir: {warm} holds no sweep (no trials/); allowed: a finished "
+              "grid sweep of the same space at fewer iterations per task", file=sys.stderr)
+        return 2
+    try:
+        result = run_bench_search(grid_dir, repeats=args.repeats, extra_dirs=args.extra_dir or [],
+                                  constraints=constraints, warm_start_dir=warm)
+    except ValueError as error:  # a grid or source that cannot be replayed (ConfigError too)
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     if constraints:
         print(f"constraints {', '.join(result['constraints'])}: "
               f"{result['feasible_configurations']} feasible configurations")
@@ -525,7 +534,8 @@ def build_parser() -> argparse.ArgumentParser:
         "hypervolume versus training TFLOPs spent",
     )
     bench_search.add_argument("--grid-dir", required=True, help="output_dir of a grid sweep "
-                              "with one seed (e.g. of search_spaces/bench_digits.yaml)")
+                              "(e.g. of search_spaces/bench_digits.yaml); several seeds: "
+                              "their means, at the cost of all")
     bench_search.add_argument("--repeats", type=int, default=5,
                               help="sampler seeds per searcher (default 5)")
     bench_search.add_argument("--out", help="default: <grid-dir>/bench_search")
@@ -536,6 +546,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--constraint", action="append", metavar="METRIC<=X|METRIC>=Y",
         help="replay a constrained search: only configurations whose last task keeps every "
         "constraint count (repeatable; e.g. train_tflops<=3)")
+    bench_search.add_argument(
+        "--warm-start-dir", metavar="DIR", help="a finished grid sweep of the same space at "
+        "fewer iterations per task: TPE, NSGA-II and MO-ASHA+TPE also run told its results "
+        "first (rows +warm; its own TFLOPs stated apart)")
     bench_search.set_defaults(handler=cmd_bench_search)
     frontier = sub.add_parser(
         "frontier", help="compute–quality Pareto frontier of a sweep: table, plots, artifacts"

@@ -1,7 +1,8 @@
 """How fast does a search find the frontier? Searchers replayed on a finished grid sweep.
 
-`cl-sweeps bench-search --grid-dir DIR` takes a grid sweep of a finite space with one seed (e.g.
-search_spaces/bench_digits.yaml) as a table of every configuration's per-task results, and runs
+`cl-sweeps bench-search --grid-dir DIR` takes a grid sweep of a finite space (e.g.
+search_spaces/bench_digits.yaml) as a table of every configuration's per-task results (seed means
+when it ran several seeds, at the cost of all of them: sweep/bench_table.py), and runs
 each searcher on it: grid (in the sweep's order: the reference), random, multi-objective TPE,
 NSGA-II, and MO-ASHA + TPE. A searcher proposes configurations with the sweep's own Optuna
 samplers (sweep/space.py) and is told the outcome the grid measured for that configuration; MO-ASHA
@@ -22,12 +23,16 @@ With constraints (`--constraint train_tflops<=3`, cl_sweeps/constraints.py), a c
 is feasible when its last task's values keep them; only feasible ones add to the hypervolume
 (and fix its reference point), and TPE, NSGA-II and MO-ASHA+TPE are told the constraint values
 as a constrained sweep tells them (random and the grid order ignore them).
+
+With `--warm-start-dir` (a grid of the same space at fewer iterations per task,
+sweep/bench_warm.py), TPE, NSGA-II and MO-ASHA+TPE run a second time, as `tpe+warm`, ...: told the
+source's results as prior trials first. Their rows count only what they spend on the grid; the
+source's own training TFLOPs are stated apart (paid once, whatever the searcher).
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import statistics
 import warnings
 from collections.abc import Sequence
@@ -39,97 +44,25 @@ import numpy as np
 import optuna
 
 from cl_sweeps import records
-from cl_sweeps.constraints import Constraint, constraint_values, violations
+from cl_sweeps.constraints import Constraint, constraint_values
 from cl_sweeps.frontier.hypervolume import hypervolume, reference_point
-from cl_sweeps.records import SEED_PARAM, SweepLayout, config_key
+from cl_sweeps.records import config_key
+from cl_sweeps.sweep.bench_table import OBJECTIVES, Table, load_table
+from cl_sweeps.sweep.bench_warm import load_source, tell_prior
 from cl_sweeps.sweep.moasha import MOASHA, rung_levels
-from cl_sweeps.sweep.schema import SearchAlgorithmConfig, SweepConfig, parse_sweep_config
+from cl_sweeps.sweep.schema import SearchAlgorithmConfig, SweepConfig
 from cl_sweeps.sweep.space import SearchSpace, make_sampler
+
+__all__ = ["Table", "format_table", "load_table", "run_bench_search", "write_outputs"]
 
 log = logging.getLogger(__name__)
 
-OBJECTIVES = ("train_tflops", "fid_final")  # the hypervolume's axes, both minimised
 PER_TASK = {"train_tflops": "train_tflops", "fid_final": "fid"}  # what MO-ASHA compares
 LEVELS = (0.90, 0.95, 0.99)
 METHODS = ("grid", "random", "tpe", "nsga2", "moasha_tpe")
+MODEL_BASED = ("tpe", "nsga2", "moasha_tpe")  # the searchers a warm start can tell
+WARM = "+warm"  # suffix of a warm-started searcher's method name
 MAX_ASKS_FACTOR = 6  # a searcher stops after this many proposals per grid configuration
-
-
-@dataclass
-class Table:
-    """A grid sweep as a lookup: configuration key -> per-task rows, and the grid's order."""
-
-    sweep: SweepConfig
-    rows: dict[str, list[dict[str, Any]]]
-    order: list[str]  # configuration keys in the order the grid ran them
-    tasks: int
-    constraints: tuple[Constraint, ...] = ()
-
-    def last(self, key: str) -> dict[str, float]:
-        rows = self.rows.get(key) or [{}]
-        return {k: float(v) for k, v in rows[-1].items() if isinstance(v, int | float)}
-
-    def feasible(self, key: str) -> bool:
-        """The configuration keeps the constraints (always, without any)."""
-        return not violations(list(self.constraints), self.last(key))
-
-    def final(self, key: str) -> tuple[float, float] | None:
-        """(train_tflops, fid_final) of a configuration that finished, else None."""
-        rows = self.rows.get(key) or []
-        if len(rows) < self.tasks:
-            return None
-        values = tuple(float(rows[-1].get(m, math.nan)) for m in OBJECTIVES)
-        return values if all(math.isfinite(v) for v in values) else None
-
-    def spent(self, key: str, task: int | None = None) -> float:
-        """Training TFLOPs of the configuration after `task` (default: its last task)."""
-        rows = self.rows.get(key) or []
-        if not rows:
-            return 0.0
-        row = rows[-1] if task is None else rows[min(task, len(rows) - 1)]
-        return float(row["train_tflops"])
-
-
-def resolved_sweep(layout: SweepLayout) -> SweepConfig:
-    """The sweep as it ran (its resolved config)."""
-    resolved = records.read_yaml_mapping(layout.resolved)
-    if resolved is None:
-        raise ValueError(f"{layout.resolved} is missing or unreadable: not a sweep's output_dir")
-    return parse_sweep_config(resolved)
-
-
-def load_table(grid_dir: Path, extra_dirs: Sequence[Path] = ()) -> Table:
-    """The grid sweep under `grid_dir`: its resolved sweep config and its trials' records.
-    Finished trials of `extra_dirs` (sweeps with the same base and seed that ran part of the
-    grid, e.g. on more workers) fill in configurations the grid sweep has not finished."""
-    layout = SweepLayout(Path(grid_dir))
-    sweep = resolved_sweep(layout)
-    if len(sweep.seed_list()) != 1:
-        raise ValueError(f"{layout.resolved}: bench-search needs a sweep with one seed")
-    found = [(layout, t) for t in records.read_trials(layout.trials)
-             if t.status == records.COMPLETED]
-    for extra in extra_dirs:
-        other = SweepLayout(Path(extra))
-        other_sweep = resolved_sweep(other)
-        if (other_sweep.base != sweep.base or other_sweep.seed_list() != sweep.seed_list()):
-            raise ValueError(f"{other.resolved}: base or seeds differ from {layout.resolved}")
-        known = {t.config_key for _, t in found}
-        found += [(other, t) for t in records.read_trials(other.trials)
-                  if t.status == records.COMPLETED and t.config_key not in known]
-    rows = {
-        t.config_key: sorted(records.read_task_metrics(where.trial(t.trial_id)),
-                             key=lambda r: int(r["task"]))
-        for where, t in found
-    }
-    space = SearchSpace(sweep)
-    order = []
-    for point in space.grid_points():
-        key = config_key({**space.to_fields(point), SEED_PARAM: sweep.seed_list()[0]})
-        if key not in rows:
-            raise ValueError(f"the grid sweep in {grid_dir} has no trial for {point}")
-        order.append(key)
-    tasks = max(len(r) for r in rows.values())
-    return Table(sweep, rows, order, tasks)
 
 
 @dataclass
@@ -185,10 +118,12 @@ def replay_grid(table: Table, reference: np.ndarray) -> Curve:
 
 
 def replay_optuna(
-    table: Table, reference: np.ndarray, method: str, seed: int, budget: float
+    table: Table, reference: np.ndarray, method: str, seed: int, budget: float,
+    warm: Table | None = None,
 ) -> Curve:
     """random / tpe / nsga2 / moasha_tpe with sampler seed `seed`, until every configuration
-    ran, `budget` TFLOPs were spent, or MAX_ASKS_FACTOR proposals per configuration."""
+    ran, `budget` TFLOPs were spent, or MAX_ASKS_FACTOR proposals per configuration; told the
+    `warm` table's results first (method name with WARM), if given."""
     sweep = table.sweep
     sampler_name = {"random": "auto", "tpe": "tpe", "nsga2": "nsga2", "moasha_tpe": "tpe"}[method]
     algorithm = SearchAlgorithmConfig(
@@ -199,15 +134,16 @@ def replay_optuna(
     directions = ["minimize" if o.mode == "min" else "maximize" for o in sweep.objectives]
     study = optuna.create_study(directions=directions, sampler=sampler)
     space = SearchSpace(sweep)
+    if warm is not None:
+        tell_prior(study, warm, space, [o.metric for o in sweep.objectives])
     scheduler = _moasha(table) if method == "moasha_tpe" else None
-    replay = Replay(table, reference, method, seed)
-    seed_value = sweep.seed_list()[0]
+    replay = Replay(table, reference, method + (WARM if warm is not None else ""), seed)
     for ask in range(MAX_ASKS_FACTOR * len(table.order)):
         if replay.finished() or replay.total >= budget:
             break
         trial = study.ask()
         space(trial)
-        key = config_key({**space.to_fields(trial.params), SEED_PARAM: seed_value})
+        key = config_key(space.to_fields(trial.params))
         if key in replay.done:  # a repeat: its known outcome, for free
             _tell(study, trial, replay.done[key], sweep, table, key)
             continue
@@ -255,12 +191,16 @@ def _tell(
 
 def run_bench_search(
     grid_dir: Path, repeats: int = 5, extra_dirs: Sequence[Path] = (),
-    constraints: Sequence[Constraint] = (),
+    constraints: Sequence[Constraint] = (), warm_start_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Every method's curves (random/TPE/NSGA-II/MO-ASHA+TPE `repeats` times) and the table;
-    with `constraints`, over the feasible configurations (see the module doc)."""
+    with `constraints`, over the feasible configurations; with `warm_start_dir`, the
+    model-based searchers again, warm-started from it (see the module doc)."""
     table = load_table(grid_dir, extra_dirs)
     table.constraints = tuple(constraints)
+    warm = load_source(table, warm_start_dir) if warm_start_dir is not None else None
+    if warm is not None:
+        warm.constraints = table.constraints
     if {o.metric for o in table.sweep.objectives} != set(OBJECTIVES):
         raise ValueError(f"bench-search needs the objectives {OBJECTIVES}")
     finals = [table.final(k) for k in table.order if table.feasible(k)]
@@ -279,25 +219,45 @@ def run_bench_search(
         for method in METHODS[1:]:
             for seed in range(repeats):
                 curves.append(replay_optuna(table, reference, method, seed, budget))
+        for method in MODEL_BASED if warm is not None else ():
+            for seed in range(repeats):
+                curves.append(replay_optuna(table, reference, method, seed, budget, warm))
+    methods = list(dict.fromkeys(curve.method for curve in curves))
     return {
         "grid_dir": str(grid_dir),
         "configurations": len(table.order),
+        "seeds": table.seeds,
+        "warm_start": None if warm is None else {
+            "dir": str(warm_start_dir), "configurations": len(warm.order),
+            "per_task": fidelity(warm.sweep),
+            "train_tflops": warm.total(),
+        },
         "constraints": [c.describe() for c in constraints],
         "feasible_configurations": sum(table.feasible(k) for k in table.order),
         "reference": reference.tolist(),
         "grid_hypervolume": target,
         "grid_train_tflops": budget,
         "repeats": repeats,
-        "summary": summarise(curves, target, budget),
+        "summary": summarise(curves, target, budget, methods),
         "curves": [curve.__dict__ for curve in curves],
     }
 
 
-def summarise(curves: list[Curve], target: float, budget: float) -> list[dict[str, Any]]:
+def fidelity(sweep: SweepConfig) -> str:
+    """'15 iterations' or '2 epochs': how long a sweep trained each task."""
+    train = sweep.base.train
+    if train.iterations_per_task is not None:
+        return f"{train.iterations_per_task} iterations"
+    return f"{train.epochs_per_task:g} epochs"
+
+
+def summarise(
+    curves: list[Curve], target: float, budget: float, methods: Sequence[str] = METHODS
+) -> list[dict[str, Any]]:
     """Per method: median TFLOPs to each level (over the repeats that reached it) and the
     median fraction of the grid's hypervolume reached with a third of its TFLOPs."""
     rows = []
-    for method in METHODS:
+    for method in methods:
         mine = [c for c in curves if c.method == method]
         row: dict[str, Any] = {"method": method, "runs": len(mine)}
         for level in LEVELS:
@@ -336,6 +296,13 @@ def format_table(result: dict[str, Any]) -> str:
         cells.append(f"{row['trials']:g}")
         cells.append(f"{row['stopped']:g}")
         lines.append("| " + " | ".join(cells) + " |")
+    warm = result.get("warm_start")
+    if warm:
+        lines.append(
+            f"\n`+warm`: told first the {warm['configurations']} configurations of "
+            f"{warm['dir']} ({warm['per_task']} per task); that sweep's own "
+            f"{warm['train_tflops']:.3g} training TFLOPs ({warm['train_tflops'] / budget:.0%} of "
+            "the grid's) are paid once and not counted in the rows.")
     return "\n".join(lines)
 
 
@@ -349,21 +316,28 @@ def plot(result: dict[str, Any], path: Path) -> None:
     figure, axis = plt.subplots(figsize=(7, 4.2))
     colours = dict(zip(METHODS, ("black", "tab:gray", "tab:blue", "tab:green", "tab:red")))
     target = result["grid_hypervolume"]
-    for method in METHODS:
+    for method in [row["method"] for row in result["summary"]]:
         mine = [c for c in result["curves"] if c["method"] == method]
         for index, curve in enumerate(mine):
             axis.step(
                 [0.0, *curve["spent"]], [0.0, *(v / target for v in curve["volume"])],
-                where="post", color=colours[method], alpha=0.9 if method == "grid" else 0.45,
-                linewidth=2 if method == "grid" else 1, label=method if index == 0 else None,
+                where="post", color=colours[method.removesuffix(WARM)],
+                alpha=0.9 if method == "grid" else 0.45, linewidth=2 if method == "grid" else 1,
+                linestyle="--" if method.endswith(WARM) else "-",
+                label=method if index == 0 else None,
             )
     axis.axhline(0.95, color="tab:purple", linestyle=":", linewidth=1, label="95 % of grid HV")
     axis.axvline(result["grid_train_tflops"] / 3, color="tab:purple", linestyle="--",
                  linewidth=1, label="1/3 of grid TFLOPs")
     axis.set_xlabel("training TFLOPs spent by the search")
     axis.set_ylabel("hypervolume / grid's final hypervolume")
-    axis.set_title(f"{result['configurations']} configurations, one seed "
-                   f"({result['repeats']} sampler seeds per searcher)")
+    seeds = result.get("seeds", 1)
+    warm = result.get("warm_start")
+    axis.set_title(
+        f"{result['configurations']} configurations, {seeds} seed{'s' if seeds > 1 else ''} "
+        f"({result['repeats']} sampler seeds per searcher)"
+        + (f"\n+warm: told a grid at {warm['per_task']} per task first "
+           f"({warm['train_tflops']:.3g} TFLOPs, not counted)" if warm else ""), fontsize=10)
     axis.legend(loc="lower right", fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=130)
