@@ -17,6 +17,7 @@ import socket
 import time
 from dataclasses import dataclass
 
+from cl_sweeps import __version__
 from cl_sweeps.records import SweepLayout, write_json
 
 BEAT_EVERY_S = 10.0
@@ -26,7 +27,7 @@ STALE_AFTER_S = 90.0  # well above BEAT_EVERY_S: a busy driver loop may beat lat
 def write_beat(layout: SweepLayout, started: float, ended: bool = False) -> None:
     write_json(layout.driver, {
         "host": socket.gethostname(), "pid": os.getpid(), "started": started,
-        "beat": time.time(), "ended": ended,
+        "beat": time.time(), "ended": ended, "release": __version__,
     })
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import optuna
 
-from cl_sweeps import records
+from cl_sweeps import __version__, records
 from cl_sweeps.config import ConfigError
 from cl_sweeps.credentials import redact_uri
 from cl_sweeps.hashing import content_hash
@@ -114,7 +114,7 @@ def prepare_output(
     records.write_yaml(layout.resolved, resolved)
     records.write_json(layout.search_space, space.describe())
     state = {"name": sweep.name, "config_hash": digest, "created": time.time(),
-             "parent_run_id": None}
+             "release": __version__, "parent_run_id": None}  # the release that started it
     records.write_json(layout.state, state)
     return state
 

@@ -38,7 +38,7 @@ from typing import Any
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from cl_sweeps import records
+from cl_sweeps import __version__, records
 from cl_sweeps.constraints import (
     constraint_metrics,
     constraint_values,
@@ -49,6 +49,7 @@ from cl_sweeps.records import FAILED, PRUNED, SEED_PARAM, SweepLayout
 from cl_sweeps.sweep import budget as budgets
 from cl_sweeps.sweep.plan import SweepPlan
 from cl_sweeps.sweep.prior import Prior, teach_study
+from cl_sweeps.sweep.searcher_state import upgraded
 from cl_sweeps.sweep.space import SearchSpace, make_sampler, optuna_storage
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,7 @@ class SeedReplicator(Searcher):
         self.layout = SweepLayout(Path(sweep.output_dir)) if sweep.output_dir else None
         self.default_strategy = sweep.base.strategy.name
         self.ended: str | None = None  # why the budget ended the search
+        self.release = __version__  # names the release in a refused --resume (searcher_state)
         self._wall_before = 0.0  # the driver's seconds in earlier runs (set_state restores them)
         if self.budget is not None and self.layout is not None:  # a resume before Tune saved
             self._wall_before = float(budgets.read_state(self.layout).get("wall_seconds") or 0.0)
@@ -253,12 +255,17 @@ class SeedReplicator(Searcher):
             trial.set_constraint(name, value)
 
     # --- Tune checkpoints the searcher so that a sweep can be resumed -------------------------
+    # (an earlier release's state is upgraded or refused: sweep/searcher_state.py)
     def get_state(self) -> dict[str, Any]:
         return {**self.__dict__, "_wall_before": self.wall_seconds()}
 
     def set_state(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
+        self.__dict__.update(upgraded(state))
         self._session_start = time.time()  # the clock runs on from what the saved run spent
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickled from Tune's tuner.pkl, which an earlier release may have written."""
+        self.__dict__.update(upgraded(state))
 
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as handle:

@@ -56,6 +56,7 @@ from cl_sweeps.sweep.plan import SweepPlan
 from cl_sweeps.sweep.prior import Prior
 from cl_sweeps.sweep.schema import SweepConfig, store_uri_problems
 from cl_sweeps.sweep.searcher import build_searcher
+from cl_sweeps.sweep.searcher_state import check_saved_searcher
 from cl_sweeps.sweep.signals import StopSignals, kill_point
 from cl_sweeps.sweep.tracking import (
     TRACKING_ENV,
@@ -138,6 +139,11 @@ def trial_name(trial: Any) -> str:
     return f"{trial.config.get('strategy.name', 'trial')}_{trial.trial_id}"
 
 
+def experiment_path(sweep: SweepConfig) -> str:
+    """The sweep's Ray Tune experiment (what --resume restores)."""
+    return f"{sweep.storage_path.rstrip('/')}/{sweep.name}"
+
+
 def make_tuner(
     plan: SweepPlan, context: SweepContext, resume: bool, prior: Prior | None = None
 ) -> tune.Tuner:
@@ -149,7 +155,7 @@ def make_tuner(
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, context=context), resources
     )
-    experiment = f"{sweep.storage_path.rstrip('/')}/{sweep.name}"
+    experiment = experiment_path(sweep)
     if resume and tune.Tuner.can_restore(experiment):
         return tune.Tuner.restore(
             experiment, trainable=trainable, resume_unfinished=True, resume_errored=True
@@ -249,6 +255,8 @@ def run_sweep(
                             file_text, overrides or [])
     else:
         state = prepare_output(layout, sweep, plan.space, file_text, overrides or [], resume)
+    if resume:  # an earlier release's searcher state: upgraded, or refused before Ray starts
+        check_saved_searcher(experiment_path(sweep))
     if sources:
         print(warm_start.warm_start_line(warm_start.import_trials(sweep, layout, sources)),
               flush=True)
