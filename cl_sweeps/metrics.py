@@ -269,6 +269,12 @@ METRICS: tuple[MetricSpec, ...] = (
 
 METRIC_NAMES: tuple[str, ...] = tuple(spec.name for spec in METRICS)
 
+# What a sweep file without `objectives:` optimises (both minimised), and what `cl-sweeps
+# frontier` and `report` draw: image quality after the last task, and the training compute it
+# cost. A sweep ranks on the first; the frontier puts compute on its x axis (FRONTIER_AXES).
+DEFAULT_OBJECTIVES: tuple[str, ...] = (FID_FINAL, TRAIN_TFLOPS)
+FRONTIER_AXES: tuple[str, ...] = DEFAULT_OBJECTIVES[::-1]  # (x, y): compute, then quality
+
 
 def task_metric(prefix: str, task: int) -> str:
     """The name of a per-task metric, e.g. task_metric('fid_task_', 2) == 'fid_task_2'."""

@@ -37,3 +37,16 @@ def test_metric_names_are_not_string_literals_where_computed() -> None:
             if isinstance(node, ast.Constant) and node.value in names
         ]
         assert not literals, f"{relative}: use the metrics.py constants for {literals}"
+
+
+def test_default_objectives_are_declared_once() -> None:
+    """A sweep file without objectives and the frontier/report commands use the same two
+    metrics; the sweep ranks on quality first, the frontier puts compute on x."""
+    from cl_sweeps.frontier import DEFAULT_OBJECTIVES as FRONTIER_DEFAULTS
+    from cl_sweeps.sweep.schema import parse_sweep_config
+
+    sweep = parse_sweep_config({"name": "defaults", "search": {"strategy.name": ["naive"]}})
+    assert [(o.metric, o.mode) for o in sweep.objectives] == [
+        (metrics.FID_FINAL, "min"), (metrics.TRAIN_TFLOPS, "min")]
+    assert FRONTIER_DEFAULTS == (metrics.TRAIN_TFLOPS, metrics.FID_FINAL)
+    assert set(metrics.DEFAULT_OBJECTIVES) <= set(metrics.METRIC_NAMES)

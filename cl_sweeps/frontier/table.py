@@ -18,10 +18,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from cl_sweeps.metrics import METRIC_NAMES
+from cl_sweeps.metrics import FRONTIER_AXES, METRIC_NAMES
 from cl_sweeps.records import COMPLETED, FAILED, TrialRecord
 
-DEFAULT_OBJECTIVES = ("train_tflops", "fid_final")
+# The default objectives (metrics.py), compute first: the x axis of every frontier plot and
+# the column order of every table and report.
+DEFAULT_OBJECTIVES = FRONTIER_AXES
 ID_COLUMNS = (
     "trial_id", "config_key", "seed", "status", "error", "num_tasks_done", "num_tasks",
     "complete", "included", "excluded_reason",

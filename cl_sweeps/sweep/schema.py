@@ -40,6 +40,7 @@ from cl_sweeps.constraints import ConstraintBounds
 from cl_sweeps.credentials import is_well_formed, redact_uri, uri_has_secret
 from cl_sweeps.documents import shorten
 from cl_sweeps.metrics import (
+    DEFAULT_OBJECTIVES,
     METRIC_NAMES,
     is_known_metric,
     is_per_task_metric,
@@ -188,8 +189,7 @@ class MlflowConfig(StrictModel):
 
 
 def _default_objectives() -> list[Objective]:
-    primary = "fid_final" if "fid_final" in METRIC_NAMES else "denoise_loss"
-    return [Objective(metric=primary), Objective(metric="train_tflops")]
+    return [Objective(metric=name) for name in DEFAULT_OBJECTIVES]
 
 
 class SweepConfig(StrictModel):
