@@ -244,6 +244,7 @@ class TrialRecord:
     tasks_done: int = 0
     num_tasks: int | None = None  # tasks the trial's sequence has (None: not recorded)
     violations: list[str] | None = None  # constraints its configuration breaks (None: not judged)
+    imported: bool = False  # copied from another sweep by a warm start (it has an origin.json)
 
 
 def compute_spent(trials: list[TrialRecord]) -> dict[str, float]:
@@ -417,6 +418,7 @@ def read_trial(directory: Path) -> TrialRecord:
         tasks_done=tasks_done,
         num_tasks=num_tasks if isinstance(num_tasks, int) else None,
         violations=None if feasibility is None else list(feasibility.get("violations") or []),
+        imported=files.origin.is_file(),
     )
 
 

@@ -184,3 +184,37 @@ def test_the_parent_run_gets_the_share_of_the_tightest_limit(fake) -> None:
     resolved["budget"] = {"train_tflops": 4 * reported_tflops(), "trials": 44}
     assert budgets.parent_metrics(resolved, layout.root) == pytest.approx(
         {"sweep/budget_used": 0.5, "sweep/budget_left": 0.5})  # 22 of 44 trials
+
+
+def test_trials_imported_by_a_warm_start_are_reused_not_spent(tmp_path) -> None:
+    layout = records.SweepLayout(write_sweep_dir(tmp_path))
+    before = records.read_trials(layout.trials)
+    imported = [t for t in before if t.status == records.COMPLETED][:2]
+    for trial in imported:  # as sweep/warm_start.py copies a trial from another sweep
+        records.write_json(records.TrialLayout(layout.trial(trial.trial_id)).origin,
+                           {"sweep": "/elsewhere", "trial_id": trial.trial_id})
+    trials = records.read_trials(layout.trials)
+    assert {t.trial_id for t in trials if t.imported} == {t.trial_id for t in imported}
+    elsewhere = sum(t.final["train_tflops"] for t in imported)
+    now = budgets.spending(trials, 0.0, 0, "naive")
+    assert now.spent["train_tflops"] == pytest.approx(reported_tflops() - elsewhere)
+    assert now.spent["trials"] == len(trials) - 2
+    assert budgets.estimate_trial(trials, "er", "naive") == budgets.estimate_trial(
+        before, "er", "naive")  # their costs still estimate the next configuration's
+    room = budgets.BudgetConfig(trials=len(trials))  # 2 left once the imported are not counted
+    assert budgets.why_not(room, trials, "er", 2, 0.0, 0, "naive") is None
+
+    resolved = records.read_yaml_mapping(layout.resolved)
+    resolved["budget"] = {"train_tflops": 50.0}
+    records.write_yaml(layout.resolved, resolved)
+    summary = budgets.summary(budgets.BudgetConfig(train_tflops=50.0), layout, "naive")
+    assert summary["train_tflops"]["spent"] == pytest.approx(reported_tflops() - elsewhere)
+    assert summary["reused"]["trials"] == 2
+    assert summary["reused"]["train_tflops"] == pytest.approx(elsewhere)
+    line = budgets.summary_line(summary)
+    assert (f"reused, not spent: 2 trials imported by the warm start ({elsewhere:.4g} training "
+            "TFLOPs)") in line
+    text, _ = sweep_status(layout.root)
+    assert "reused, not spent: 2 trials" in text
+    used = budgets.parent_metrics(resolved, layout.root)["sweep/budget_used"]
+    assert used == pytest.approx((reported_tflops() - elsewhere) / 50.0)

@@ -6,6 +6,9 @@ Spent is read from the trial records, so a resumed sweep counts what it spent be
   records.compute_spent); `tflops`: that plus evaluation-sampling TFLOPs;
 - `trials`: trials started (each seed replica is one);
 - `wall_hours`: the driver's wall clock, summed over its runs (kept in budget.json).
+Trials a warm start imported (sweep/warm_start.py) were paid for by another sweep: they are
+not spent by this one (shown apart, as reused), though their costs still estimate the next
+configuration's.
 
 The searcher asks `why_not` before it hands Tune a new configuration: the configuration's cost
 is estimated from the finished trials of its strategy (mean per trial x seeds), else from that
@@ -147,9 +150,11 @@ class Spending:
 def spending(
     trials: list[TrialRecord], wall_seconds: float, trials_started: int, default_strategy: str
 ) -> Spending:
-    costs = [trial_cost(t) for t in trials]
+    """What this sweep spent: its own trials, not the ones a warm start imported."""
+    own = [t for t in trials if not t.imported]
+    costs = [trial_cost(t) for t in own]
     spent = {name: sum(c[name] for c in costs) for name in TFLOP_LIMITS}
-    spent["trials"] = float(max(trials_started, len(trials)))
+    spent["trials"] = float(max(trials_started, len(own)))
     spent["wall_hours"] = wall_seconds / 3600
     return Spending(spent, committed(trials, default_strategy))
 
@@ -234,26 +239,46 @@ def write_state(layout: SweepLayout, wall_seconds: float, trials_started: int,
     })
 
 
+def reused(trials: list[TrialRecord]) -> dict[str, float]:
+    """What the imported trials cost the sweeps they came from: {trials, train_tflops,
+    tflops}."""
+    costs = [trial_cost(t) for t in trials if t.imported]
+    return {"trials": float(len(costs)),
+            **{name: sum(c[name] for c in costs) for name in TFLOP_LIMITS}}
+
+
 def summary(budget: BudgetConfig, layout: SweepLayout, default_strategy: str) -> dict[str, Any]:
-    """{limit: {budget, spent, left}, hard, ended}: for best_trials.json, status, console."""
+    """{limit: {budget, spent, left}, hard, ended, reused}: for best_trials.json, status,
+    console (reused: what imported trials cost elsewhere, not counted as spent)."""
     state = read_state(layout)
-    now = spending(records.read_trials(layout.trials), float(state.get("wall_seconds") or 0.0),
+    trials = records.read_trials(layout.trials)
+    now = spending(trials, float(state.get("wall_seconds") or 0.0),
                    int(state.get("trials_started") or 0), default_strategy)
     out: dict[str, Any] = {
         name: {"budget": cap, "spent": now.spent[name], "left": max(0.0, cap - now.spent[name])}
         for name, cap in budget.limits().items()
     }
-    return {**out, "hard": budget.hard, "ended": state.get("ended")}
+    return {**out, "hard": budget.hard, "ended": state.get("ended"), "reused": reused(trials)}
+
+
+def limits_of(budget_summary: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """The summary's limits only ({name: {budget, spent, left}})."""
+    return {name: budget_summary[name] for name in LIMITS if name in budget_summary}
 
 
 def summary_line(budget_summary: dict[str, Any]) -> str:
-    """'budget: train_tflops 3.2 of 10 spent (6.8 left); trials 4 of 6 (2 left)'."""
+    """'budget: train_tflops 3.2 of 10 spent (6.8 left); trials 4 of 6 (2 left)', then what
+    a warm start reused and why the budget ended the sweep, if it did."""
     parts = [
         f"{name} {fmt_number(v['spent'])} of {fmt_number(v['budget'])} spent "
         f"({fmt_number(v['left'])} left)"
-        for name, v in budget_summary.items() if isinstance(v, dict)
+        for name, v in limits_of(budget_summary).items()
     ]
     line = "budget: " + "; ".join(parts)
+    reuse = budget_summary.get("reused") or {}
+    if reuse.get("trials"):
+        line += (f"\nreused, not spent: {fmt_number(reuse['trials'])} trials imported by the "
+                 f"warm start ({fmt_number(reuse['train_tflops'])} training TFLOPs)")
     ended = budget_summary.get("ended")
     return line + (f"\nended by the budget: {ended}" if ended else "")
 
@@ -266,8 +291,8 @@ def parent_metrics(resolved: dict[str, Any] | None, output_dir: Path) -> dict[st
         return {}
     budget = BudgetConfig.model_validate(section)
     default = ((resolved.get("base") or {}).get("strategy") or {}).get("name") or "naive"
-    shares = [v["spent"] / v["budget"] for v in summary(budget, SweepLayout(output_dir), default)
-              .values() if isinstance(v, dict)]
+    shares = [v["spent"] / v["budget"]
+              for v in limits_of(summary(budget, SweepLayout(output_dir), default)).values()]
     used = max(shares)
     return {"sweep/budget_used": used, "sweep/budget_left": max(0.0, 1.0 - used)}
 
