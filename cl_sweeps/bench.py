@@ -37,6 +37,8 @@ from cl_sweeps.evaluation.compute import (
     measure_flops_per_image,
 )
 from cl_sweeps.strategies import TrainingContext, available_strategies, build_strategy
+from cl_sweeps.strategies.base import Conditioning
+from cl_sweeps.strategies.catalog import strategy_info
 from cl_sweeps.throughput import OptimizerStep, PersistentTeacher, Throughput, frozen
 
 # Dense (no sparsity) peak TFLOP/s from NVIDIA's datasheets, by the math an autocast precision
@@ -154,10 +156,15 @@ def bench_strategy(
     torch.manual_seed(seed)
     settings = variant_settings(variant, compile_backend, device)
     settings.apply_backend_flags()
-    model_config = ModelConfig(preset=preset)
+    # A conditional-only strategy is timed on a class-conditional UNet: two classes, one per
+    # task (the null class is a third embedding row).
+    conditional = not strategy_info(name).works_for(False)
+    model_config = ModelConfig(preset=preset, conditional=conditional)
+    conditioning = Conditioning([[0], [1]], null_class=2) if conditional else None
 
     def unet() -> torch.nn.Module:
-        return build_unet(model_config, image_size, channels).to(device)
+        return build_unet(model_config, image_size, channels,
+                          num_classes=2 if conditional else None).to(device)
 
     model = unet()
     flops_per_image = measure_flops_per_image(model)
@@ -172,6 +179,7 @@ def bench_strategy(
         generator=torch.Generator(device=device).manual_seed(seed),
         device=device,
         task_index=0,
+        conditioning=conditioning,
     )
     strategy = build_strategy(
         StrategyConfig(name=name, teacher_steps=teacher_steps, replay_ratio=replay_ratio,

@@ -279,6 +279,13 @@ class StrategyConfig(_Strict):
         description="generative_distillation: replay pairs whose τ has SNR ᾱ/(1 − ᾱ) below this "
         "take pure noise as input instead of a generated image (no generation); 0: off.",
     )
+    distillation_guidance: float = Field(
+        default=2.0, ge=0.0,
+        description="class_guided_distillation: the teacher's distillation targets are its "
+        "classifier-free guided prediction ε(∅) + w·(ε(y) − ε(∅)) at this w (MAGD's "
+        "class-guided distillation); 1: the conditional prediction, 0: the null class (one "
+        "forward per pair each), else two forwards per pair.",
+    )
 
     @field_validator("name")
     @classmethod

@@ -83,8 +83,12 @@ class Doctor:
         self.cuda = self.device.type == "cuda"
 
     def trial(self, name: str, label: str, **override: Any) -> TrialConfig:
+        from cl_sweeps.strategies.catalog import strategy_info
+
         data = copy.deepcopy(TINY_TRIAL)
         data["strategy"]["name"] = name
+        if not strategy_info(name).works_for(data.get("model", {}).get("conditional", False)):
+            data.setdefault("model", {})["conditional"] = True  # a conditional-only strategy
         data["device"] = self.device_name
         data["output_dir"] = str(self.workdir / label)
         for section, values in override.items():

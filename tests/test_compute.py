@@ -41,5 +41,9 @@ def test_bench_reports_every_requested_strategy_with_ratios():
     assert er.gflops_per_iteration == pytest.approx(2 * naive.gflops_per_iteration)
     text = format_bench(rows)
     assert "xnaive meas" in text and "xnaive pred" in text
+    # a conditional-only strategy is timed on a class-conditional UNet: guided targets, 2 per pair
+    guided = run_bench(["class_guided_distillation"], iterations=1, warmup=0, batch_size=8)[0]
+    assert guided.forwards_per_iteration["teacher_target"] == 2 * 8
+    assert guided.forwards_per_iteration["student_train"] == 16
     with pytest.raises(ValueError, match="unknown strategies"):
         run_bench(["bogus"])

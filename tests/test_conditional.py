@@ -180,7 +180,7 @@ def test_distillation_generates_past_classes_and_student_and_teacher_share_the_l
     "name",
     ["generative_replay", "gaussian_distillation", "partial_generation_distillation",
      "intermediate_distillation", "lwf_distillation", "er", "agem", "ewc", "mas", "si", "l2",
-     "ensemble", "lora"],
+     "ensemble", "lora", "class_guided_distillation"],
 )
 def test_every_strategy_calls_a_conditional_model_with_labels(name):
     """Real labels for the current task's images, past classes (or the null class) for replay."""

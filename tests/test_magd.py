@@ -6,8 +6,10 @@ import copy
 
 import pytest
 import torch
+from test_conditional import conditional_setup, current_batch
 from test_teacher_strategies import batch_of, make_setup
 
+from cl_sweeps.diffusion.model import predict_noise
 from cl_sweeps.evaluation.compute import STUDENT_TRAIN, TEACHER_GENERATION, TEACHER_TARGET
 from cl_sweeps.strategies.catalog import TEACHER_KNOBS, strategy_knobs
 from cl_sweeps.strategies.teacher import TeacherStrategy
@@ -78,3 +80,55 @@ def test_snr_gating_skips_generation_exactly_where_its_rule_says(gate_at, gated)
     # the teacher's targets were computed on exactly the student's replay inputs
     target_x, target_t, _ = context.teacher.calls[-1]
     assert torch.equal(target_x, x) and torch.equal(target_t, t)
+
+
+# --------------------------------------------------------------------------- class-guided
+
+
+@pytest.mark.parametrize("w, per_pair", [(3.0, 2), (0.0, 1), (1.0, 1)])
+def test_class_guided_distillation_targets_the_teachers_guided_prediction(w, per_pair):
+    """L_replay = ‖ε_φ(∅) + w·(ε_φ(y) − ε_φ(∅)) − ε_θ(y)‖² on the replay pairs, computed here
+    from two plain teacher calls; the guided target's forwards are counted as teacher targets."""
+    n, k, null = 12, 2, 10
+    strategy, student, context = conditional_setup(
+        "class_guided_distillation", label_dropout=0.5, teacher_steps=k,
+        distillation_guidance=w,
+    )
+    out = strategy.loss(student, current_batch(n))
+    x, t, y = student.calls[-1]  # the replay pairs, with their labels after dropout
+    assert 0 < int((y == null).sum()) < n  # some pairs dropped to the null class
+    teacher, model = context.teacher.inner, student.inner
+    with torch.no_grad():
+        conditional = predict_noise(teacher, x, t, y)
+        unconditional = predict_noise(teacher, x, t, torch.full_like(y, null))
+        target = unconditional + w * (conditional - unconditional)
+        replay = torch.nn.functional.mse_loss(predict_noise(model, x, t, y), target)
+    assert torch.allclose(out.parts["loss_replay"], replay, rtol=1e-5, atol=1e-7)
+    dropped = y == null  # the formula at y = ∅ is the null-class prediction
+    assert torch.allclose(target[dropped], unconditional[dropped], atol=1e-6)
+    counts = context.counter.snapshot()
+    assert counts[TEACHER_TARGET] == per_pair * n
+    assert counts[TEACHER_GENERATION] == k * n and counts[STUDENT_TRAIN] == 2 * n
+
+
+def test_class_guided_distillation_at_w_one_is_generative_distillation():
+    losses = []
+    for name in ("generative_distillation", "class_guided_distillation"):
+        strategy, student, context = conditional_setup(
+            name, label_dropout=0.2, teacher_steps=2, distillation_guidance=1.0)
+        losses.append((strategy.loss(student, current_batch(8)).loss,
+                       context.counter.snapshot()))
+    assert torch.equal(losses[0][0], losses[1][0]) and losses[0][1] == losses[1][1]
+
+
+def test_class_guided_distillation_is_declared_for_conditional_models_only():
+    from cl_sweeps.config import ConfigError, parse_trial_config
+    from cl_sweeps.strategies.base import strategy_class
+
+    assert strategy_class("class_guided_distillation").setting == "conditional"
+    with pytest.raises(ConfigError, match="strategy.name 'class_guided_distillation' works only "
+                       "for class-conditional models, but model.conditional is false"):
+        parse_trial_config({"strategy": {"name": "class_guided_distillation"}})
+    config = parse_trial_config({"strategy": {"name": "class_guided_distillation"},
+                                 "model": {"conditional": True}})
+    assert config.strategy.distillation_guidance == 2.0

@@ -19,6 +19,7 @@ from cl_sweeps.prefix import prefix_key
 from cl_sweeps.prefix_store import MANIFEST_FILE, PrefixStore
 from cl_sweeps.sequence import Engine, run_sequence
 from cl_sweeps.strategies import available_strategies, strategy_class
+from cl_sweeps.strategies.catalog import strategy_info
 
 REUSERS = ["generative_distillation", "er", "ewc"]  # teacher, memory and Fisher end_task hooks
 
@@ -55,8 +56,10 @@ def test_prefix_key_covers_what_task_zero_depends_on(tmp_path: Path) -> None:
 def test_every_sharing_strategy_trains_task_zero_like_naive(tmp_path: Path, name: str) -> None:
     """What `shares_task0` promises: the same weights, optimiser, generators and counts."""
     engines = {}
+    # a conditional-only strategy is compared with naive on the same conditional model
+    model = {"model": {"conditional": True}} if not strategy_info(name).works_for(False) else {}
     for strategy in ("naive", name):
-        engine = Engine(trial(tmp_path, strategy))
+        engine = Engine(trial(tmp_path, strategy, **model))
         engine.fit_task(0, progress=False)
         engines[strategy] = engine
     naive, other = engines["naive"], engines[name]
