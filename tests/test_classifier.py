@@ -1,6 +1,7 @@
 """The evaluation classifier: accuracy on sklearn digits, disk cache, one training under a race."""
 
 import hashlib
+import json
 import multiprocessing as mp
 from pathlib import Path
 
@@ -135,6 +136,40 @@ def test_cache_key_changes_with_the_augmentation(tmp_path, monkeypatch) -> None:
     assert clf.cache_paths(tmp_path, "d", arch="small_cnn", seed=0, recipe=unaugmented)[0] == key
 
 
+def test_cache_key_changes_with_the_training_environment(tmp_path, monkeypatch) -> None:
+    """Thread count, determinism, matmul precision, torch version and device change the
+    trained weights: each gives another cache file."""
+    cpu, recipe = torch.device("cpu"), clf.RECIPES["small_cnn"]
+
+    def path() -> Path:
+        environment = clf.training_environment(cpu)
+        return clf.cache_paths(tmp_path, "d", arch="small_cnn", seed=0, recipe=recipe,
+                               environment=environment)[0]
+
+    threads, precision = torch.get_num_threads(), torch.get_float32_matmul_precision()
+    paths = [path()]
+    assert path() == paths[0]  # the same settings share a file
+    try:
+        torch.set_num_threads(threads + 1)
+        paths.append(path())
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(True)
+        paths.append(path())
+        torch.use_deterministic_algorithms(False)
+        torch.set_float32_matmul_precision("medium" if precision != "medium" else "high")
+        paths.append(path())
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(False)
+        torch.set_float32_matmul_precision(precision)
+    monkeypatch.setattr(torch, "__version__", torch.__version__ + ".other")
+    paths.append(path())
+    monkeypatch.undo()
+    monkeypatch.setattr(clf, "device_name", lambda device: "NVIDIA H200")
+    paths.append(path())
+    assert len(set(paths)) == 6
+
+
 def test_resnet18_keeps_the_best_validation_epoch(small_digits, monkeypatch) -> None:
     scores = []
     real_accuracy = clf.accuracy
@@ -197,6 +232,11 @@ def test_cache_trains_once_then_loads_from_disk(small_digits, tmp_path, monkeypa
     assert len(calls) == 1 and not first.loaded_from_cache
     assert first.path.exists() and first.path.with_suffix(".json").exists()
     assert {"digits-8", "small_cnn", "seed0", "ep1"} <= set(first.path.stem.split("__"))
+    environment = clf.training_environment(torch.device("cpu"))  # in the key and the sidecar
+    assert first.path == clf.cache_paths(tmp_path, "digits-8", arch="small_cnn", seed=0,
+                                         recipe=clf.recipe_for("small_cnn", 1, 64),
+                                         environment=environment)[0]
+    assert json.loads(first.path.with_suffix(".json").read_text())["environment"] == environment
     mtime = first.path.stat().st_mtime_ns
 
     second = load_or_train_classifier(tmp_path, "digits-8", *small_digits, **QUICK_ARGS)

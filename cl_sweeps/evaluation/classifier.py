@@ -11,8 +11,9 @@ is, without training (`weights_kind`). `small_cnn` is a
 few conv layers for 8x8/16x16 digits, trained in seconds. The penultimate layer doubles as an FID
 feature space for small images, where 299x299 Inception features are costly.
 
-Training is done once per (data, arch, seed and every training setting, weights file) and cached
-on disk, guarded by a file lock, so concurrent trials on one machine share a single training run.
+Training is done once per (data, arch, seed and every training setting, weights file, training
+environment: torch version, device, threads, determinism switches) and cached on disk, guarded
+by a file lock, so concurrent trials on one machine share a single training run.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from torch.nn import functional as F
 from cl_sweeps.errors import UsageError
 from cl_sweeps.hashing import content_hash
 from cl_sweeps.results import atomic_write
+from cl_sweeps.throughput import device_name
 
 logger = logging.getLogger(__name__)
 
@@ -402,11 +404,41 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def settings_digest(recipe: TrainingRecipe, weights_digest: str | None) -> str:
-    """A short digest of every training setting and the pretrained weights (if any)."""
+def training_environment(device: torch.device) -> dict[str, Any]:
+    """What beyond the recipe changes the trained weights: torch's version, the device (a CPU
+    and a GPU, or two GPU models, add up in different orders), on CPU the thread count and
+    vector instructions (how reductions are split), and the determinism, matmul-precision and
+    TF32 switches in force. It enters the cache key: two settings never share a file, so a FID
+    never depends on which process trained the classifier first."""
+    environment: dict[str, Any] = {
+        "torch": torch.__version__,
+        "device": device_name(device),
+        "deterministic": torch.are_deterministic_algorithms_enabled(),
+        "matmul_precision": torch.get_float32_matmul_precision(),
+    }
+    if device.type == "cuda":
+        cudnn = torch.backends.cudnn
+        environment.update(
+            cuda=torch.version.cuda, cudnn=cudnn.version(), cudnn_deterministic=cudnn.deterministic,
+            cudnn_benchmark=cudnn.benchmark,
+            tf32=[torch.backends.cuda.matmul.allow_tf32, cudnn.allow_tf32],
+        )
+    else:
+        environment.update(threads=torch.get_num_threads(),
+                           cpu_capability=torch.backends.cpu.get_cpu_capability())
+    return environment
+
+
+def settings_digest(
+    recipe: TrainingRecipe, weights_digest: str | None,
+    environment: dict[str, Any] | None = None,
+) -> str:
+    """A short digest of every training setting, the pretrained weights (if any) and the
+    training environment (training_environment)."""
     augmentation = AUGMENTATION if recipe.augment else None
     return content_hash(
-        {**asdict(recipe), "augmentation": augmentation, "weights": weights_digest}, 10
+        {**asdict(recipe), "augmentation": augmentation, "weights": weights_digest,
+         "environment": environment}, 10
     )
 
 
@@ -418,6 +450,7 @@ def cache_paths(
     seed: int,
     recipe: TrainingRecipe,
     weights_digest: str | None = None,
+    environment: dict[str, Any] | None = None,
 ) -> tuple[Path, Path]:
     """The weights file and its JSON sidecar for one classifier."""
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", cache_key)
@@ -425,7 +458,7 @@ def cache_paths(
         safe += "-" + hashlib.sha1(cache_key.encode()).hexdigest()[:8]
     stem = (
         f"{safe}__{arch}__seed{seed}__ep{recipe.epochs}__bs{recipe.batch_size}"
-        f"__{settings_digest(recipe, weights_digest)}"
+        f"__{settings_digest(recipe, weights_digest, environment)}"
     )
     return Path(cache_dir) / f"{stem}.pt", Path(cache_dir) / f"{stem}.json"
 
@@ -481,8 +514,10 @@ def load_or_train_classifier(
             if kind == "whole":
                 return _use_whole(Path(weights), test_x, test_y, train_x.shape[1], num_classes,
                                   device)
+    environment = training_environment(device)
     path, sidecar = cache_paths(
-        cache_dir, cache_key, arch=arch, seed=seed, recipe=recipe, weights_digest=weights_digest
+        cache_dir, cache_key, arch=arch, seed=seed, recipe=recipe, weights_digest=weights_digest,
+        environment=environment,
     )
     lock = FileLock(str(path) + ".lock")
     try:
@@ -528,6 +563,7 @@ def load_or_train_classifier(
             "seed": seed,
             "recipe": asdict(recipe),
             "weights_sha256": weights_digest,
+            "environment": environment,
             "test_accuracy": test_accuracy,
         }
         atomic_write(sidecar, lambda tmp: tmp.write_text(json.dumps(meta, indent=2)), durable=True)
