@@ -1,19 +1,22 @@
 """One real tiny sweep, grown and reused: `--extend` after raising num_samples and adding a seed
 trains only the new (configuration, seed) pairs (counted from events.jsonl) into the same
-records, Optuna study and MLflow parent run; a warm start from it trains nothing for what it
-has; a changed base key is refused (exit 2) before any compute, by --extend and by warm_start."""
+records, Optuna study and MLflow parent run, even when its driver dies and `--resume` continues
+it; a warm start from it trains nothing for what it has; a changed base key is refused (exit 2)
+before any compute, by --extend and by warm_start."""
 
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
 
 import optuna
 import pytest
-from helpers import child_env, events, run, tiny_sweep, write_yaml
+from helpers import TINY_TASKS, child_env, events, run, tiny_sweep, write_yaml
 
 from cl_sweeps import records
+from cl_sweeps.sweep.signals import KILL_ENV
 
 CLI = str(Path(sys.executable).parent / "cl-sweeps")
 LR = {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}
@@ -52,13 +55,19 @@ def test_extend_then_warm_start_train_only_what_is_new(tmp_path: Path) -> None:
 
     grown = {**sweep, "num_samples": 3, "seeds": [3, 4]}
     write_yaml(path, grown)
-    code, log = run([CLI, "sweep", str(path), "--extend"], env, tmp_path / "extend.log",
+    # the extended sweep's driver and its Ray die right after a new trial saved its first task
+    code, log = run([CLI, "sweep", str(path), "--extend"], {**env, KILL_ENV: "task_saved"},
+                    tmp_path / "extend.log", timeout_s=600)
+    assert code == -signal.SIGKILL, log[-5000:]
+    assert {k: v for k, v in trained(layout).items() if k in first} == first
+    code, log = run([CLI, "sweep", str(path), "--resume"], env, tmp_path / "resume.log",
                     timeout_s=600)
     assert code == 0, log[-5000:]
     after = trained(layout)
     assert {k: after[k] for k in first} == first  # the old trials trained nothing more
     new = {k: v for k, v in after.items() if k not in first}
-    assert len(new) == 2 + 2 and all(new.values())  # seed 4 of the old two, both of the third
+    # seed 4 of the old two, both seeds of the third; each task once, the killed one included
+    assert len(new) == 2 + 2 and set(new.values()) == {TINY_TASKS}, new
     assert len(pairs(layout)) == 6 and len({k for k, _ in pairs(layout)}) == 3
     assert json.loads(layout.state.read_text())["parent_run_id"] == parent
     told = study_params(out, "grown")  # a repeat proposal is told what it had: same params
