@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,15 @@ from typing import Any
 import yaml
 
 from cl_sweeps.hashing import content_hash
-from cl_sweeps.results import METRICS_JSONL, METRICS_PARQUET, atomic_write, write_task_metrics
+from cl_sweeps.results import (
+    METRICS_JSONL,
+    METRICS_PARQUET,
+    JsonLines,
+    append_json_line,
+    atomic_write,
+    read_json_lines,
+    write_task_metrics,
+)
 
 log = logging.getLogger(__name__)
 
@@ -318,6 +327,18 @@ def write_stop_reason(directory: Path, reason: str) -> None:
 
 def read_stop_reason(directory: Path) -> str | None:
     return (_read_json(TrialLayout(directory).stop_reason) or {}).get("reason")
+
+
+def append_event(directory: Path, event: str, **fields: Any) -> None:
+    """One line of the trial's events.jsonl (attempts, tasks trained: the evidence a resume is
+    judged by), whole and on disk before the trial goes on (results.append_json_line)."""
+    append_json_line(TrialLayout(directory).events,
+                     {"event": event, "time": time.time(), **fields}, durable=True)
+
+
+def read_events(directory: Path) -> JsonLines:
+    """The trial's events; a line a crash tore is skipped and counted in `torn`."""
+    return read_json_lines(TrialLayout(directory).events)
 
 
 def read_task_metrics(directory: Path) -> list[dict[str, Any]]:

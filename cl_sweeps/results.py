@@ -1,12 +1,18 @@
-"""Per-task metric files next to a run (JSON lines and Parquet), and `atomic_write`: the one way
-the package writes a file that a reader may open at any moment (records, spools, caches)."""
+"""Per-task metric files next to a run (JSON lines and Parquet), `atomic_write`: the one way
+the package writes a file that a reader may open at any moment (records, spools, caches), and
+`append_json_line` / `read_json_lines`: append-only logs that two writers and a crash leave
+readable."""
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
+import logging
 import os
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +20,8 @@ from cl_sweeps.errors import named_write_errors
 
 if TYPE_CHECKING:
     import pyarrow as pa
+
+log = logging.getLogger(__name__)
 
 METRICS_JSONL = "metrics.jsonl"
 METRICS_PARQUET = "metrics.parquet"
@@ -40,6 +48,65 @@ def atomic_write(path: Path, write: Callable[[Path], Any], durable: bool = False
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def append_json_line(path: Path, record: Any, durable: bool = False) -> None:
+    """Append `record` as one JSON line: a single write() on an O_APPEND descriptor, under an
+    exclusive flock, so two writers' lines never interleave. A write that fails or is cut short
+    (a full disk) is taken back, so the file never ends in a partial line that the next append
+    would extend; it raises WriteFailed naming `path`. A partial last line left by a machine that
+    lost power is closed first, so it stays one torn line and this record stays whole.
+    `durable`: fsync before returning (a record a crash right after must not lose)."""
+    line = (json.dumps(record, default=str) + "\n").encode()
+    with named_write_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # released by close
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                line = b"\n" + line
+            try:
+                written = os.write(fd, line)
+            except OSError:
+                os.ftruncate(fd, size)
+                raise
+            if written != len(line):
+                os.ftruncate(fd, size)
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@dataclass(frozen=True)
+class JsonLines:
+    """The records of a JSON-lines file, and how many lines were skipped as torn (cut by a
+    crash mid-write, or otherwise not one JSON value)."""
+
+    records: list[Any]
+    torn: int = 0
+
+
+def read_json_lines(path: Path) -> JsonLines:
+    """Every complete record of a JSON-lines file (none if it is absent). The bytes after the
+    last newline are a line a crash cut short; they are skipped and counted, as is any line
+    that is not valid JSON, instead of failing the reader."""
+    if not path.is_file():
+        return JsonLines([])
+    *lines, tail = path.read_bytes().split(b"\n")
+    records, torn = [], int(bool(tail.strip()))
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            torn += 1
+    if torn:
+        log.warning("%s: %d torn line(s) skipped", path, torn)
+    return JsonLines(records, torn)
 
 
 def atomic_write_table(table: pa.Table, path: Path) -> None:

@@ -7,7 +7,6 @@ in their own session, so that a test can always stop exactly what it started, by
 from __future__ import annotations
 
 import copy
-import json
 import os
 import secrets
 import signal
@@ -180,5 +179,6 @@ def mlflow_server(root: Path, env: dict[str, str], port: int | None = None) -> I
 
 def events(trial_dir: Path) -> list[dict]:
     """A trial's events.jsonl (attempts, tasks trained): the evidence of what a resume redid."""
-    path = trial_dir / "events.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+    from cl_sweeps.records import read_events
+
+    return read_events(trial_dir).records  # a line torn by a killed trial is skipped

@@ -90,7 +90,7 @@ def test_a_record_that_cannot_be_written_keeps_the_old_one(tmp_path: Path, monke
 
 
 def test_a_spool_line_cut_short_is_taken_back(tmp_path: Path, monkeypatch) -> None:
-    from cl_sweeps.sweep import spool as spool_module
+    from cl_sweeps import results as writer  # Spool.append writes through append_json_line
     from cl_sweeps.sweep.spool import Spool
 
     spool = Spool(tmp_path / "mlflow_spool.jsonl")
@@ -101,7 +101,7 @@ def test_a_spool_line_cut_short_is_taken_back(tmp_path: Path, monkeypatch) -> No
     def half_then_full(fd: int, data: bytes) -> int:
         return real_write(fd, data[: len(data) // 2])  # a short write: the disk filled up
 
-    monkeypatch.setattr(spool_module.os, "write", half_then_full)
+    monkeypatch.setattr(writer.os, "write", half_then_full)
     with pytest.raises(WriteFailed) as error:
         spool.append({"op": "log_metrics", "step": 1})
 
@@ -109,7 +109,7 @@ def test_a_spool_line_cut_short_is_taken_back(tmp_path: Path, monkeypatch) -> No
         real_write(fd, data[:5])
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(spool_module.os, "write", no_space)
+    monkeypatch.setattr(writer.os, "write", no_space)
     with pytest.raises(WriteFailed):
         spool.append({"op": "log_metrics", "step": 1})
     monkeypatch.undo()

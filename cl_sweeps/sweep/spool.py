@@ -15,11 +15,9 @@ by the driver or by `cl-sweeps sync`. Files, for a spool named `<name>.jsonl`:
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -27,8 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from cl_sweeps.errors import named_write_errors
-from cl_sweeps.results import atomic_write
+from cl_sweeps.results import append_json_line, atomic_write, read_json_lines
 
 log = logging.getLogger(__name__)
 
@@ -60,33 +57,14 @@ class Spool:
         return self
 
     def append(self, op: Operation) -> None:
-        """Add an operation (one write of one line, so concurrent appends do not interleave).
-        A write that fails or is cut short (a full disk) is taken back, so the spool never
-        holds a partial line that the next one would extend, and raises WriteFailed."""
-        line = (json.dumps(op, default=str) + "\n").encode()
-        with named_write_errors(self.path):
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            try:
-                size = os.fstat(fd).st_size
-                try:
-                    written = os.write(fd, line)
-                except OSError:
-                    os.ftruncate(fd, size)
-                    raise
-                if written != len(line):
-                    os.ftruncate(fd, size)
-                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-            finally:
-                os.close(fd)
+        """Add an operation: one whole line, never interleaved with a concurrent append nor
+        left partial by a failed write (results.append_json_line; WriteFailed if it fails)."""
+        append_json_line(self.path, op)
 
     def operations(self) -> list[Operation]:
-        """Every complete operation (a line cut short by a crash is not one)."""
-        if not self.path.is_file():
-            return []
-        text = self.path.read_text()
-        lines = text.split("\n")[:-1]  # the part after the last newline is incomplete
-        return [json.loads(line) for line in lines if line.strip()]
+        """Every complete operation (a line cut short by a crash is not one: skipped, and as
+        append_json_line closes it before the next line, never counted as sent)."""
+        return read_json_lines(self.path).records
 
     def state(self) -> State:
         if not self.state_path.is_file():

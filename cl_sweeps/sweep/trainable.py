@@ -20,10 +20,8 @@ trial raises once in task k, after spooling that task for MLflow and before repo
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import time
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -61,14 +59,6 @@ log = logging.getLogger(__name__)
 
 class InjectedFault(RuntimeError):
     """The test-only crash of CL_SWEEPS_CRASH_AT_TASK."""
-
-
-def log_event(directory: Path, event: str, **fields: Any) -> None:
-    """Append to the trial's events.jsonl: attempts and tasks trained (evidence for resuming)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    line = json.dumps({"event": event, "time": time.time(), **fields})
-    with records.TrialLayout(directory).events.open("a") as handle:
-        handle.write(line + "\n")
 
 
 def sample_grids(directory: Path, task: int) -> list[Path]:
@@ -145,8 +135,9 @@ def train_sequence(config: dict[str, Any], context: SweepContext) -> None:
             from_tune = readable_or_none(from_tune)
             resume_dir = resume_point(from_tune, directory)
             run.open({**params, **resolved_throughput(trial)}, trial_tags(params, trial))
-            log_event(directory, "attempt", resume_from=str(resume_dir) if resume_dir else None,
-                      node=ray.get_runtime_context().get_node_id(), pid=os.getpid())
+            records.append_event(
+                directory, "attempt", resume_from=str(resume_dir) if resume_dir else None,
+                node=ray.get_runtime_context().get_node_id(), pid=os.getpid())
             if resume_dir is None:
                 run.log_config(trial)
             last = [resume_dir]
@@ -158,7 +149,7 @@ def train_sequence(config: dict[str, Any], context: SweepContext) -> None:
                 tune.report(ordered, checkpoint=saved)
 
             def reporter(task: int, metrics: dict[str, float], checkpoint_dir: Path) -> None:
-                log_event(directory, "task_trained", task=task)
+                records.append_event(directory, "task_trained", task=task)
                 run.log_task(task, metrics, sample_grids(directory, task))
                 maybe_crash(context, directory, task)
                 kill_point("task_saved", context.layout.driver)  # tests only (signals.py)
@@ -177,7 +168,7 @@ def train_sequence(config: dict[str, Any], context: SweepContext) -> None:
                     accelerators_held=context.gpus_per_trial,
                 )
             except NonFiniteError as error:
-                log_event(directory, "diverged", error=str(error))
+                records.append_event(directory, "diverged", error=str(error))
                 records.write_json(records.TrialLayout(directory).divergence,
                                    {"error": str(error)})
                 raise
