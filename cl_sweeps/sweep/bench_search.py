@@ -307,16 +307,40 @@ def format_table(result: dict[str, Any]) -> str:
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
-    """Hypervolume (fraction of the grid's) versus training TFLOPs spent, every run."""
+    """Hypervolume (fraction of the grid's) versus training TFLOPs spent, every run; with a
+    warm start, the warm-started searchers in a second panel beside the cold ones."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axis = plt.subplots(figsize=(7, 4.2))
+    methods = [row["method"] for row in result["summary"]]
+    warm = result.get("warm_start")
+    panels = [[m for m in methods if not m.endswith(WARM)]]
+    if warm:
+        panels.append(["grid", *(m for m in methods if m.endswith(WARM))])
+    figure, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4.2), sharey=True,
+                                squeeze=False)
+    for axis, shown in zip(axes[0], panels):
+        _draw(axis, result, shown)
+    seeds = result.get("seeds", 1)
+    axes[0][0].set_ylabel("hypervolume / grid's final hypervolume")
+    axes[0][0].set_title(
+        f"{result['configurations']} configurations, {seeds} seed{'s' if seeds > 1 else ''} "
+        f"({result['repeats']} sampler seeds per searcher)", fontsize=10)
+    if warm:
+        axes[0][1].set_title(f"warm-started: told the grid at {warm['per_task']} per task first"
+                             f"\n(its {warm['train_tflops']:.3g} training TFLOPs not counted)",
+                             fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=130)
+    plt.close(figure)
+
+
+def _draw(axis: Any, result: dict[str, Any], methods: list[str]) -> None:
     colours = dict(zip(METHODS, ("black", "tab:gray", "tab:blue", "tab:green", "tab:red")))
     target = result["grid_hypervolume"]
-    for method in [row["method"] for row in result["summary"]]:
+    for method in methods:
         mine = [c for c in result["curves"] if c["method"] == method]
         for index, curve in enumerate(mine):
             axis.step(
@@ -330,18 +354,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     axis.axvline(result["grid_train_tflops"] / 3, color="tab:purple", linestyle="--",
                  linewidth=1, label="1/3 of grid TFLOPs")
     axis.set_xlabel("training TFLOPs spent by the search")
-    axis.set_ylabel("hypervolume / grid's final hypervolume")
-    seeds = result.get("seeds", 1)
-    warm = result.get("warm_start")
-    axis.set_title(
-        f"{result['configurations']} configurations, {seeds} seed{'s' if seeds > 1 else ''} "
-        f"({result['repeats']} sampler seeds per searcher)"
-        + (f"\n+warm: told a grid at {warm['per_task']} per task first "
-           f"({warm['train_tflops']:.3g} TFLOPs, not counted)" if warm else ""), fontsize=10)
     axis.legend(loc="lower right", fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=130)
-    plt.close(figure)
 
 
 def write_outputs(result: dict[str, Any], out_dir: Path) -> dict[str, Path]:
