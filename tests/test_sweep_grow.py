@@ -134,3 +134,19 @@ def test_extend_may_add_search_values_in_a_new_study_taught_the_known_ones(tmp_p
     with pytest.raises(ConfigError, match=r"search: \{'strategy.name': 'naive'\} ran, and the "
                        "new search cannot propose it"):
         check_extension(layout, shrunk.model_dump(mode="json"), shrunk, SearchSpace(shrunk))
+
+
+def test_nsga2_breeds_its_first_trials_from_the_known_configurations(tmp_path: Path) -> None:
+    for index, (steps, ratio) in enumerate([(1, 0.5), (2, 0.75), (3, 1.0)]):
+        write_trial(tmp_path, f"old{index}", {**KNOWN, "strategy.teacher_steps": steps,
+                                              "strategy.replay_ratio": ratio}, seed=1,
+                    fid=10.0 + index)
+    sweep = sweep_of(tmp_path, seeds=[1], num_samples=5, search_algorithm={
+        "name": "optuna", "sampler": "nsga2", "population_size": 2, "seed": 0})
+    searcher = build_searcher(SweepPlan(sweep), Prior.from_records(records.SweepLayout(tmp_path),
+                                                                   sweep))
+    study = searcher.inner._ot_study
+    key = "NSGAIISampler:generation"
+    assert [t.system_attrs.get(key) for t in study.trials] == [0, 0, 0]  # else never read
+    searcher.suggest("t0")
+    assert study.trials[-1].system_attrs[key] == 1  # its parents: the known configurations

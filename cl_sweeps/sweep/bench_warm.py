@@ -23,7 +23,7 @@ from cl_sweeps.constraints import constraint_values
 from cl_sweeps.records import SweepLayout
 from cl_sweeps.sweep.bench_table import Table, load_table, resolved_sweep
 from cl_sweeps.sweep.extend import INERT_KEYS, differences, under
-from cl_sweeps.sweep.prior import optuna_params
+from cl_sweeps.sweep.prior import as_first_generation, optuna_params
 
 if TYPE_CHECKING:
     import optuna
@@ -86,13 +86,7 @@ def prior_trials(
 
 def tell_prior(study: optuna.Study, source: Table, space: SearchSpace, objectives: list[str]) -> int:
     """Add the source's configurations to the study (NSGA-II: as its generation 0); the count."""
-    import optuna
-
     trials = prior_trials(source, space, objectives)
-    sampler = study.sampler
-    if isinstance(sampler, optuna.samplers.NSGAIISampler):
-        key = sampler._get_generation_key()  # where NSGA-II keeps a trial's generation
-        for trial in trials:
-            trial.system_attrs[key] = 0
+    as_first_generation(study, trials)
     study.add_trials(trials)
     return len(trials)

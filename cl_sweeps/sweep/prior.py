@@ -155,15 +155,32 @@ def frozen_trial(
                                      system_attrs=attrs, user_attrs={"cl_sweeps.prior": True})
 
 
+def as_first_generation(study: optuna.Study, trials: list[optuna.trial.FrozenTrial]) -> None:
+    """NSGA-II reads a trial only by its generation and leaves one without any out of every
+    population: known trials told to an NSGA-II study that has no generation yet become its
+    generation 0, so that its first own trials are bred from them. Other samplers: unchanged."""
+    import optuna
+
+    sampler = study.sampler
+    if not isinstance(sampler, optuna.samplers.NSGAIISampler):
+        return
+    key = sampler._get_generation_key()  # where NSGA-II keeps a trial's generation
+    if any(key in t.system_attrs for t in study.get_trials(deepcopy=False)):
+        return  # the study's own generations go on
+    for trial in trials:
+        trial.system_attrs[key] = 0
+
+
 def teach_study(study: optuna.Study, space: SearchSpace, prior: Prior, sweep: SweepConfig) -> int:
     """Add to the study every known configuration it does not hold (by parameters); the count."""
     held = [t.params for t in study.get_trials(deepcopy=False)]
-    added = 0
+    new = []
     for known in prior.configurations.values():
         trial = frozen_trial(space, known, sweep)
         if trial is None or trial.params in held:
             continue
-        study.add_trial(trial)
+        new.append(trial)
         held.append(trial.params)
-        added += 1
-    return added
+    as_first_generation(study, new)
+    study.add_trials(new)
+    return len(new)
