@@ -259,6 +259,12 @@ class StrategyConfig(_Strict):
     lora_alpha: float = Field(
         default=8.0, gt=0.0, description="lora: adapter scale α (the update is (α/r)·BA)."
     )
+    lora_self_reg: float = Field(
+        default=0.0, ge=0.0,
+        description="lora: C-LoRA's self-regularisation weight λ, λ·Σ‖(Σ_past ΔW) ⊙ ΔW_t‖² "
+        "over the adapted layers, penalising the new adapter where past adapters changed the "
+        "weights; 0: off (CLoG's code has no such term).",
+    )
     teacher: Literal["frozen", "ema"] = Field(
         default="frozen",
         description="Teacher strategies: the copy of the model at the end of the previous task "

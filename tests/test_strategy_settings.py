@@ -32,8 +32,9 @@ def kinds(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_every_strategy_file_declares_its_setting() -> None:
     for path in STRATEGIES.glob("*.py"):
         text = path.read_text()
-        if re.search(r"^NAME = ", text, re.M):
-            assert re.search(r"^SETTING = \"(both|conditional|unconditional)\"", text, re.M), path
+        declared = re.compile(r"^SETTING = \"(both|conditional|unconditional)\"", re.MULTILINE)
+        if re.search(r"^NAME = ", text, re.MULTILINE):
+            assert declared.search(text), path
 
 
 def test_setting_is_read_without_importing_and_checked(tmp_path: Path) -> None:

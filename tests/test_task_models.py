@@ -146,7 +146,7 @@ def test_lora_trains_only_adapters_and_the_base_stays_frozen():
         assert torch.equal(value, base[name]), name  # the base did not move
     adapter = strategy.adapters[1]
     assert any(".lora_B." in n and v.abs().sum() > 0 for n, v in adapter.items())  # it trained
-    assert spy.read == {"lora_rank", "lora_alpha"}
+    assert spy.read == {"lora_rank", "lora_alpha", "lora_self_reg"}
     generator = strategy.generation_model(model)
     assert isinstance(generator, TaskMembers) and generator.members[0] is model
     merged = generator.members[1]
@@ -157,6 +157,74 @@ def test_lora_trains_only_adapters_and_the_base_stays_frozen():
         assert torch.allclose(out[3:], merged(X[3:], T[3:]).sample, atol=1e-5)
         assert not torch.allclose(out[3:], model(X[3:], T[3:]).sample, atol=1e-4)
     assert context.counter.snapshot()[STUDENT_TRAIN] == 2 * 2 * 4
+
+
+def test_an_adapters_weight_update_is_peft_s():
+    """delta_weight (what the self-regularisation penalises) is the ΔW peft merges, for the
+    linear and the convolutional adapted layers alike."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    from cl_sweeps.strategies.lora import add_adapter, delta_weight
+
+    model = tiny_unet(1)
+    add_adapter(model, "task_1", 4, 8.0)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.requires_grad:
+                parameter.normal_()
+    layers = [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
+    kinds = {type(m.get_base_layer()) for m in layers}
+    assert kinds == {torch.nn.Linear, torch.nn.Conv2d}
+    for layer in layers:
+        mine = delta_weight(layer.lora_A["task_1"].weight, layer.lora_B["task_1"].weight, 2.0)
+        assert torch.allclose(mine, layer.get_delta_weight("task_1"), atol=1e-5)
+        assert mine.shape == layer.get_base_layer().weight.shape
+
+
+def test_c_lora_self_regularisation_and_its_gradient_on_a_hand_made_case():
+    """‖P ⊙ s·B·A‖² with P the past adapters' ΔW: by hand, P = [[1, 0, 2], [0, 0, 0]],
+    B = [[1], [2]], A = [[1, 1, 1]], s = 2 → ΔW = [[2, 2, 2], [4, 4, 4]], P ⊙ ΔW =
+    [[2, 0, 4], [0, 0, 0]], penalty 20; G = 2·P²⊙ΔW = [[4, 0, 16], [0, 0, 0]], ∂/∂B = s·G·Aᵀ =
+    [[40], [0]], ∂/∂A = s·Bᵀ·G = [[8, 0, 32]]: nothing moves where no past adapter did."""
+    from cl_sweeps.strategies.lora import delta_weight, self_regularisation
+
+    past = {"to_q": torch.tensor([[1.0, 0.0, 2.0], [0.0, 0.0, 0.0]])}
+    b = torch.tensor([[1.0], [2.0]], requires_grad=True)
+    a = torch.tensor([[1.0, 1.0, 1.0]], requires_grad=True)
+    penalty = self_regularisation(past, {"to_q": delta_weight(a, b, 2.0)})
+    assert penalty.item() == 20.0
+    penalty.backward()
+    assert torch.equal(b.grad, torch.tensor([[40.0], [0.0]]))
+    assert torch.equal(a.grad, torch.tensor([[8.0, 0.0, 32.0]]))
+
+
+@pytest.mark.parametrize("strength", [0.0, 0.5])
+def test_lora_self_regularisation_in_the_strategy(strength):
+    """From task 2 on, the loss adds λ·Σ_layers ‖ΔW_1 ⊙ ΔW_2‖² (computed here with peft's own
+    ΔW of the live adapter); λ = 0 is CLoG's loss, without the term."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    from cl_sweeps.strategies.lora import adapter_deltas
+
+    strategy, _ = setup("lora", lora_rank=4, lora_alpha=8.0, lora_self_reg=strength)
+    model = tiny_unet(1)
+    for task in (0, 1):
+        train_steps(strategy, model, task)
+        assert "loss_penalty" not in strategy.loss(model, batch_of(4)).parts  # no past adapter
+        strategy.end_task(model, task, task_data(task))
+    train_steps(strategy, model, 2)
+    out = strategy.loss(model, batch_of(4))
+    if strength == 0.0:
+        assert set(out.parts) == {"loss_real"}
+        return
+    past = adapter_deltas(strategy.adapters[1], "task_1", 2.0)
+    expected = sum(
+        (past[name] * layer.get_delta_weight("task_2")).pow(2).sum()
+        for name, layer in model.named_modules() if isinstance(layer, BaseTunerLayer)
+    )
+    assert expected > 0
+    assert torch.allclose(out.parts["loss_penalty"], expected, rtol=1e-5)
+    assert torch.allclose(out.loss, out.parts["loss_real"] + strength * expected, rtol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["ensemble", "lora"])
