@@ -679,6 +679,17 @@ def load_trial_config(path: str | Path, overrides: list[str] | None = None) -> T
     return parse_trial_config(apply_overrides(base, overrides or []), prefix=prefix)
 
 
+def get_dotted(data: dict[str, Any] | None, key: str) -> Any:
+    """data['a']['b'] for key 'a.b'; None if a section or the key is absent (or not a
+    mapping)."""
+    node: Any = data
+    for part in key.split("."):
+        if not isinstance(node, dict):
+            return None
+        node = node.get(part)
+    return node
+
+
 def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
     """Set data['a']['b'] = value for key 'a.b', creating sections as needed."""
     node = data

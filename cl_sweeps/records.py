@@ -503,10 +503,9 @@ def read_sweep_dir(sweep_dir: str | Path) -> SweepSource:
 
 def base_value(resolved: dict[str, Any] | None, dotted: str) -> Any:
     """The value the resolved sweep's base trial has for a dotted key (None if absent)."""
-    node: Any = (resolved or {}).get("base") or {}
-    for part in dotted.split("."):
-        node = node.get(part) if isinstance(node, dict) else None
-    return node
+    from cl_sweeps.config import get_dotted
+
+    return get_dotted((resolved or {}).get("base"), dotted)
 
 
 def complete_records(records: list[TrialRecord], resolved: dict[str, Any] | None) -> None:

@@ -80,3 +80,18 @@ def test_every_paper_sweep_evaluates_with_the_papers_10000_samples():
         assert config.evaluation.n_eval_samples == 10_000, path.name
         expected_steps = 20 if config.data.dataset == "cifar10" else 10
         assert config.evaluation.eval_steps == expected_steps, path.name
+
+
+def test_dotted_keys_read_back_what_they_set() -> None:
+    """One getter beside the setter (warm starts, reports and records all read through it)."""
+    from cl_sweeps.config import get_dotted, set_dotted
+
+    data: dict = {"strategy": {"name": "er"}, "seed": 3}
+    set_dotted(data, "strategy.replay_ratio", 0.5)
+    set_dotted(data, "train.lr", 1e-3)  # a new section
+    assert get_dotted(data, "strategy.replay_ratio") == 0.5
+    assert get_dotted(data, "train.lr") == 1e-3 and get_dotted(data, "seed") == 3
+    assert get_dotted(data, "strategy") == {"name": "er", "replay_ratio": 0.5}
+    for absent in ("strategy.lambd", "model.channels", "seed.value", "strategy.name.x"):
+        assert get_dotted(data, absent) is None
+    assert get_dotted(None, "strategy.name") is None

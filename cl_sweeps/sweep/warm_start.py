@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from cl_sweeps import records
-from cl_sweeps.config import ConfigError, set_dotted
+from cl_sweeps.config import ConfigError, get_dotted, set_dotted
 from cl_sweeps.records import COMPLETED, SEED_PARAM, SweepLayout, TrialRecord
 from cl_sweeps.results import METRICS_JSONL, METRICS_PARQUET
 from cl_sweeps.sweep.extend import INERT_KEYS, differences, under
@@ -37,15 +37,6 @@ class Source:
     root: Path
     resolved: dict[str, Any]
     trials: list[TrialRecord] = field(default_factory=list)
-
-
-def dotted(data: dict[str, Any], key: str) -> Any:
-    node: Any = data
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
 
 
 def _free(key: str, sweep: SweepConfig) -> bool:
@@ -92,7 +83,7 @@ def proposable_fields(space: SearchSpace, full: dict[str, Any]) -> dict[str, Any
     """The trial fields with which this sweep would run the trial configuration `full`, or None
     if its search space cannot propose it."""
     sweep = space.sweep
-    wanted = {key: dotted(full, sweep.field_of(key)) for key in space.order
+    wanted = {key: get_dotted(full, sweep.field_of(key)) for key in space.order
               if sweep.search[key].type != "map"}
     trial = walked_trial(space, wanted)
     if trial is None:
