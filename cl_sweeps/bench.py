@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -37,7 +37,7 @@ from cl_sweeps.evaluation.compute import (
     measure_flops_per_image,
 )
 from cl_sweeps.strategies import TrainingContext, available_strategies, build_strategy
-from cl_sweeps.strategies.base import Conditioning
+from cl_sweeps.strategies.base import Conditioning, strategy_class
 from cl_sweeps.strategies.catalog import strategy_info
 from cl_sweeps.throughput import OptimizerStep, PersistentTeacher, Throughput, frozen
 
@@ -167,7 +167,11 @@ def bench_strategy(
                           num_classes=2 if conditional else None).to(device)
 
     model = unet()
-    flops_per_image = measure_flops_per_image(model)
+    flops_per_image = replace(  # the engine's FLOP model: LoRA adapters priced as they train
+        measure_flops_per_image(model),
+        adapter_forward_backward=strategy_class(name).adapter_flops_per_image(
+            model, StrategyConfig(name=name)),
+    )
     settings.prepare(model)
     scheduler = build_scheduler(model_config)
     counter = ForwardCounter()
@@ -231,6 +235,7 @@ CLASSIFIER_REPLAY = "classifier_replay"  # the bench's row of the classifier's i
 PURPOSE_HEADERS = {
     "student_train": "student", "teacher_generation": "teacher_gen",
     "teacher_target": "teacher_tgt", "classifier_replay_generation": "clf_replay_gen",
+    "adapter_train": "adapter",
 }
 
 

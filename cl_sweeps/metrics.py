@@ -241,6 +241,13 @@ METRICS: tuple[MetricSpec, ...] = (
         AFTER_EACH_TASK,
     ),
     MetricSpec(
+        "forwards_adapter_train",
+        "cumulative student image-forwards (each with a backward) that also pass through the "
+        "adapters a strategy trains (lora, tasks after the first), priced in train_tflops at the "
+        "adapters' own FLOPs",
+        AFTER_EACH_TASK,
+    ),
+    MetricSpec(
         "forwards_eval_sampling",
         "cumulative image-forwards spent sampling for evaluation",
         AFTER_EACH_TASK,

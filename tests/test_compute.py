@@ -45,5 +45,10 @@ def test_bench_reports_every_requested_strategy_with_ratios():
     guided = run_bench(["class_guided_distillation"], iterations=1, warmup=0, batch_size=8)[0]
     assert guided.forwards_per_iteration["teacher_target"] == 2 * 8
     assert guided.forwards_per_iteration["student_train"] == 16
+    # lora at task 1: B adapter forwards, priced at the adapters' FLOPs on top of naive's
+    lora = run_bench(["lora"], iterations=1, warmup=0, batch_size=8)[0]
+    assert lora.forwards_per_iteration["adapter_train"] == 8
+    assert naive.forwards_per_iteration["adapter_train"] == 0
+    assert lora.gflops_per_iteration > naive.gflops_per_iteration
     with pytest.raises(ValueError, match="unknown strategies"):
         run_bench(["bogus"])

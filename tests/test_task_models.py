@@ -248,3 +248,31 @@ def test_a_resumed_run_ends_as_an_uninterrupted_one(small_trial, tmp_path, name)
     assert last["forwards_student_train"] == tasks * iterations * config.train.batch_size
     evaluation = config.evaluation
     assert last["forwards_eval_sampling"] == tasks * evaluation.n_eval_samples * evaluation.eval_steps
+    # train_tflops: naive's FLOPs plus, for lora, exactly the adapters' own forward+backward
+    # FLOPs once per adapter image-forward (every student forward after task 0), measured here
+    adapter_forwards = (tasks - 1) * iterations * config.train.batch_size if name == "lora" else 0
+    assert last.get("forwards_adapter_train", 0) == adapter_forwards
+    base, adapted = _fwd_bwd_flops(config, adapter=False), _fwd_bwd_flops(config, adapter=True)
+    assert adapted > base
+    naive_tflops = last["forwards_student_train"] * base / 1e12
+    assert last["train_tflops"] - naive_tflops == pytest.approx(
+        adapter_forwards * (adapted - base) / 1e12, rel=1e-9, abs=1e-15)
+
+
+def _fwd_bwd_flops(config, adapter: bool) -> int:
+    """FLOPs of one image's forward and backward through the trial's UNet (with a rank-r
+    adapter of the trial's lora knobs injected if `adapter`), every parameter trainable."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from cl_sweeps.diffusion import build_unet
+    from cl_sweeps.strategies.lora import add_adapter
+
+    size = config.data.resolved_image_size()
+    model = build_unet(config.model, size, 1)
+    if adapter:
+        add_adapter(model, "measured", config.strategy.lora_rank, config.strategy.lora_alpha)
+    model.requires_grad_(True).eval()
+    x, t = torch.randn(1, 1, size, size), torch.tensor([500])
+    with FlopCounterMode(display=False) as counter:
+        model(x, t).sample.sum().backward()
+    return counter.get_total_flops()

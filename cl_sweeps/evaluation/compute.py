@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 from diffusers import UNet2DModel
+from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from cl_sweeps.diffusion.model import predict_noise
@@ -25,10 +26,16 @@ TEACHER_GENERATION = "teacher_generation"
 TEACHER_TARGET = "teacher_target"
 EVAL_SAMPLING = "eval_sampling"
 CLASSIFIER_REPLAY_GENERATION = "classifier_replay_generation"  # the classifier's replay images
+# Student image-forwards (each with a backward) that also pass through adapters the strategy
+# added to the UNet (LoRA): counted beside STUDENT_TRAIN, priced at the adapters' own FLOPs.
+ADAPTER_TRAIN = "adapter_train"
 PURPOSES = (
-    STUDENT_TRAIN, TEACHER_GENERATION, TEACHER_TARGET, CLASSIFIER_REPLAY_GENERATION, EVAL_SAMPLING
+    STUDENT_TRAIN, TEACHER_GENERATION, TEACHER_TARGET, CLASSIFIER_REPLAY_GENERATION, ADAPTER_TRAIN,
+    EVAL_SAMPLING,
 )
-TRAIN_PURPOSES = (STUDENT_TRAIN, TEACHER_GENERATION, TEACHER_TARGET, CLASSIFIER_REPLAY_GENERATION)
+TRAIN_PURPOSES = (
+    STUDENT_TRAIN, TEACHER_GENERATION, TEACHER_TARGET, CLASSIFIER_REPLAY_GENERATION, ADAPTER_TRAIN,
+)
 
 PHASES = ("train", "replay_generation", "evaluation")
 
@@ -57,10 +64,12 @@ class ForwardCounter:
 
 @dataclass
 class FlopsPerImage:
-    """FLOPs of one UNet image-forward, and of one forward+backward (training)."""
+    """FLOPs of one UNet image-forward, of one forward+backward (training), and of one
+    forward+backward through the adapters a strategy adds (LoRA; 0 without)."""
 
     forward: float
     forward_backward: float
+    adapter_forward_backward: float = 0.0
 
 
 _FLOP_CACHE: dict[str, FlopsPerImage] = {}
@@ -70,8 +79,14 @@ def measure_flops_per_image(model: UNet2DModel) -> FlopsPerImage:
     """Measure once per model shape (config) with FlopCounterMode on a batch of 2, on CPU-free
     meta-agnostic inputs of the model's own device and dtype."""
     key = repr(sorted(model.config.items()))
-    if key in _FLOP_CACHE:
-        return _FLOP_CACHE[key]
+    if key not in _FLOP_CACHE:
+        _FLOP_CACHE[key] = measure_model_flops(model)
+    return _FLOP_CACHE[key]
+
+
+def measure_model_flops(model: nn.Module) -> FlopsPerImage:
+    """The measurement itself, uncached: for a model whose config does not say its shape (a
+    UNet with adapters injected has its base's config)."""
     cfg = model.config
     param = next(model.parameters())
     batch = 2
@@ -87,9 +102,7 @@ def measure_flops_per_image(model: UNet2DModel) -> FlopsPerImage:
         predict_noise(model, x, t).sum().backward()
     model.zero_grad(set_to_none=True)
     model.train(was_training)
-    result = FlopsPerImage(forward=forward, forward_backward=counter.get_total_flops() / batch)
-    _FLOP_CACHE[key] = result
-    return result
+    return FlopsPerImage(forward=forward, forward_backward=counter.get_total_flops() / batch)
 
 
 class PhaseTimer:
@@ -148,8 +161,7 @@ def _cuda_in_use() -> bool:
 
 
 def flops_by_purpose(counts: dict[str, int], flops: FlopsPerImage) -> dict[str, float]:
-    """FLOPs spent per purpose: student forwards carry their backward."""
-    return {
-        p: counts.get(p, 0) * (flops.forward_backward if p == STUDENT_TRAIN else flops.forward)
-        for p in PURPOSES
-    }
+    """FLOPs spent per purpose: student forwards carry their backward, adapter forwards are
+    priced at the adapters' own forward+backward."""
+    per_image = {STUDENT_TRAIN: flops.forward_backward, ADAPTER_TRAIN: flops.adapter_forward_backward}
+    return {p: counts.get(p, 0) * per_image.get(p, flops.forward) for p in PURPOSES}

@@ -97,6 +97,15 @@ class Strategy:
         self.config = config
         self.context = context
 
+    @classmethod
+    def adapter_flops_per_image(cls, model: UNet2DModel, config: StrategyConfig) -> float:
+        """FLOPs of one image's forward+backward through the modules the strategy adds to the
+        UNet while it trains (LoRA adapters), beyond the UNet's own; 0: it adds none. Called
+        once by the engine on the plain model, before any compilation; the forwards that pay
+        it are counted as ADAPTER_TRAIN."""
+        del model, config
+        return 0.0
+
     # --- hooks the engine calls -------------------------------------------------------------
     def training_set(self, task_index: int, current: ImageSet, previous: list[ImageSet]) -> ImageSet:
         """The real images to iterate over in this task (default: the current task only)."""

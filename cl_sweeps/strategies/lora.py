@@ -23,11 +23,14 @@ adapters into the one model it generates from; here generation still picks the t
 the base itself, not an adapter, so it has no ΔW in the sum. For a conditional model CLoG also
 trains the class embedding of the new classes; here only the adapters train.
 
-Cost: student 3B per iteration (the adapters' own FLOPs are not counted; the backward through
-the frozen base is counted as usual). The self-regularisation term is parameter-space work (as
-the penalty regularisers' terms, not counted). Memory: one adapter per task after task 0 (the
-strategy's checkpointed state), with the self-regularisation one weight-sized past sum per
-adapted layer during a task; the model between tasks is the base.
+Cost: student 3B per iteration (the backward through the frozen base is counted in full, as
+for every strategy), and from task 1 on B adapter image-forwards (`forwards_adapter_train`),
+each priced at the adapter's own forward+backward FLOPs, measured once with the flop counter
+(`adapter_flops_per_image`) and added to `train_tflops`. Generation merges each adapter into its
+member, so evaluation pays no adapter FLOPs. The self-regularisation term is parameter-space
+work (as the penalty regularisers' terms, not counted). Memory: one adapter per task after task
+0 (the strategy's checkpointed state), with the self-regularisation one weight-sized past sum
+per adapted layer during a task; the model between tasks is the base.
 """
 
 from __future__ import annotations
@@ -39,7 +42,13 @@ import torch
 from diffusers import UNet2DModel
 from torch import nn
 
+from cl_sweeps.config import StrategyConfig
 from cl_sweeps.data.sources import ImageSet
+from cl_sweeps.evaluation.compute import (
+    ADAPTER_TRAIN,
+    measure_flops_per_image,
+    measure_model_flops,
+)
 from cl_sweeps.strategies.base import LossOutput, Strategy, register
 from cl_sweeps.strategies.members import TaskMembers
 
@@ -142,6 +151,27 @@ class LoRA(Strategy):
         self.task_classes: list[list[int]] = []
         self._members: dict[int, nn.Module] = {}  # merged members, built on first generation
         self._past: Tensors = {}  # layer -> Σ ΔW of past adapters (self-regularisation only)
+
+    @classmethod
+    def adapter_flops_per_image(cls, model: UNet2DModel, config: StrategyConfig) -> float:
+        """One adapter's forward+backward FLOPs per image: a copy of `model` with an adapter
+        of the configured rank, everything requiring grad as in the base's measurement, less
+        the base's; measured with the same flop counter, the random state left untouched."""
+        device = next(model.parameters()).device
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            adapted = copy.deepcopy(model)
+            add_adapter(adapted, "flops", config.lora_rank, config.lora_alpha)
+            adapted.requires_grad_(True)
+            with_adapter = measure_model_flops(adapted).forward_backward
+        return with_adapter - measure_flops_per_image(model).forward_backward
+
+    def student(self, model: UNet2DModel, x: torch.Tensor, t: torch.Tensor,
+                labels: torch.Tensor | None = None) -> torch.Tensor:
+        """As the base's, and from task 1 on (an adapter is in the model) also counted as
+        adapter image-forwards, priced at the adapter's FLOPs."""
+        if self.context.task_index > 0:
+            self.context.counter.add(ADAPTER_TRAIN, x.shape[0])
+        return super().student(model, x, t, labels)
 
     def begin_task(self, model: UNet2DModel, task_index: int) -> None:
         if task_index > 0:  # the base (task 0's model) is frozen from here on
