@@ -200,6 +200,9 @@ def bench_strategy(
     context.task_index = 1
     teacher = PersistentTeacher(unet, settings)
     context.teacher = teacher.copy_of(model) if strategy.needs_teacher else None
+    strategy.begin_task(model, 1)  # as the engine: lora's adapter goes in, the ensemble re-inits
+    if strategy.fresh_optimizer:
+        optimizer = settings.optimizer(model, lr=2e-4)
 
     def step() -> None:
         with settings.autocast():
