@@ -8,7 +8,6 @@ from __future__ import annotations
 import errno
 import fcntl
 import json
-import logging
 import os
 import uuid
 from collections.abc import Callable
@@ -20,8 +19,6 @@ from cl_sweeps.errors import named_write_errors
 
 if TYPE_CHECKING:
     import pyarrow as pa
-
-log = logging.getLogger(__name__)
 
 METRICS_JSONL = "metrics.jsonl"
 METRICS_PARQUET = "metrics.parquet"
@@ -91,8 +88,9 @@ class JsonLines:
 
 def read_json_lines(path: Path) -> JsonLines:
     """Every complete record of a JSON-lines file (none if it is absent). The bytes after the
-    last newline are a line a crash cut short; they are skipped and counted, as is any line
-    that is not valid JSON, instead of failing the reader."""
+    last newline are a line a crash cut short (or one being appended while this reads: so no
+    warning here); they are skipped and counted, as is any line that is not valid JSON,
+    instead of failing the reader."""
     if not path.is_file():
         return JsonLines([])
     *lines, tail = path.read_bytes().split(b"\n")
@@ -104,8 +102,6 @@ def read_json_lines(path: Path) -> JsonLines:
             records.append(json.loads(line))
         except (UnicodeDecodeError, json.JSONDecodeError):
             torn += 1
-    if torn:
-        log.warning("%s: %d torn line(s) skipped", path, torn)
     return JsonLines(records, torn)
 
 
