@@ -337,16 +337,21 @@ def test_replaced_key_in_a_search_points_at_its_replacement() -> None:
 
 
 def test_resume_accepts_a_sweep_saved_before_a_key_existed() -> None:
-    """--resume compares the resolved sweep with the saved one; a key added to the schema
-    since (here reuse_actors) counts only if the resumed sweep sets it off its default."""
-    from cl_sweeps.sweep.output_dir import changed_keys
+    """--resume compares the resolved sweep with the saved one as this release reads it: a key
+    added to the schema since (here reuse_actors, and strategy.lora_self_reg inside base) counts
+    only if the resumed sweep sets it off its default."""
+    from cl_sweeps.sweep.output_dir import changed_keys, resolved_config
 
-    resolved = {"name": "s", "max_failures": 2, "reuse_actors": True}
-    saved = {"name": "s", "max_failures": 2}
+    resolved = resolved_config(parse_sweep_config(valid()))
+    saved = copy.deepcopy(resolved)
+    del saved["reuse_actors"], saved["base"]["strategy"]["lora_self_reg"]
     assert changed_keys(saved, resolved) == []
     assert changed_keys(saved, {**resolved, "reuse_actors": False}) == ["reuse_actors"]
     assert changed_keys(saved, {**resolved, "max_failures": 3}) == ["max_failures"]
-    assert changed_keys({**saved, "gone": 1}, resolved) == ["gone"]
+    off_default = copy.deepcopy(resolved)
+    off_default["base"]["strategy"]["lora_self_reg"] = 0.5
+    assert changed_keys(saved, off_default) == ["base"]
+    assert "gone" in changed_keys({**saved, "gone": 1}, resolved)  # unreadable now: as it is
 
 
 def test_sweep_and_run_file_errors_show_a_value_by_one_rule() -> None:

@@ -84,6 +84,25 @@ def test_extend_refuses_changes_that_change_what_a_trial_means() -> None:
     assert any("[0] dropped" in line for line in fewer)
 
 
+def test_extend_and_warm_start_read_keys_added_since_at_their_defaults(tmp_path: Path) -> None:
+    """A sweep an earlier release ran lacks the keys added since (here strategy.lora_self_reg):
+    grown or used as a warm-start source, they are read at their defaults, not taken for
+    changes; set off the default, they are refused with the key named."""
+    old = sweep_of(tmp_path / "old", num_samples=1)
+    layout = records.SweepLayout(tmp_path / "old")
+    saved = old.model_dump(mode="json")
+    del saved["base"]["strategy"]["lora_self_reg"]
+    records.write_yaml(layout.resolved, saved)
+    records.write_json(layout.state, {"config_hash": "x"})
+    layout.trials.mkdir(parents=True)
+    grown = old.model_dump(mode="json") | {"num_samples": 2}
+    assert check_extension(layout, grown, old, SearchSpace(old)) == {"config_hash": "x"}
+    grown["base"]["strategy"]["lora_self_reg"] = 0.5
+    with pytest.raises(ConfigError, match=r"base.strategy.lora_self_reg: 0.0 -> 0.5"):
+        check_extension(layout, grown, old, SearchSpace(old))
+    assert len(check_sources(sweep_of(tmp_path / "new", warm_start=[str(layout.root)]))) == 1
+
+
 def test_warm_start_imports_proposable_trials_and_refuses_another_base(tmp_path: Path) -> None:
     source = tmp_path / "old"
     old = sweep_of(source)

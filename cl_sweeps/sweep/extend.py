@@ -14,7 +14,8 @@ failures, budget). Optuna's storage cannot change a categorical parameter's choi
 study, so a grown search continues in a new study `<name>-extended-<n>` of the same storage,
 taught every known configuration as a finished trial (sweep/prior.py). Anything else
 would make the new trials unlike the old ones; it is refused with each key's old and new value,
-before anything is written or computed. Base paths and the device may differ (INERT_KEYS).
+before anything is written or computed. Base paths and the device may differ (INERT_KEYS), and
+keys a later release added are read at their defaults (output_dir.as_read_now).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from cl_sweeps import records
 from cl_sweeps.config import ConfigError
 from cl_sweeps.records import SweepLayout
 from cl_sweeps.results import atomic_write
+from cl_sweeps.sweep.output_dir import as_read_now
 from cl_sweeps.sweep.paths import TRIAL_PATH_FIELDS
 from cl_sweeps.sweep.prior import Prior, optuna_params
 from cl_sweeps.sweep.schema import SweepConfig
@@ -82,9 +84,13 @@ def refused_changes(saved: dict[str, Any], resolved: dict[str, Any]) -> list[str
     return lines
 
 
+def saved_sweep(layout: SweepLayout) -> dict[str, Any]:
+    """The resolved sweep of output_dir, as this release reads it."""
+    return as_read_now(records.read_yaml_mapping(layout.resolved) or {})
+
+
 def search_grown(layout: SweepLayout, resolved: dict[str, Any]) -> bool:
-    saved = records.read_yaml_mapping(layout.resolved) or {}
-    return saved.get("search") != resolved.get("search")
+    return saved_sweep(layout).get("search") != resolved.get("search")
 
 
 def outside_space(layout: SweepLayout, sweep: SweepConfig, space: SearchSpace) -> list[str]:
@@ -109,8 +115,7 @@ def check_extension(
         raise ConfigError(
             f"--extend: {len(running)} trial(s) of {layout.root} did not end "
             f"({', '.join(running[:3])}); finish the sweep with --resume first, then --extend")
-    saved = records.read_yaml_mapping(layout.resolved) or {}
-    refused = refused_changes(saved, resolved)
+    refused = refused_changes(saved_sweep(layout), resolved)
     if not refused and search_grown(layout, resolved):
         refused = outside_space(layout, sweep, space)[:5]
     if refused:

@@ -22,7 +22,7 @@ from cl_sweeps.hashing import content_hash
 from cl_sweeps.records import SweepLayout
 from cl_sweeps.results import atomic_write
 from cl_sweeps.sweep.databases import database_errors
-from cl_sweeps.sweep.schema import SweepConfig
+from cl_sweeps.sweep.schema import SweepConfig, parse_sweep_config
 from cl_sweeps.sweep.space import SearchSpace
 
 
@@ -31,22 +31,22 @@ def resolved_config(sweep: SweepConfig) -> dict[str, Any]:
     return sweep.model_dump(mode="json")
 
 
+def as_read_now(saved: dict[str, Any]) -> dict[str, Any]:
+    """A sweep_resolved.yaml as this release reads it: keys the schema gained after an earlier
+    release wrote it are filled with their defaults (a new key's default keeps the earlier
+    behaviour), so --resume, --extend and warm_start do not take them for changes. A file this
+    release cannot read is returned as it is, and every difference counts."""
+    try:
+        return resolved_config(parse_sweep_config(saved))
+    except ConfigError:
+        return saved
+
+
 def changed_keys(saved: dict[str, Any], resolved: dict[str, Any]) -> list[str]:
-    """Top-level keys in which a resumed sweep differs from the saved one. A key the saved
-    sweep lacks (added to the schema after it started) counts only if it is not at its
-    default: a sweep started by an earlier version resumes."""
-    defaults = {name: field.get_default(call_default_factory=True)
-                for name, field in SweepConfig.model_fields.items()}
-    changed = []
-    for key in sorted({*saved, *resolved}):
-        if key not in saved and key in defaults:
-            default = defaults[key]
-            default = default.model_dump(mode="json") if hasattr(default, "model_dump") else default
-            if resolved.get(key) == default:
-                continue
-        if saved.get(key) != resolved.get(key):
-            changed.append(key)
-    return changed
+    """Top-level keys in which a resumed sweep differs from the saved one, read as this release
+    reads it (a sweep started by an earlier release resumes)."""
+    saved = as_read_now(saved)
+    return [key for key in sorted({*saved, *resolved}) if saved.get(key) != resolved.get(key)]
 
 
 def refuse_existing_sweep(layout: SweepLayout) -> None:

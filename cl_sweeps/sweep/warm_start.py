@@ -23,6 +23,7 @@ from cl_sweeps.config import ConfigError, get_dotted, set_dotted
 from cl_sweeps.records import COMPLETED, SEED_PARAM, SweepLayout, TrialRecord
 from cl_sweeps.results import METRICS_JSONL, METRICS_PARQUET
 from cl_sweeps.sweep.extend import INERT_KEYS, differences, under
+from cl_sweeps.sweep.output_dir import as_read_now
 from cl_sweeps.sweep.prior import walked_trial
 from cl_sweeps.sweep.schema import SweepConfig
 from cl_sweeps.sweep.space import SearchSpace, expected_tasks
@@ -56,6 +57,7 @@ def check_sources(sweep: SweepConfig) -> list[Source]:
             raise ConfigError(f"{where}: {path} is not a sweep's output_dir (no "
                               f"{records.RESOLVED_FILE} and trials/); allowed: the output_dir "
                               "of a finished sweep")
+        resolved = as_read_now(resolved)  # keys added since it ran: their defaults
         if layout.root.resolve() == Path(sweep.output_dir or "").resolve():
             raise ConfigError(f"{where}: {path} is this sweep's own output_dir; grow a sweep "
                               "with `cl-sweeps sweep FILE --extend`")
