@@ -43,6 +43,7 @@ TASKS = 5
 STEPS = list(range(TASKS))
 SHRINK = [  # the quickstart's grid and 5 tasks, with seconds of training per trial
     "base.train.iterations_per_task=3", "base.data.max_train_per_class=20",
+    "base.data.validation_per_class=5",  # the quickstart's split, within 20 images per class
     "base.data.max_test_per_class=10", "base.evaluation.n_eval_samples=16",
     "base.evaluation.eval_steps=2", "base.evaluation.eval_batch_size=16",
     "base.evaluation.classifier_epochs=1", "base.evaluation.denoise_eval_per_task=8",
@@ -136,7 +137,7 @@ def _quickstart_against_a_server(tmp_path: Path, ray_tmp: Path) -> None:
         assert steps == sorted(set(steps)) and steps[-1] == TRIALS and len(steps) >= 2, steps
         assert history(uri, parent, "sweep/trials_completed")[-1][1] == TRIALS
         for key in ("sweep/trials_pruned", "sweep/trials_failed", "sweep/pareto_size",
-                    "sweep/best_fid_final", "sweep/best_train_tflops",
+                    "sweep/best_fid_final_val", "sweep/best_train_tflops",
                     "sweep/train_tflops_spent", "sweep/hypervolume"):
             points = history(uri, parent, key)
             assert [s for s, _ in points] == sorted(s for s, _ in points), (key, points)
@@ -206,7 +207,7 @@ def assert_trial_run(uri: str, run: dict[str, Any], parent: str, out: Path) -> N
     assert tags["mlflow.parentRunId"] == parent and tags["status"] == "COMPLETED"
     assert tags["cl_sweeps.sweep"] == "quickstart"
     assert tags["strategy"] == params["strategy.name"] and tags["seed"] == params["seed"]
-    for metric in ("fid", "train_tflops", "denoise_loss", "kld"):
+    for metric in ("fid", "fid_val", "train_tflops", "denoise_loss", "kld"):
         assert [s for s, _ in history(uri, run_id, metric)] == STEPS, metric
     assert [s for s, _ in history(uri, run_id, "fid_final")] == [STEPS[-1]]
     assert {"model", "samples", "trial_config.yaml"} <= listing(uri, run_id)
