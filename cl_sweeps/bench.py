@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 
@@ -30,6 +30,7 @@ from cl_sweeps.config import (
 from cl_sweeps.data.sources import ImageSet
 from cl_sweeps.diffusion import DDIMSampler, build_scheduler, build_unet
 from cl_sweeps.evaluation.compute import (
+    EMA_UPDATE,
     TRAIN_PURPOSES,
     ForwardCounter,
     PhaseTimer,
@@ -37,7 +38,7 @@ from cl_sweeps.evaluation.compute import (
     measure_flops_per_image,
 )
 from cl_sweeps.strategies import TrainingContext, available_strategies, build_strategy
-from cl_sweeps.strategies.base import Conditioning, strategy_class
+from cl_sweeps.strategies.base import Conditioning, priced_flops
 from cl_sweeps.strategies.catalog import strategy_info
 from cl_sweeps.throughput import OptimizerStep, PersistentTeacher, Throughput, frozen
 
@@ -115,7 +116,9 @@ class BenchRow:
 
     @property
     def image_forwards_per_second(self) -> float:
-        return sum(self.forwards_per_iteration.values()) / self.seconds_per_iteration
+        """UNet image-forwards per second (EMA teacher updates are counted, but are not any)."""
+        forwards = sum(n for p, n in self.forwards_per_iteration.items() if p != EMA_UPDATE)
+        return forwards / self.seconds_per_iteration
 
     @property
     def tflops_per_second(self) -> float:
@@ -167,11 +170,7 @@ def bench_strategy(
                           num_classes=2 if conditional else None).to(device)
 
     model = unet()
-    flops_per_image = replace(  # the engine's FLOP model: LoRA adapters priced as they train
-        measure_flops_per_image(model),
-        adapter_forward_backward=strategy_class(name).adapter_flops_per_image(
-            model, StrategyConfig(name=name)),
-    )
+    flops_per_image = priced_flops(model, StrategyConfig(name=name))  # the engine's prices
     settings.prepare(model)
     scheduler = build_scheduler(model_config)
     counter = ForwardCounter()
@@ -238,7 +237,7 @@ CLASSIFIER_REPLAY = "classifier_replay"  # the bench's row of the classifier's i
 PURPOSE_HEADERS = {
     "student_train": "student", "teacher_generation": "teacher_gen",
     "teacher_target": "teacher_tgt", "classifier_replay_generation": "clf_replay_gen",
-    "adapter_train": "adapter",
+    "adapter_train": "adapter", "ema_update": "ema_upd",
 }
 
 

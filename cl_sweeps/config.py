@@ -282,7 +282,8 @@ class StrategyConfig(_Strict):
     )
     snr_threshold: float = Field(
         default=0.0, ge=0.0,
-        description="generative_distillation: replay pairs whose τ has SNR ᾱ/(1 − ᾱ) below this "
+        description="generative_distillation, class_guided_distillation and "
+        "partial_generation_distillation: replay pairs whose τ has SNR ᾱ/(1 − ᾱ) below this "
         "take pure noise as input instead of a generated image (no generation); 0: off.",
     )
     distillation_guidance: float = Field(

@@ -200,8 +200,9 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec(
         TRAIN_TFLOPS,
         "cumulative training compute in TFLOPs: student forward+backward, teacher generation "
-        "and teacher targets (image-forwards × measured FLOPs per image-forward), plus "
-        "classifier_train_tflops and the generator forwards of classifier replay",
+        "and teacher targets (image-forwards × measured FLOPs per image-forward), LoRA "
+        "adapters' and EMA teacher updates' FLOPs, plus classifier_train_tflops and the "
+        "generator forwards of classifier replay",
         AFTER_EACH_TASK,
     ),
     MetricSpec(
@@ -245,6 +246,12 @@ METRICS: tuple[MetricSpec, ...] = (
         "cumulative student image-forwards (each with a backward) that also pass through the "
         "adapters a strategy trains (lora, tasks after the first), priced in train_tflops at the "
         "adapters' own FLOPs",
+        AFTER_EACH_TASK,
+    ),
+    MetricSpec(
+        "forwards_ema_update",
+        "cumulative EMA teacher updates (teacher: ema, one per optimiser step from task 1 on; "
+        "not image-forwards), priced in train_tflops at 3 FLOPs per model parameter each",
         AFTER_EACH_TASK,
     ),
     MetricSpec(

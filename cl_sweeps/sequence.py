@@ -10,7 +10,7 @@ import copy
 import logging
 import resource
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,6 @@ from cl_sweeps.evaluation.compute import (
     ForwardCounter,
     PhaseTimer,
     flops_by_purpose,
-    measure_flops_per_image,
 )
 from cl_sweeps.evaluation.denoising import denoising_loss
 from cl_sweeps.evaluation.fid import (
@@ -47,7 +46,7 @@ from cl_sweeps.numerics import check_loss
 from cl_sweeps.prefix import computed_once, prefix_key
 from cl_sweeps.prefix_store import PrefixStore
 from cl_sweeps.strategies import Strategy, TrainingContext, build_strategy, unused_knobs
-from cl_sweeps.strategies.base import Conditioning, strategy_class
+from cl_sweeps.strategies.base import Conditioning, priced_flops
 from cl_sweeps.throughput import (
     LossReader,
     OptimizerStep,
@@ -110,11 +109,7 @@ class Engine:
             return build_unet(config.model, image_size, channels, num_classes).to(device)
 
         self.model = unet()
-        self.flops = replace(  # before compiling (see prepare)
-            measure_flops_per_image(self.model),
-            adapter_forward_backward=strategy_class(config.strategy.name).adapter_flops_per_image(
-                self.model, config.strategy),
-        )
+        self.flops = priced_flops(self.model, config.strategy)  # before compiling (prepare)
         self.throughput.prepare(self.model)
         self.teacher = PersistentTeacher(unet, self.throughput)
         self.scheduler = build_scheduler(config.model)

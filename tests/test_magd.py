@@ -10,7 +10,12 @@ from test_conditional import conditional_setup, current_batch
 from test_teacher_strategies import batch_of, make_setup
 
 from cl_sweeps.diffusion.model import predict_noise
-from cl_sweeps.evaluation.compute import STUDENT_TRAIN, TEACHER_GENERATION, TEACHER_TARGET
+from cl_sweeps.evaluation.compute import (
+    EMA_UPDATE,
+    STUDENT_TRAIN,
+    TEACHER_GENERATION,
+    TEACHER_TARGET,
+)
 from cl_sweeps.strategies.catalog import TEACHER_KNOBS, strategy_knobs
 from cl_sweeps.strategies.teacher import TeacherStrategy
 
@@ -41,6 +46,35 @@ def test_ema_teacher_is_the_running_average_of_the_student(teacher, decay):
     moved = any(not torch.equal(now[n], frozen[n]) for n in now)
     assert moved == (teacher == "ema" and decay < 1)
     assert not any(p.requires_grad for p in context.teacher.parameters())  # still frozen to autograd
+
+
+def test_ema_teacher_updates_are_counted_in_train_tflops(small_trial):
+    """The real engine, two tasks: an EMA-teacher trial's train_tflops exceed the same
+    frozen-teacher trial's by exactly its updates (one per step of task 1) × 3 FLOPs per
+    parameter; every image-forward count is the same."""
+    from cl_sweeps.sequence import Engine
+
+    iterations = 3
+
+    def trained(teacher: str) -> Engine:
+        engine = Engine(small_trial(
+            data={"tasks": [[0, 1], [2, 3]]},
+            strategy={"name": "generative_distillation", "teacher": teacher, "ema_decay": 0.9,
+                      "teacher_steps": 1},
+            train={"iterations_per_task": iterations, "batch_size": 4},
+        ))
+        for task in range(2):
+            engine.train_task(task, progress=False)
+        return engine
+
+    ema, frozen = trained("ema"), trained("frozen")
+    counts, frozen_counts = ema.counter.snapshot(), frozen.counter.snapshot()
+    assert counts.pop(EMA_UPDATE) == iterations and frozen_counts.pop(EMA_UPDATE) == 0
+    assert counts == frozen_counts and counts[TEACHER_GENERATION] > 0
+    per_update = 3 * sum(p.numel() for p in ema.model.parameters())
+    assert ema.training_tflops() - frozen.training_tflops() == pytest.approx(
+        iterations * per_update / 1e12, rel=1e-9)
+    assert ema.compute_metrics(0.0)["forwards_ema_update"] == iterations
 
 
 def test_every_teacher_strategy_reads_the_teacher_knobs():
@@ -80,6 +114,31 @@ def test_snr_gating_skips_generation_exactly_where_its_rule_says(gate_at, gated)
     # the teacher's targets were computed on exactly the student's replay inputs
     target_x, target_t, _ = context.teacher.calls[-1]
     assert torch.equal(target_x, x) and torch.equal(target_t, t)
+
+
+@pytest.mark.parametrize("gate_at, gated", [(1000, 0), (750, 2), (500, 4), (1, 8)])
+def test_snr_gating_of_partial_generation_skips_exactly_the_gated_pairs(gate_at, gated):
+    """The same gate as generative_distillation's: the G pairs at τ ≥ τ_s take pure noise and
+    no generation steps; the R − G others are generated k steps down to their τ < τ_s."""
+    b, k = 8, 2
+    scheduler = make_setup("partial_generation_distillation")[2].scheduler
+    threshold = 0.0 if gate_at == 1000 else snr_between(scheduler, gate_at)
+    strategy, student, context = make_setup(
+        "partial_generation_distillation", teacher_steps=k, snr_threshold=threshold
+    )
+    assert strategy.gate_start() == gate_at
+    strategy.loss(student, batch_of(b))
+    counts = context.counter.snapshot()
+    assert counts[TEACHER_GENERATION] == k * (b - gated)
+    assert counts[TEACHER_TARGET] == b and counts[STUDENT_TRAIN] == 2 * b
+    *generation, (target_x, target_t, _) = context.teacher.calls
+    assert [len(x) for x, _, _ in generation] == ([b - gated] * k if gated < b else [])
+    x, t, _ = student.calls[1]  # the replay batch: generated pairs first, then the gated ones
+    assert (t[: b - gated] < gate_at).all() and (t[b - gated:] >= gate_at).all()
+    assert torch.equal(target_x, x) and torch.equal(target_t, t)
+    if gated:  # pure noise N(0, I), not a state the teacher reached
+        noise = x[b - gated:]
+        assert abs(float(noise.mean())) < 0.2 and 0.8 < float(noise.std()) < 1.2
 
 
 # --------------------------------------------------------------------------- class-guided

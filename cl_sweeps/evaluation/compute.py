@@ -29,19 +29,23 @@ CLASSIFIER_REPLAY_GENERATION = "classifier_replay_generation"  # the classifier'
 # Student image-forwards (each with a backward) that also pass through adapters the strategy
 # added to the UNet (LoRA): counted beside STUDENT_TRAIN, priced at the adapters' own FLOPs.
 ADAPTER_TRAIN = "adapter_train"
+# Not image-forwards: updates of an EMA teacher (one per optimiser step with `teacher: ema`),
+# counted beside them and priced at the update's FLOPs (`ema_update_flops`).
+EMA_UPDATE = "ema_update"
 PURPOSES = (
     STUDENT_TRAIN, TEACHER_GENERATION, TEACHER_TARGET, CLASSIFIER_REPLAY_GENERATION, ADAPTER_TRAIN,
-    EVAL_SAMPLING,
+    EMA_UPDATE, EVAL_SAMPLING,
 )
 TRAIN_PURPOSES = (
     STUDENT_TRAIN, TEACHER_GENERATION, TEACHER_TARGET, CLASSIFIER_REPLAY_GENERATION, ADAPTER_TRAIN,
+    EMA_UPDATE,
 )
 
 PHASES = ("train", "replay_generation", "evaluation")
 
 
 class ForwardCounter:
-    """Image-forwards of the UNet, by purpose."""
+    """Image-forwards of the UNet, by purpose (and EMA teacher updates, EMA_UPDATE)."""
 
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter({p: 0 for p in PURPOSES})
@@ -64,12 +68,14 @@ class ForwardCounter:
 
 @dataclass
 class FlopsPerImage:
-    """FLOPs of one UNet image-forward, of one forward+backward (training), and of one
-    forward+backward through the adapters a strategy adds (LoRA; 0 without)."""
+    """FLOPs of one UNet image-forward, of one forward+backward (training), of one
+    forward+backward through the adapters a strategy adds (LoRA; 0 without), and of one EMA
+    teacher update (`ema_update_flops`; 0 where none is priced)."""
 
     forward: float
     forward_backward: float
     adapter_forward_backward: float = 0.0
+    ema_update: float = 0.0
 
 
 _FLOP_CACHE: dict[str, FlopsPerImage] = {}
@@ -160,8 +166,19 @@ def _cuda_in_use() -> bool:
     return torch.cuda.is_available() and torch.cuda.is_initialized()
 
 
+def ema_update_flops(model: nn.Module) -> float:
+    """FLOPs of one EMA update φ ← φ + (1 − d)(θ − φ) of a copy of `model` (`update_ema`): 3
+    per floating-point parameter element (a subtraction, a multiplication, an addition). The
+    buffers it copies (none in a UNet2DModel) cost no arithmetic."""
+    return 3.0 * sum(p.numel() for p in model.parameters() if p.is_floating_point())
+
+
 def flops_by_purpose(counts: dict[str, int], flops: FlopsPerImage) -> dict[str, float]:
     """FLOPs spent per purpose: student forwards carry their backward, adapter forwards are
-    priced at the adapters' own forward+backward."""
-    per_image = {STUDENT_TRAIN: flops.forward_backward, ADAPTER_TRAIN: flops.adapter_forward_backward}
+    priced at the adapters' own forward+backward, EMA updates at one update's FLOPs."""
+    per_image = {
+        STUDENT_TRAIN: flops.forward_backward,
+        ADAPTER_TRAIN: flops.adapter_forward_backward,
+        EMA_UPDATE: flops.ema_update,
+    }
     return {p: counts.get(p, 0) * per_image.get(p, flops.forward) for p in PURPOSES}

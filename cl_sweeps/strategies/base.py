@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import importlib
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 import torch
@@ -31,8 +31,11 @@ from cl_sweeps.diffusion.sampling import DDIMSampler
 from cl_sweeps.evaluation.compute import (
     STUDENT_TRAIN,
     TEACHER_TARGET,
+    FlopsPerImage,
     ForwardCounter,
     PhaseTimer,
+    ema_update_flops,
+    measure_flops_per_image,
 )
 from cl_sweeps.strategies.catalog import strategy_info
 
@@ -274,3 +277,14 @@ def strategy_class(name: str) -> type[Strategy]:
             f"{strategy_info(name).module} declares NAME = {name!r} but registers no class "
             "with that name"
         ) from None
+
+
+def priced_flops(model: UNet2DModel, config: StrategyConfig) -> FlopsPerImage:
+    """The FLOP prices a trial of `config` counts its work at, the same in the engine and in
+    `cl-sweeps bench`: the UNet's measured image-forward and forward+backward, the strategy's
+    adapters (LoRA) and one EMA teacher update. Called on the plain model, before compiling."""
+    return replace(
+        measure_flops_per_image(model),
+        adapter_forward_backward=strategy_class(config.name).adapter_flops_per_image(model, config),
+        ema_update=ema_update_flops(model),
+    )

@@ -13,7 +13,8 @@ pairs take z ~ N(0, I) as input, as `gaussian_distillation` does, and need no ge
 falls with τ, so the gated timesteps are the top of the range, [τ_s, high). The R pairs are split
 in proportion: G = round(R·(high − τ_s)/(high − low)) gated pairs with τ ~ U[τ_s, high) and R − G
 generated ones with τ ~ U[low, τ_s) — τ stays uniform over the range in expectation, and the
-split is fixed, so no host sync decides how many images to generate.
+split is fixed, so no host sync decides how many images to generate. The gate is
+`TeacherStrategy`'s, shared with `partial_generation_distillation`.
 
 Cost per iteration: student 3(B + R), teacher generation k·(R − G), teacher targets R (G = 0
 without gating).
@@ -26,7 +27,7 @@ from diffusers import UNet2DModel
 
 from cl_sweeps.strategies.base import register
 from cl_sweeps.strategies.catalog import GENERATION_KNOBS, TEACHER_KNOBS
-from cl_sweeps.strategies.teacher import TeacherStrategy
+from cl_sweeps.strategies.teacher import ReplayPairs, TeacherStrategy, joined
 
 NAME = "generative_distillation"
 KNOBS = GENERATION_KNOBS + TEACHER_KNOBS + ("snr_threshold",)
@@ -35,36 +36,18 @@ SETTING = "both"  # unconditional and class-conditional models
 
 @register
 class GenerativeDistillation(TeacherStrategy):
-    _gate_start: int | None = None  # τ_s, found on first use
 
     def replay_loss(self, model: UNet2DModel, n: int, like: torch.Tensor) -> torch.Tensor:
-        low, high = self.config.replay_timesteps
-        split = self.gate_start()
-        gated = round(n * (high - split) / (high - low))
+        gated = self.gated_count(n)
         if gated == 0:
             generated = self.generate(n)
             x_t, t, _ = self.renoise(generated.images)
             return self.distillation_loss(model, x_t, t, generated.labels)
-        inputs, steps, labels = [], [], []
+        parts: list[ReplayPairs] = []
         if gated < n:
             generated = self.generate(n - gated)
-            x0 = generated.images
-            t = self.random_timesteps(n - gated, low, split)
-            inputs.append(self.context.scheduler.add_noise(x0, self.random_noise(x0), t))
-            steps.append(t)
-            labels.append(generated.labels)
-        inputs.append(self.random_noise(like[:1].expand(gated, *like.shape[1:])))
-        steps.append(self.random_timesteps(gated, split, high))
-        labels.append(self.past_labels(gated))  # pure-noise inputs, at past classes' labels
-        y = None if labels[0] is None else torch.cat(labels)
-        return self.distillation_loss(model, torch.cat(inputs), torch.cat(steps), y)
-
-    def gate_start(self) -> int:
-        """τ_s: the first timestep of `replay_timesteps` whose SNR is below `snr_threshold`
-        (the range's end if none is, so nothing is gated). Found once: the schedule is fixed."""
-        if self._gate_start is None:
-            low, high = self.config.replay_timesteps
-            abar = self.context.scheduler.alphas_cumprod[low:high].double().cpu()
-            below = (abar / (1 - abar) < self.config.snr_threshold).nonzero()
-            self._gate_start = low + int(below[0]) if len(below) else high
-        return self._gate_start
+            x0, t = generated.images, self.ungated_timesteps(n - gated)
+            x_t = self.context.scheduler.add_noise(x0, self.random_noise(x0), t)
+            parts.append((x_t, t, generated.labels))
+        parts.append(self.gated_pairs(gated, like))
+        return self.distillation_loss(model, *joined(parts))

@@ -13,6 +13,10 @@ the k' grid points inside it are used (at least the nearest one); then R' = ceil
 k'·R', while generation still takes all k steps per image. Timesteps are the k-step grid's only
 (e.g. k = 2 with trailing spacing trains at τ ∈ {999, 499}).
 
+No SNR gating (`snr_threshold` is not read): its pairs are the states of one k-step trajectory,
+which passes through the high-noise grid points on its way to the others anyway, and the state at
+τ = 999 is already pure noise with no generation cost, so gating would save no forward.
+
 Cost per iteration: student 3(B + k'·R'), teacher generation k·R'.
 """
 

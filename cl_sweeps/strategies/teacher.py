@@ -11,8 +11,14 @@ d = `ema_decay`: the teacher starts each task as the frozen one and then follows
 slowly, so it keeps the past while it picks up what the current task has already taught. d = 1
 is the frozen teacher. The EMA restarts from the student at every task boundary (the engine's
 copy), so a task checkpoint holds no EMA state and a resumed run is exact. Its cost is one
-lerp over the parameters per iteration (about 3 FLOPs per parameter, no UNet forward; timed in
-`train_seconds`, not in the forward counts or `train_tflops`).
+lerp over the parameters per iteration, no UNet forward: each update is counted
+(`forwards_ema_update`) and priced at 3 FLOPs per parameter (`ema_update_flops`) in
+`train_tflops`, and timed in `train_seconds`.
+
+SNR-gated generation (`snr_threshold` > 0; read by `generative_distillation`, its subclass
+`class_guided_distillation` and `partial_generation_distillation`): the pairs whose τ falls where
+SNR(τ) = ᾱ_τ/(1 − ᾱ_τ) is below the threshold, [τ_s, high), take pure noise as input and need no
+generation; `gate_start`, `gated_count` and `gated_pairs` below are the one rule they share.
 
 Per iteration with B real images a strategy adds R = round(replay_ratio · B) replay pairs:
 
@@ -32,8 +38,10 @@ from torch import nn
 
 from cl_sweeps.data.sources import ImageSet
 from cl_sweeps.diffusion.sampling import SampleResult
-from cl_sweeps.evaluation.compute import TEACHER_GENERATION
+from cl_sweeps.evaluation.compute import EMA_UPDATE, TEACHER_GENERATION
 from cl_sweeps.strategies.base import LossOutput, Strategy
+
+ReplayPairs = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]  # inputs, τ, labels
 
 
 class TeacherStrategy(Strategy):
@@ -59,12 +67,14 @@ class TeacherStrategy(Strategy):
 
     @torch.no_grad()
     def after_optimizer_step(self, model: UNet2DModel) -> None:
-        """teacher: ema — move the teacher towards the student: φ ← d·φ + (1 − d)·θ."""
+        """teacher: ema — move the teacher towards the student: φ ← d·φ + (1 − d)·θ, counted
+        as one EMA update (priced in `train_tflops`)."""
         kind, decay = self.config.teacher, self.config.ema_decay
         teacher = self.context.teacher
         if kind != "ema" or teacher is None or decay == 1.0:
             return
         update_ema(teacher, model, decay)
+        self.context.counter.add(EMA_UPDATE, 1)
 
     # --- building blocks ------------------------------------------------------------------
     def generate(
@@ -113,6 +123,41 @@ class TeacherStrategy(Strategy):
         target = self.teacher_prediction(x, t, y)
         return F.mse_loss(self.student(model, x, t, y), target)
 
+    # --- SNR-gated generation (snr_threshold; after MAGD's SNR-guided generation) ---------
+    _gate_start: int | None = None  # τ_s, found on first use
+
+    def gate_start(self) -> int:
+        """τ_s: the first timestep of `replay_timesteps` whose SNR ᾱ_τ/(1 − ᾱ_τ) is below
+        `snr_threshold` (the range's end if none is, so nothing is gated). SNR falls with τ, so
+        the gated range is [τ_s, high). Found once: the schedule is fixed."""
+        if self._gate_start is None:
+            low, high = self.config.replay_timesteps
+            abar = self.context.scheduler.alphas_cumprod[low:high].double().cpu()
+            below = (abar / (1 - abar) < self.config.snr_threshold).nonzero()
+            self._gate_start = low + int(below[0]) if len(below) else high
+        return self._gate_start
+
+    def gated_count(self, n: int) -> int:
+        """G of n replay pairs that are gated: their share of `replay_timesteps` = [low, high)
+        that lies in [τ_s, high), G = round(n·(high − τ_s)/(high − low)). The other n − G
+        take τ ~ U[low, τ_s) and are generated, so τ stays uniform over the range in
+        expectation; the split is fixed, so no host sync decides how many images to generate."""
+        low, high = self.config.replay_timesteps
+        return round(n * (high - self.gate_start()) / (high - low))
+
+    def ungated_timesteps(self, n: int) -> torch.Tensor:
+        """n timesteps τ ~ U[low, τ_s): those of the pairs that are generated under gating."""
+        return self.random_timesteps(n, self.config.replay_timesteps[0], self.gate_start())
+
+    def gated_pairs(self, n: int, like: torch.Tensor) -> ReplayPairs:
+        """n gated pairs, no generation: inputs z ~ N(0, I) shaped as one image of `like`, at
+        τ ~ U[τ_s, high), labelled with past classes (None for an unconditional model). At
+        such τ a generated image hardly shows in its noised version (under zero terminal SNR,
+        at τ = 999 not at all)."""
+        x = self.random_noise(like[:1].expand(n, *like.shape[1:]))
+        t = self.random_timesteps(n, self.gate_start(), self.config.replay_timesteps[1])
+        return x, t, self.past_labels(n)
+
     def generation_grid(self) -> torch.Tensor:
         """The teacher's k-step DDIM grid (noisiest first), restricted to the points inside
         `replay_timesteps` = [low, high); if none is, the point nearest to that range is kept, so
@@ -137,3 +182,13 @@ def update_ema(average: nn.Module, model: nn.Module, decay: float) -> None:
     buffers = dict(model.named_buffers())
     for name, target in average.named_buffers():
         target.copy_(buffers[name])
+
+
+def joined(parts: list[ReplayPairs]) -> ReplayPairs:
+    """Replay pairs concatenated in order (labels None for an unconditional model)."""
+    labels = [y for _, _, y in parts]
+    return (
+        torch.cat([x for x, _, _ in parts]),
+        torch.cat([t for _, t, _ in parts]),
+        None if labels[0] is None else torch.cat(labels),
+    )
