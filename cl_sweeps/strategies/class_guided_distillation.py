@@ -23,8 +23,6 @@ null-class prediction in one batched call of 2R images, counted as 2R teacher ta
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
-from diffusers import UNet2DModel
 
 from cl_sweeps.diffusion.sampling import guided_noise
 from cl_sweeps.evaluation.compute import TEACHER_TARGET
@@ -40,25 +38,13 @@ SETTING = "conditional"  # guidance needs class labels and a null class
 @register
 class ClassGuidedDistillation(GenerativeDistillation):
 
-    def distillation_loss(
-        self,
-        model: UNet2DModel,
-        x: torch.Tensor,
-        t: torch.Tensor,
-        labels: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """‖ε̃_φ(x, t, y) − ε_θ(x, t, y)‖² with the teacher's guided prediction ε̃_φ as target,
-        student and teacher at the same labels (after label dropout)."""
-        y = self.training_labels(labels)
-        target = self.guided_teacher_prediction(x, t, y)
-        return F.mse_loss(self.student(model, x, t, y), target)
-
     @torch.no_grad()
-    def guided_teacher_prediction(
-        self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None
+    def teacher_prediction(
+        self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """ε_φ(∅) + w·(ε_φ(y) − ε_φ(∅)) at w = `distillation_guidance`, fp32; its
-        image-forwards (2 per pair unless w ∈ {0, 1}) counted as teacher targets."""
+        """The distillation target: ε_φ(∅) + w·(ε_φ(y) − ε_φ(∅)) at w = `distillation_guidance`
+        (student and teacher at the same labels, after label dropout), fp32; its image-forwards
+        (2 per pair unless w ∈ {0, 1}) counted as teacher targets."""
         teacher = self.context.teacher
         if teacher is None:
             raise RuntimeError(f"strategy {self.name!r} needs a teacher but none is set")
