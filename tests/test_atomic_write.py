@@ -35,23 +35,32 @@ def test_the_file_gets_the_usual_mode_not_a_private_temporary_one(tmp_path: Path
     assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
 
 
-def test_concurrent_writers_of_one_file_never_share_a_temporary(tmp_path: Path) -> None:
-    path = tmp_path / "state.json"
+def run_concurrently(write, writers: int = 4) -> list[BaseException]:
+    """`write(index)` in `writers` threads at once; the errors they raised."""
     errors: list[BaseException] = []
 
-    def writer(index: int) -> None:
+    def guarded(index: int) -> None:
         try:
-            for _ in range(50):
-                atomic_write(path, lambda tmp: tmp.write_text(str(index) * 1000))
+            write(index)
         except BaseException as error:  # noqa: BLE001 - collected for the assertion
             errors.append(error)
 
-    threads = [threading.Thread(target=writer, args=(i,)) for i in range(4)]
+    threads = [threading.Thread(target=guarded, args=(i,)) for i in range(writers)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert not errors
+    return errors
+
+
+def test_concurrent_writers_of_one_file_never_share_a_temporary(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+
+    def writer(index: int) -> None:
+        for _ in range(50):
+            atomic_write(path, lambda tmp: tmp.write_text(str(index) * 1000))
+
+    assert not run_concurrently(writer)
     text = path.read_text()
     assert len(set(text)) == 1 and len(text) == 1000
 
@@ -78,21 +87,12 @@ def test_two_writers_append_whole_lines(tmp_path: Path) -> None:
     from cl_sweeps.results import append_json_line, read_json_lines
 
     path = tmp_path / "events.jsonl"
-    errors: list[BaseException] = []
 
     def writer(index: int) -> None:
-        try:
-            for line in range(25):
-                append_json_line(path, {"writer": index, "line": line, "pad": "x" * 100_000})
-        except BaseException as error:  # noqa: BLE001 - collected for the assertion
-            errors.append(error)
+        for line in range(25):
+            append_json_line(path, {"writer": index, "line": line, "pad": "x" * 100_000})
 
-    threads = [threading.Thread(target=writer, args=(i,)) for i in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not errors
+    assert not run_concurrently(writer)
     found = read_json_lines(path)
     assert found.torn == 0 and len(found.records) == 100
     for index in range(4):

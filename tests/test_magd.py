@@ -93,14 +93,17 @@ def snr_between(scheduler, t: int) -> float:
     return float((snr[t - 1] + snr[t]) / 2)
 
 
+def gated_setup(name: str, gate_at: int, teacher_steps: int):
+    """`name` with the SNR threshold that puts τ_s at `gate_at` (1000: no gating)."""
+    scheduler = make_setup(name)[2].scheduler
+    threshold = 0.0 if gate_at == 1000 else snr_between(scheduler, gate_at)
+    return make_setup(name, teacher_steps=teacher_steps, snr_threshold=threshold)
+
+
 @pytest.mark.parametrize("gate_at, gated", [(1000, 0), (750, 2), (500, 4), (1, 8)])
 def test_snr_gating_skips_generation_exactly_where_its_rule_says(gate_at, gated):
     b, k = 8, 2  # R = B = 8 replay pairs
-    scheduler_probe, _, _ = make_setup("generative_distillation")
-    threshold = 0.0 if gate_at == 1000 else snr_between(scheduler_probe.context.scheduler, gate_at)
-    strategy, student, context = make_setup(
-        "generative_distillation", teacher_steps=k, snr_threshold=threshold
-    )
+    strategy, student, context = gated_setup("generative_distillation", gate_at, k)
     assert strategy.gate_start() == gate_at
     strategy.loss(student, batch_of(b))
     counts = context.counter.snapshot()
@@ -121,11 +124,7 @@ def test_snr_gating_of_partial_generation_skips_exactly_the_gated_pairs(gate_at,
     """The same gate as generative_distillation's: the G pairs at τ ≥ τ_s take pure noise and
     no generation steps; the R − G others are generated k steps down to their τ < τ_s."""
     b, k = 8, 2
-    scheduler = make_setup("partial_generation_distillation")[2].scheduler
-    threshold = 0.0 if gate_at == 1000 else snr_between(scheduler, gate_at)
-    strategy, student, context = make_setup(
-        "partial_generation_distillation", teacher_steps=k, snr_threshold=threshold
-    )
+    strategy, student, context = gated_setup("partial_generation_distillation", gate_at, k)
     assert strategy.gate_start() == gate_at
     strategy.loss(student, batch_of(b))
     counts = context.counter.snapshot()
